@@ -1,0 +1,185 @@
+"""Model configs: the official TPSMM YAML layout, as typed dataclasses.
+
+A config is named (``vox-256``, ``taichi-256``, ``ted-384``, ``mgif-256``, ``lite-256`` …: the YAML
+files in ``engines/tpsmm/configs/``) or given as a path to a YAML file in the official layout
+(``model_params`` / ``train_params`` / ``train_avd_params`` / ``dataset_params``). ``--config``
+takes either, everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from engines.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass(frozen=True)
+class GeneratorParams:
+    """Inpainting network widths (official ``generator_params``)."""
+
+    block_expansion: int = 64
+    max_features: int = 512
+    num_down_blocks: int = 3
+
+
+@dataclass(frozen=True)
+class DenseMotionParams:
+    """Dense motion network widths (official ``dense_motion_params``)."""
+
+    block_expansion: int = 64
+    max_features: int = 1024
+    num_blocks: int = 5
+    scale_factor: float = 0.25
+
+
+@dataclass(frozen=True)
+class AVDParams:
+    """AVD network bottlenecks (official ``avd_network_params``)."""
+
+    id_bottle_size: int = 128
+    pose_bottle_size: int = 128
+
+
+@dataclass(frozen=True)
+class KeypointParams:
+    """Keypoint detector / background predictor backbone.
+
+    ``width`` scales every ResNet18 channel count (64 in the official model); ``depth`` is the
+    number of BasicBlocks per stage (2 in ResNet18). Only our own configs change them; the official
+    configs have no such section and get the ResNet18 defaults, so official checkpoints load.
+    """
+
+    width: int = 64
+    depth: int = 2
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to build the five TPSMM networks, plus the raw training sections.
+
+    ``image_size`` is the square frame size the networks run at (256 for vox/taichi/mgif, 384 for
+    ted). ``train_params`` / ``train_avd_params`` / ``dataset_params`` are kept as the YAML gave them
+    (the training package reads them).
+    """
+
+    name: str
+    num_tps: int = 10
+    num_channels: int = 3
+    bg: bool = True
+    multi_mask: bool = True
+    image_size: int = 256
+    generator: GeneratorParams = field(default_factory=GeneratorParams)
+    dense_motion: DenseMotionParams = field(default_factory=DenseMotionParams)
+    avd: AVDParams = field(default_factory=AVDParams)
+    keypoint: KeypointParams = field(default_factory=KeypointParams)
+    train_params: dict = field(default_factory=dict, compare=False)
+    train_avd_params: dict = field(default_factory=dict, compare=False)
+    dataset_params: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def num_kp(self) -> int:
+        """Keypoints per frame: 5 per TPS transformation (50 for the official configs)."""
+        return self.num_tps * 5
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """The config in the official YAML layout (round-trips through :func:`config_from_dict`)."""
+        model_params = {
+            "common_params": {
+                "num_tps": self.num_tps,
+                "num_channels": self.num_channels,
+                "bg": self.bg,
+                "multi_mask": self.multi_mask,
+            },
+            "generator_params": asdict(self.generator),
+            "dense_motion_params": asdict(self.dense_motion),
+            "avd_network_params": asdict(self.avd),
+        }
+        if self.keypoint != KeypointParams():
+            model_params["kp_detector_params"] = asdict(self.keypoint)
+        return {
+            "name": self.name,
+            "image_size": self.image_size,
+            "dataset_params": self.dataset_params,
+            "model_params": model_params,
+            "train_params": self.train_params,
+            "train_avd_params": self.train_avd_params,
+        }
+
+
+def builtin_config_names() -> list[str]:
+    """Names accepted by ``--config`` besides a YAML path."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def _image_size_from_name(name: str) -> int | None:
+    m = re.search(r"-(\d{3,4})$", name)
+    return int(m.group(1)) if m else None
+
+
+def config_from_dict(data: dict[str, Any], name: str) -> ModelConfig:
+    """Build a :class:`ModelConfig` from a dict in the official YAML layout."""
+    if not isinstance(data, dict) or "model_params" not in data:
+        raise ConfigError(
+            f"config {name!r} has no 'model_params' section: give an official-layout TPSMM YAML "
+            f"or one of {', '.join(builtin_config_names())}"
+        )
+    mp = data["model_params"] or {}
+    common = mp.get("common_params", {}) or {}
+    try:
+        generator = GeneratorParams(**(mp.get("generator_params") or {}))
+        dense = DenseMotionParams(**(mp.get("dense_motion_params") or {}))
+        avd = AVDParams(**(mp.get("avd_network_params") or {}))
+        keypoint = KeypointParams(**(mp.get("kp_detector_params") or {}))
+    except TypeError as exc:
+        raise ConfigError(f"config {name!r}: unexpected model parameter ({exc})") from None
+    dataset = data.get("dataset_params") or {}
+    image_size = data.get("image_size")
+    if image_size is None:
+        frame_shape = dataset.get("frame_shape")
+        if frame_shape:
+            image_size = int(frame_shape[0])
+    if image_size is None:
+        image_size = _image_size_from_name(name) or 256
+    return ModelConfig(
+        name=str(data.get("name", name)),
+        num_tps=int(common.get("num_tps", 10)),
+        num_channels=int(common.get("num_channels", 3)),
+        bg=bool(common.get("bg", False)),
+        multi_mask=bool(common.get("multi_mask", True)),
+        image_size=int(image_size),
+        generator=generator,
+        dense_motion=dense,
+        avd=avd,
+        keypoint=keypoint,
+        train_params=dict(data.get("train_params") or {}),
+        train_avd_params=dict(data.get("train_avd_params") or {}),
+        dataset_params=dict(dataset),
+    )
+
+
+def load_config(name_or_path: str | Path) -> ModelConfig:
+    """Load a built-in config by name (``vox-256``) or an official-layout YAML file by path."""
+    text = str(name_or_path)
+    builtin = CONFIG_DIR / f"{text}.yaml"
+    if builtin.is_file() and "/" not in text and "\\" not in text:
+        path, name = builtin, text
+    else:
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"config {text!r} is neither a built-in name ({', '.join(builtin_config_names())}) "
+                f"nor an existing YAML file"
+            )
+        name = path.stem
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config {str(path)!r} is not readable YAML: {str(exc).splitlines()[0]}") from None
+    return config_from_dict(data, name)

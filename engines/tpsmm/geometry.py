@@ -1,0 +1,199 @@
+"""TPS, Gaussian heatmaps, coordinate grids and keypoint normalisation (official numerics).
+
+Conventions: coordinates are (x, y) in [-1, 1] (``grid_sample`` with ``align_corners=True``);
+keypoints come in groups of 5 per TPS transformation, so K keypoints = num_tps × 5.
+Everything here is meant to run in float32 or better, also when the networks run in fp16/bf16:
+``log(r² + 1e-9)`` is NaN in fp16.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+KP_VARIANCE = 0.01  # the official Gaussian variance of keypoint heatmaps
+TPS_REGULARISER = 0.01  # the official 0.01 added to the whole (n+3)×(n+3) TPS diagonal
+LOG_EPS = 1e-9  # U(r) = r² · log(r² + 1e-9)
+
+
+def make_coordinate_grid(height: int, width: int, dtype=torch.float32, device=None) -> torch.Tensor:
+    """Pixel-centre grid in [-1, 1]: (H, W, 2), last axis (x, y)."""
+    x = torch.arange(width, dtype=dtype, device=device)
+    y = torch.arange(height, dtype=dtype, device=device)
+    x = 2 * (x / (width - 1)) - 1
+    y = 2 * (y / (height - 1)) - 1
+    yy = y.view(-1, 1).repeat(1, width)
+    xx = x.view(1, -1).repeat(height, 1)
+    return torch.stack([xx, yy], dim=2)
+
+
+def kp2gaussian(kp: torch.Tensor, height: int, width: int, variance: float = KP_VARIANCE) -> torch.Tensor:
+    """Gaussian heatmaps of keypoints: kp (N, K, 2) → (N, K, H, W), exp(-½|p-kp|²/variance)."""
+    grid = make_coordinate_grid(height, width, dtype=kp.dtype, device=kp.device).view(1, 1, height, width, 2)
+    diff = grid - kp.view(kp.shape[0], kp.shape[1], 1, 1, 2)
+    return torch.exp(-0.5 * (diff**2).sum(-1) / variance)
+
+
+def tps_kernel(sq_dist: torch.Tensor) -> torch.Tensor:
+    """The TPS radial basis on squared distances: U = r² · log(r² + 1e-9)."""
+    return sq_dist * torch.log(sq_dist + LOG_EPS)
+
+
+@dataclass
+class TPSParams:
+    """Thin-plate splines mapping points near ``control_points`` (driving) to the source.
+
+    theta: (N, T, 2, 3) affine part; control_points: (N, T, P, 2); control_params: (N, T, P, 2).
+    N = batch, T = number of transformations (10), P = control points per transformation (5).
+    """
+
+    theta: torch.Tensor
+    control_points: torch.Tensor
+    control_params: torch.Tensor
+
+
+def tps_system(kp_1: torch.Tensor) -> torch.Tensor:
+    """The regularised TPS system matrix L: kp_1 (N, T, P, 2) → (N, T, P+3, P+3)."""
+    n, t, p, _ = kp_1.shape
+    sq = ((kp_1[:, :, :, None] - kp_1[:, :, None, :]) ** 2).sum(-1)
+    k = tps_kernel(sq)
+    ones = torch.ones(n, t, p, 1, dtype=kp_1.dtype, device=kp_1.device)
+    kp_1p = torch.cat([kp_1, ones], 3)  # (N,T,P,3)
+    zero = torch.zeros(n, t, 3, 3, dtype=kp_1.dtype, device=kp_1.device)
+    top = torch.cat([k, kp_1p], 3)  # (N,T,P,P+3)
+    bottom = torch.cat([kp_1p.transpose(2, 3), zero], 3)  # (N,T,3,P+3)
+    system = torch.cat([top, bottom], 2)
+    return system + TPS_REGULARISER * torch.eye(p + 3, dtype=kp_1.dtype, device=kp_1.device)
+
+
+def solve_tps(kp_driving: torch.Tensor, kp_source: torch.Tensor, num_tps: int) -> TPSParams:
+    """Fit the T thin-plate splines that map driving keypoints onto source keypoints.
+
+    kp_driving, kp_source: (N, K, 2) with K = num_tps × 5. The small (P+3)² systems are solved as
+    the official code does (explicit inverse, then a product) in float32, or in float64 when the
+    inputs are float64; half-precision inputs are promoted (the log in U(r) is NaN in fp16). This
+    runs on the host side: never inside an exported graph (no ONNX/TensorRT op for an inverse).
+    """
+    dtype = kp_driving.dtype if kp_driving.dtype == torch.float64 else torch.float32
+    n = kp_driving.shape[0]
+    kp_1 = kp_driving.reshape(n, num_tps, -1, 2).to(dtype)
+    kp_2 = kp_source.reshape(n, num_tps, -1, 2).to(dtype)
+    p = kp_1.shape[2]
+    system = tps_system(kp_1)
+    rhs = torch.cat([kp_2, torch.zeros(n, num_tps, 3, 2, dtype=dtype, device=kp_1.device)], 2)
+    param = torch.matmul(torch.linalg.inv(system), rhs)  # (N,T,P+3,2)
+    return TPSParams(theta=param[:, :, p:, :].transpose(2, 3), control_points=kp_1, control_params=param[:, :, :p, :])
+
+
+def tps_warp_points(params: TPSParams, points: torch.Tensor) -> torch.Tensor:
+    """Apply every TPS to points: points (N or 1, M, 2) → (N, T, M, 2)."""
+    theta, cp, cparams = params.theta, params.control_points, params.control_params
+    n, t = theta.shape[:2]
+    # affine part: (N,T,2,2) @ (·,1,2,M) + (N,T,2,1) → (N,T,2,M)
+    affine = torch.matmul(theta[:, :, :, :2], points.transpose(1, 2).unsqueeze(1)) + theta[:, :, :, 2:]
+    diff = points.view(points.shape[0], 1, 1, -1, 2) - cp.view(n, t, -1, 1, 2)  # (N,T,P,M,2)
+    u = tps_kernel((diff**2).sum(-1))  # (N,T,P,M)
+    radial = torch.matmul(u.transpose(2, 3), cparams)  # (N,T,M,2)
+    return affine.transpose(2, 3) + radial
+
+
+def tps_warp_grid(params: TPSParams, height: int, width: int) -> torch.Tensor:
+    """Sampling grids of every TPS for an H×W frame: (N, T, H, W, 2)."""
+    grid = make_coordinate_grid(height, width, dtype=params.theta.dtype, device=params.theta.device)
+    warped = tps_warp_points(params, grid.view(1, height * width, 2))
+    return warped.view(warped.shape[0], warped.shape[1], height, width, 2)
+
+
+@dataclass
+class RandomTPS:
+    """A random TPS for the equivariance loss (official ``TPS(mode='random')``).
+
+    theta: (N, 2, 3); control_points: (1, G*G, 2) on a regular grid; control_params: (N, 1, G*G).
+    """
+
+    theta: torch.Tensor
+    control_points: torch.Tensor
+    control_params: torch.Tensor
+
+    @classmethod
+    def sample(cls, batch: int, sigma_affine: float, sigma_tps: float, points_tps: int,
+               generator: torch.Generator | None = None, device=None) -> "RandomTPS":
+        """Draw N random transformations as the official training does."""
+        noise = torch.randn(batch, 2, 3, generator=generator) * sigma_affine
+        theta = noise + torch.eye(2, 3).view(1, 2, 3)
+        cp = make_coordinate_grid(points_tps, points_tps).view(1, -1, 2)
+        params = torch.randn(batch, 1, points_tps**2, generator=generator) * sigma_tps
+        return cls(theta.to(device), cp.to(device), params.to(device))
+
+    def warp_coordinates(self, coords: torch.Tensor) -> torch.Tensor:
+        """coords (N or 1, M, 2) → (N, M, 2)."""
+        theta = self.theta.to(coords.dtype).unsqueeze(1)  # (N,1,2,3)
+        out = torch.matmul(theta[:, :, :, :2], coords.unsqueeze(-1)) + theta[:, :, :, 2:]
+        out = out.squeeze(-1)
+        diff = coords.view(coords.shape[0], -1, 1, 2) - self.control_points.to(coords.dtype).view(1, 1, -1, 2)
+        u = tps_kernel((diff**2).sum(-1)) * self.control_params.to(coords.dtype)
+        return out + u.sum(dim=2).view(self.theta.shape[0], coords.shape[1], 1)
+
+    def transform_frame(self, frame: torch.Tensor) -> torch.Tensor:
+        """Sampling grid warping a frame (N, C, H, W): (N, H, W, 2)."""
+        h, w = frame.shape[2:]
+        grid = make_coordinate_grid(h, w, dtype=frame.dtype, device=frame.device).view(1, h * w, 2)
+        return self.warp_coordinates(grid).view(self.theta.shape[0], h, w, 2)
+
+
+def apply_affine_to_grid(grid: torch.Tensor, bg_param: torch.Tensor) -> torch.Tensor:
+    """Background motion: grid (N, 1, H, W, 2) warped by 3×3 matrices (N, 3, 3), homogeneous divide."""
+    n = grid.shape[0]
+    ones = torch.ones_like(grid[..., :1])
+    homo = torch.cat([grid, ones], dim=-1)
+    out = torch.matmul(bg_param.view(n, 1, 1, 1, 3, 3), homo.unsqueeze(-1)).squeeze(-1)
+    return out[..., :2] / out[..., 2:3]
+
+
+# ---------------------------------------------------------------- keypoint normalisation (host)
+
+def convex_hull_area(points: np.ndarray) -> float:
+    """Area of the convex hull of 2-D points (K, 2), float64; 0 for degenerate (collinear) sets."""
+    pts = np.unique(np.asarray(points, dtype=np.float64).reshape(-1, 2), axis=0)
+    if len(pts) < 3:
+        return 0.0
+    pts = pts[np.lexsort((pts[:, 1], pts[:, 0]))]
+
+    def cross(o, a, b):
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+    lower: list = []
+    for p in pts:
+        while len(lower) >= 2 and cross(lower[-2], lower[-1], p) <= 0:
+            lower.pop()
+        lower.append(p)
+    upper: list = []
+    for p in pts[::-1]:
+        while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= 0:
+            upper.pop()
+        upper.append(p)
+    hull = np.array(lower[:-1] + upper[:-1])
+    if len(hull) < 3:
+        return 0.0
+    x, y = hull[:, 0], hull[:, 1]
+    return float(0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def relative_scale(kp_source: np.ndarray, kp_driving_ref: np.ndarray, min_area: float = 1e-8) -> tuple[float, bool]:
+    """The official relative-mode scale sqrt(hull area(kp_source) / hull area(kp_driving_ref)).
+
+    Returns (scale, ok). A degenerate hull (collinear or coincident keypoints) gives (1.0, False):
+    callers warn and carry on instead of producing inf/NaN motion.
+    """
+    a_src = convex_hull_area(kp_source)
+    a_drv = convex_hull_area(kp_driving_ref)
+    if not (a_src > min_area and a_drv > min_area) or not np.isfinite(a_src * a_drv):
+        return 1.0, False
+    return float(np.sqrt(a_src) / np.sqrt(a_drv)), True
+
+
+def relative_keypoints(kp_source, kp_driving, kp_driving_ref, scale: float):
+    """Relative normalisation: kp_src + (kp_drv − kp_drv_ref) · s. Works on numpy or torch, (…, K, 2)."""
+    return kp_source + (kp_driving - kp_driving_ref) * scale

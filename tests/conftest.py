@@ -1,0 +1,43 @@
+"""Shared fixtures: paths into ../shared (beside the repository) and the golden-small model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SPLINECAM_SHARED", REPO.parent / "shared"))
+REFERENCE = SHARED / "reference"
+GOLDEN = REFERENCE / "golden-small"
+DATA = SHARED / "data"
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.fail(f"{path} is missing: the tests need ../shared beside the repository "
+                    f"(or SPLINECAM_SHARED pointing at it)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    return _need(SHARED)
+
+
+@pytest.fixture(scope="session")
+def golden_io() -> dict:
+    with np.load(_need(GOLDEN / "io.npz")) as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.fixture(scope="session")
+def golden_model():
+    from engines.tpsmm.checkpoint import load_checkpoint
+
+    return load_checkpoint(_need(GOLDEN / "checkpoint.pth.tar"), GOLDEN / "config.yaml")
