@@ -6,7 +6,8 @@
     kp_norm = normaliser(kp)                            # live/normalise.py, on the host
     frame   = backend.generate(state, kp_norm)          # per frame: (S, S, 3) uint8 RGB
 
-Images cross the interface as uint8 RGB numpy arrays of the model's size S (256); keypoints as
+Images cross the interface as RGB numpy arrays of the model's size S (256): uint8, or float32 in
+[0, 1] (what the official demo feeds, for exact ``--crop none`` output); results are uint8. Keypoints as
 float32 numpy (K, 2) arrays, (x, y) in [-1, 1]. Switching avatars only calls ``prepare_source``
 again: no engine is rebuilt. The TPS systems are solved on the host in float32 (``solve_tps``),
 so no exported graph needs a matrix inverse.

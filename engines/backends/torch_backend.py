@@ -19,8 +19,9 @@ from engines.tpsmm.geometry import solve_tps
 
 
 def to_tensor(image: np.ndarray, device) -> torch.Tensor:
-    """(S,S,3) uint8 RGB → (1,3,S,S) float32 in [0,1]."""
-    return torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float() / 255.0
+    """(S,S,3) RGB → (1,3,S,S) float32 in [0,1]; uint8 is scaled by 1/255, float32 taken as is."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None]
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
 
 
 def to_image(tensor: torch.Tensor) -> np.ndarray:

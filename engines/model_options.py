@@ -1,0 +1,56 @@
+"""The model / backend options every inference command shares, and the bundled default weights.
+
+    add_model_arguments(parser)          # --checkpoint --config --backend --device --precision
+    loaded = load_model_from_args(args)  # bundled weights when no --checkpoint is given
+    backend = backend_from_args(args, loaded)
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from engines.backends import BACKENDS, PRECISIONS, Backend, create_backend
+from engines.errors import CheckpointError
+from engines.tpsmm.checkpoint import LoadedModel, load_checkpoint
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "lite-256.safetensors"
+
+
+def default_checkpoint() -> Path:
+    """The bundled weights (trained by ``splinecam train``; see training/BUNDLED.md)."""
+    if not DEFAULT_WEIGHTS.is_file():
+        raise CheckpointError(f"the bundled weights {DEFAULT_WEIGHTS} are missing from this install: "
+                              f"reinstall splinecam or pass --checkpoint PATH")
+    return DEFAULT_WEIGHTS
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, backends: bool = True) -> None:
+    """--checkpoint/--config, and unless ``backends`` is False --backend/--device/--precision."""
+    g = parser.add_argument_group("model")
+    g.add_argument("--checkpoint", metavar="PATH",
+                   help="official TPSMM .pth.tar (vox.pth.tar …) or splinecam .safetensors "
+                        "(default: the bundled lite-256 weights)")
+    g.add_argument("--config", metavar="NAME|YAML",
+                   help="model config: a built-in name (vox-256, taichi-256, ted-384, mgif-256, lite-256) or an "
+                        "official-layout YAML; safetensors carry their own, official checkpoints are matched "
+                        "to a built-in config by shape when omitted")
+    if backends:
+        g.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS,
+                       help="where the networks run (default auto: see README, 'Backends')")
+        g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                       help="device for torch and ONNX Runtime (default: cuda when available)")
+        g.add_argument("--precision", default="auto", choices=("auto",) + PRECISIONS,
+                       help="network precision; TPS and Gaussian maths stay float32 (default auto)")
+
+
+def load_model_from_args(args: argparse.Namespace) -> LoadedModel:
+    """The model named by --checkpoint/--config, or the bundled weights."""
+    path = Path(args.checkpoint) if getattr(args, "checkpoint", None) else default_checkpoint()
+    return load_checkpoint(path, getattr(args, "config", None))
+
+
+def backend_from_args(args: argparse.Namespace, loaded: LoadedModel) -> Backend:
+    return create_backend(loaded, getattr(args, "backend", "auto"), getattr(args, "device", "auto"),
+                          getattr(args, "precision", "auto"))
