@@ -18,6 +18,7 @@ class Progress:
         self.min_interval = min_interval if min_interval is not None else (0.2 if self.tty else 5.0)
         self.t0 = time.perf_counter()
         self._last = 0.0
+        self._drawn_at = -1
 
     def update(self, n: int = 1, note: str = "") -> None:
         self.done += n
@@ -38,9 +39,11 @@ class Progress:
             text += f"  {note}"
         self.stream.write(("\r" + text) if self.tty else (text + "\n"))
         self.stream.flush()
+        self._drawn_at = self.done
 
     def close(self, note: str = "") -> None:
-        self._draw(note)
+        if self._drawn_at != self.done or note:
+            self._draw(note)
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()

@@ -64,7 +64,7 @@ def _read_pickle_checkpoint(path: Path) -> dict:
             f"refusing to load {path}: it is not a plain weights file (unpickling it would run code: {first[:160]}); "
             f"use an official TPSMM .pth.tar or a splinecam .safetensors"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
+    except Exception as exc:  # torch.load raises many kinds (KeyError, EOFError, RuntimeError …) on junk
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path} is not a readable checkpoint ({first[:160]}); "
                               f"use an official TPSMM .pth.tar or a splinecam .safetensors") from None
@@ -129,8 +129,18 @@ def _load_modules(model: TPSMM, modules: dict[str, dict], path: Path | str) -> t
 
 
 def _infer_config(modules: dict[str, dict], path: Path) -> ModelConfig:
-    for name in builtin_config_names():
+    """The built-in config whose shapes (and background module) match an official checkpoint.
+
+    vox-256, taichi-256 and mgif-256 share shapes; vox-256 is tried first, and mgif-256 (no
+    background predictor) only matches a checkpoint without one.
+    """
+    preferred = ["vox-256", "taichi-256", "mgif-256", "ted-384"]
+    names = [n for n in preferred if n in builtin_config_names()]
+    names += [n for n in builtin_config_names() if n not in names]
+    for name in names:
         cfg = load_config(name)
+        if cfg.bg != ("bg_predictor" in modules):
+            continue
         model = TPSMM(cfg)
         try:
             for mod_name, module in model.submodules().items():
@@ -138,6 +148,7 @@ def _infer_config(modules: dict[str, dict], path: Path) -> ModelConfig:
                     check_state_dict(mod_name, module, _strip_module_prefix(modules[mod_name]), path)
         except CheckpointError:
             continue
+        warnings.warn(f"{path}: no --config given; its shapes match the built-in {name}", stacklevel=3)
         return cfg
     raise CheckpointError(f"{path}: its shapes match none of the built-in configs "
                           f"({', '.join(builtin_config_names())}); pass --config with its YAML")
@@ -178,7 +189,8 @@ def load_checkpoint(path: str | Path, config: ModelConfig | str | None = None) -
     model = TPSMM(config)
     has_avd, has_bg = _load_modules(model, modules, path)
     model.eval()
-    info = {k: json.loads(v) if k.endswith("_json") else v for k, v in metadata.items() if k != "config"}
+    info = {(k[: -len("_json")] if k.endswith("_json") else k): (json.loads(v) if k.endswith("_json") else v)
+            for k, v in metadata.items() if k != "config"}
     return LoadedModel(model, config, path, has_avd, has_bg, weights_hash(model), info)
 
 

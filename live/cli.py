@@ -1,0 +1,46 @@
+"""The live package's subcommands: ``animate`` (offline), and the live ones."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from engines.model_options import add_model_arguments, backend_from_args, load_model_from_args
+from live.normalise import MODES
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "animate", help="animate a portrait with a driving video, offline (like the official demo.py)",
+        description="Animate SOURCE with the motion of DRIVING and write an H.264 mp4 at the driving video's "
+                    "frame rate, with its audio. --crop face (default) face-crops both and writes the animated "
+                    "crop at --output-size; --crop none resizes whole frames to the model size exactly as the "
+                    "official demo does and writes its 256x256 prediction.")
+    p.add_argument("--source", required=True, metavar="IMG", help="the portrait to animate")
+    p.add_argument("--driving", required=True, metavar="VIDEO", help="the video whose motion drives it")
+    p.add_argument("--out", required=True, metavar="OUT.mp4", help="where to write the result")
+    p.add_argument("--mode", default="relative", choices=MODES,
+                   help="keypoint normalisation: relative (default; motion relative to the reference frame, "
+                        "scaled to the source), avd (needs a checkpoint with an AVD network), standard (raw)")
+    p.add_argument("--find-best-frame", action="store_true",
+                   help="use as reference the driving frame whose face landmarks best match the source")
+    p.add_argument("--crop", default="face", choices=("face", "none"), help="face-crop inputs (default) or not")
+    p.add_argument("--max-frames", type=int, metavar="N", help="animate at most the first N driving frames")
+    p.add_argument("--output-size", type=int, default=512, metavar="PX",
+                   help="side of the output video with --crop face (default 512)")
+    add_model_arguments(p)
+    p.set_defaults(func=run_animate)
+
+
+def run_animate(args: argparse.Namespace) -> int:
+    from live.animate import AnimateOptions, animate
+
+    loaded = load_model_from_args(args)
+    backend = backend_from_args(args, loaded)
+    opts = AnimateOptions(Path(args.source), Path(args.driving), Path(args.out), args.mode, args.find_best_frame,
+                          args.crop, args.max_frames, args.output_size)
+    result = animate(backend, opts)
+    print(f"wrote {result.out}: {result.frames} frames of {result.size[0]}x{result.size[1]} at {result.fps:g} fps"
+          f"{' with audio' if result.audio else ''} (reference frame {result.reference_frame}, "
+          f"backend {backend.describe()})")
+    return 0

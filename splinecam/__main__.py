@@ -1,0 +1,5 @@
+import sys
+
+from splinecam.cli import main
+
+sys.exit(main())
