@@ -1,0 +1,143 @@
+"""The training subcommands: ``prepare-data``, ``train``, ``train-avd``, ``evaluate``, ``export-weights``.
+
+``register(subparsers)`` adds them to the ``splinecam`` dispatcher; ``python -m training.cli …``
+runs them standalone. Each handler is ``func(args) -> int``; user errors are
+:class:`engines.errors.SplinecamError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _prepare(args) -> int:
+    from training.prepare import run
+
+    return run(args)
+
+
+def _train(args) -> int:
+    from training.trainer import run
+
+    return run(args)
+
+
+def _train_avd(args) -> int:
+    from training.avd import run
+
+    return run(args)
+
+
+def _evaluate(args) -> int:
+    from training.evaluate import run
+
+    return run(args)
+
+
+def _export(args) -> int:
+    from training.export import run
+
+    return run(args)
+
+
+def register(subparsers) -> None:
+    """Add the training subcommands to an argparse ``subparsers`` object."""
+    p = subparsers.add_parser("prepare-data", help="face-crop raw videos into training clips",
+                              description="Split videos into shots, crop each shot around the face "
+                                          "(one stable crop per shot) and write .npy clips + landmarks.")
+    p.add_argument("--videos", required=True, help="folder of videos (or one video)")
+    p.add_argument("--out", required=True, help="output folder (clips + manifest.json)")
+    p.add_argument("--size", type=int, default=256, help="crop size in pixels (default 256)")
+    p.add_argument("--no-landmarks", action="store_true", help="skip face-mesh landmarks (no keypoint warm start)")
+    p.set_defaults(func=_prepare)
+
+    p = subparsers.add_parser("train", help="train a TPSMM model (resumable; DDP under torchrun)",
+                              description="Train the keypoint detector, dense motion and inpainting networks "
+                                          "with the TPSMM recipe. Run under torchrun for multi-process DDP.")
+    p.add_argument("--config", required=True, help="config name (vox-256, lite-256, …) or YAML path")
+    p.add_argument("--data", required=True, help="prepare-data output folder")
+    p.add_argument("--out", required=True, help="run directory (checkpoint, logs, visualisations)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--init", help="initial weights: a training checkpoint, .safetensors or official .pth.tar")
+    p.add_argument("--max-steps", type=int, help="stop after this many optimisation steps (in total)")
+    p.add_argument("--epochs", type=int, help="number of epochs (default: the config's num_epochs)")
+    p.add_argument("--batch-size", type=int, help="global batch size (default: the config's)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--threads", type=int, help="torch threads per process (e.g. 1 to leave cores free)")
+    p.add_argument("--image-size", type=int, help="train at this resolution (default: the config's)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the networks (TPS maths stays float32)")
+    p.add_argument("--vgg-weights", help="torchvision vgg19-dcbb9e9d.pth for the perceptual loss")
+    p.add_argument("--perceptual-width", type=float, default=0.25,
+                   help="channel width of the random-weight VGG19 fallback (default 0.25)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the config's lr_generator)")
+    p.add_argument("--num-repeats", type=int, help="dataset repeats per epoch (default: the config's)")
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0, help="checkpoint interval (default 5 min)")
+    p.add_argument("--checkpoint-steps", type=int, help="also/instead checkpoint every N steps")
+    p.add_argument("--log-every", type=int, default=10, help="progress line every N steps")
+    p.add_argument("--vis-every", type=int, default=200, help="visualisation PNG every N steps (0: never)")
+    p.add_argument("--warmstart-steps", type=int, default=0,
+                   help="regress the keypoints onto face-mesh landmarks for N steps first")
+    p.add_argument("--warmstart-lr", type=float, default=1e-3)
+    p.add_argument("--landmark-weight", type=float, help="weight of the landmark loss in the main loop")
+    p.add_argument("--pixel-weight", type=float, help="weight of the pixel pyramid L1 loss")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_train)
+
+    p = subparsers.add_parser("train-avd", help="train the AVD network of a trained run",
+                              description="Train the animation-via-disentanglement network on the keypoints of "
+                                          "a trained model (frozen), with random anisotropic keypoint scaling.")
+    p.add_argument("--checkpoint", required=True, help="the trained model: run dir, checkpoint.pth or .safetensors")
+    p.add_argument("--data", required=True, help="prepare-data output folder")
+    p.add_argument("--out", required=True, help="run directory for the AVD stage")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_train_avd)
+
+    p = subparsers.add_parser("evaluate", help="video reconstruction metrics (L1, PSNR, AKD) vs no motion",
+                              description="Reconstruct each video from its first frame and each frame's "
+                                          "keypoints (standard mode); report L1, PSNR and AKD beside the "
+                                          "no-motion baseline.")
+    p.add_argument("--checkpoint", help="weights (.safetensors, .pth.tar, run dir or checkpoint.pth; "
+                                        "default: the bundled lite-256)")
+    p.add_argument("--config", help="config for an official .pth.tar without a matching built-in")
+    p.add_argument("--data", required=True, action="append",
+                   help="a video, a folder of videos, or prepare-data output (repeatable)")
+    p.add_argument("--max-frames", type=int, help="frames per video (default all)")
+    p.add_argument("--json", help="write the results as JSON here")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.set_defaults(func=_evaluate)
+
+    p = subparsers.add_parser("export-weights", help="export a trained run to .safetensors (config included)")
+    p.add_argument("--run", required=True, help="main run dir (or its checkpoint.pth)")
+    p.add_argument("--avd", help="AVD run dir (or its checkpoint.pth) to include")
+    p.add_argument("--out", required=True, help="output .safetensors")
+    p.add_argument("--half", action="store_true", help="store float16 weights (half the size)")
+    p.set_defaults(func=_export)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from engines.errors import SplinecamError
+
+    parser = argparse.ArgumentParser(prog="python -m training.cli", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SplinecamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Training data: pairs of frames from the same clip (identity sampling), augmented.
+
+Reads the output of ``prepare-data`` (``manifest.json`` + per clip ``.npy`` uint8 (T,S,S,3), loaded
+memory-mapped, and ``.landmarks.npy`` (T,468,2)). Every sample is a deterministic function of
+(seed, epoch, index), so a resumed run sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from engines.errors import SplinecamError
+
+
+class DataError(SplinecamError):
+    """Training data is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Official ``augmentation_params``: flips (same for both frames) and colour jitter amplitudes."""
+
+    horizontal_flip: bool = True
+    time_flip: bool = True
+    brightness: float = 0.1
+    contrast: float = 0.1
+    saturation: float = 0.1
+    hue: float = 0.1
+
+    @classmethod
+    def from_dataset_params(cls, params: dict) -> "Augmentation":
+        aug = (params or {}).get("augmentation_params") or {}
+        flip = aug.get("flip_param") or {}
+        jit = aug.get("jitter_param") or {}
+        return cls(bool(flip.get("horizontal_flip", False)), bool(flip.get("time_flip", False)),
+                   float(jit.get("brightness", 0)), float(jit.get("contrast", 0)),
+                   float(jit.get("saturation", 0)), float(jit.get("hue", 0)))
+
+    @classmethod
+    def none(cls) -> "Augmentation":
+        return cls(False, False, 0, 0, 0, 0)
+
+
+@dataclass
+class Clip:
+    """A prepared clip: frames (T,S,S,3) uint8 (memory-mapped), landmarks (T,468,2) or None."""
+
+    name: str
+    video: str
+    frames: np.ndarray
+    landmarks: np.ndarray | None
+
+
+def load_clips(root: str | Path) -> list[Clip]:
+    """The clips of a ``prepare-data`` output folder (raises :class:`DataError` if there are none)."""
+    root = Path(root)
+    manifest = root / "manifest.json"
+    if not manifest.is_file():
+        raise DataError(f"{root} has no manifest.json: run `splinecam prepare-data --videos DIR --out {root}` first")
+    info = json.loads(manifest.read_text())
+    clips = []
+    for c in info.get("clips", []):
+        frames = np.load(root / c["path"], mmap_mode="r")
+        lm = np.load(root / c["landmarks_path"]) if c.get("landmarks_path") and (root / c["landmarks_path"]).is_file() else None
+        if len(frames) >= 2:
+            clips.append(Clip(c["name"], c["video"], frames, lm))
+    if not clips:
+        raise DataError(f"{root} holds no clip with 2 or more frames: prepare more data")
+    return clips
+
+
+def _resize(frame: np.ndarray, size: int) -> np.ndarray:
+    if frame.shape[0] == size:
+        return np.asarray(frame)
+    interp = cv2.INTER_AREA if frame.shape[0] > size else cv2.INTER_CUBIC
+    return cv2.resize(np.asarray(frame), (size, size), interpolation=interp)
+
+
+def colour_jitter(frames: list[np.ndarray], aug: Augmentation, rng: random.Random) -> list[np.ndarray]:
+    """The same random brightness/contrast/saturation/hue change on every frame (float32 [0,1] H×W×3)."""
+    if not (aug.brightness or aug.contrast or aug.saturation or aug.hue):
+        return frames
+    b = rng.uniform(1 - aug.brightness, 1 + aug.brightness)
+    c = rng.uniform(1 - aug.contrast, 1 + aug.contrast)
+    s = rng.uniform(1 - aug.saturation, 1 + aug.saturation)
+    h = rng.uniform(-aug.hue, aug.hue)
+    out = []
+    for f in frames:
+        f = np.clip(f * b, 0, 1)
+        grey = (f @ np.float32([0.299, 0.587, 0.114]))[..., None]
+        f = np.clip((f - grey.mean()) * c + grey.mean(), 0, 1)
+        grey = (f @ np.float32([0.299, 0.587, 0.114]))[..., None]
+        f = np.clip((f - grey) * s + grey, 0, 1).astype(np.float32)
+        if h:
+            hsv = cv2.cvtColor(f, cv2.COLOR_RGB2HSV)
+            hsv[..., 0] = (hsv[..., 0] + h * 360.0) % 360.0
+            f = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+        out.append(np.clip(f, 0, 1))
+    return out
+
+
+class PairDataset(Dataset):
+    """(source, driving) pairs from one clip, ``num_repeats`` × number of clips per epoch.
+
+    Item: dict with ``source``, ``driving`` (3,S,S) float32 in [0,1]; ``source_landmarks``,
+    ``driving_landmarks`` (468,2) float32 in [-1,1] grid coordinates, NaN when unknown or when the
+    pair was flipped (mirroring breaks the landmark identities).
+    """
+
+    def __init__(self, clips: list[Clip], image_size: int, num_repeats: int = 1,
+                 augmentation: Augmentation | None = None, seed: int = 0):
+        self.clips = clips
+        self.image_size = image_size
+        self.num_repeats = max(1, int(num_repeats))
+        self.aug = augmentation or Augmentation.none()
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.clips) * self.num_repeats
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = random.Random(hash((self.seed, self.epoch, index)) & 0xFFFFFFFF)
+        clip = self.clips[index % len(self.clips)]
+        n = len(clip.frames)
+        i, j = sorted(rng.randrange(n) for _ in range(2))
+        if self.aug.time_flip and rng.random() < 0.5:
+            i, j = j, i
+        flip = self.aug.horizontal_flip and rng.random() < 0.5
+        size = self.image_size
+        frames = [_resize(clip.frames[k], size).astype(np.float32) / 255.0 for k in (i, j)]
+        if flip:
+            frames = [f[:, ::-1] for f in frames]
+        frames = colour_jitter(frames, self.aug, rng)
+        lms = []
+        for k in (i, j):
+            if clip.landmarks is None or flip:
+                lms.append(np.full((468, 2), np.nan, np.float32))
+            else:
+                src_size = clip.frames.shape[1]
+                # mediapipe pixel coordinates (pixel centres at +0.5) → [-1,1] grid (align_corners)
+                lms.append(((clip.landmarks[k] - 0.5) / (src_size - 1) * 2 - 1).astype(np.float32))
+        t = [torch.from_numpy(np.ascontiguousarray(f.transpose(2, 0, 1))) for f in frames]
+        return {"source": t[0], "driving": t[1],
+                "source_landmarks": torch.from_numpy(lms[0]), "driving_landmarks": torch.from_numpy(lms[1])}

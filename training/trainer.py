@@ -1,0 +1,748 @@
+"""``train``: the TPSMM training recipe (paper §3.3, official ``train.py``), resumable, DDP-ready.
+
+Per step (``FullModel.forward``): keypoints of source and driving, background affine (from
+``bg_start``), dense motion with TPS dropout (p = dropout_startp + 0.1 per dropout_inc_epoch, at most
+dropout_maxp, off from dropout_epoch), inpainting; losses: perceptual pyramid (VGG19 relu1_1…relu5_1
+at scales 1, ½, ¼, ⅛), equivariance with a random TPS, warp loss, background loss, and our optional
+additions (pixel pyramid L1, landmark regression of the keypoints). Adam(lr, betas 0.5/0.999,
+weight decay 1e-4) over keypoint + dense motion + inpainting, a second Adam for the background
+predictor, MultiStepLR(epoch_milestones, 0.1) per epoch, gradient clipping (max-norm 10, inf norm)
+on the keypoint detector, dense motion and background networks, as the official code does.
+
+Optional warm start (``--warmstart-steps``): before the main loop, the keypoint detector alone is
+regressed onto face-mesh landmarks (see :mod:`training.landmarks`).
+
+Run directory: ``checkpoint.pth`` (latest, written atomically: tmp + os.replace; models, optimizers,
+scheduler, step, epoch, RNG states, options), ``log.txt``, ``losses.csv`` (per step),
+``epochs.csv`` (per epoch means), ``learning_curve.png``, ``vis/step-NNNNNN.png``, ``config.yaml``.
+``--resume`` continues from ``checkpoint.pth`` exactly (data order and augmentation are a function
+of seed/epoch/index, so the remaining batches are the ones the killed run would have seen).
+Under ``torchrun`` (or with WORLD_SIZE/RANK set) the run is data-parallel (gloo on CPU, nccl on
+CUDA); the batch size is global; rank 0 writes everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from engines.errors import CheckpointError, SplinecamError
+from engines.tpsmm.config import ModelConfig, config_from_dict, load_config
+from engines.tpsmm.geometry import RandomTPS, kp2gaussian, solve_tps
+from engines.tpsmm.networks import TPSMM
+from training import losses as L
+from training.data import Augmentation, PairDataset, load_clips
+from training.landmarks import choose_landmarks, mean_face
+from training.vgg import build_perceptual_net
+
+CHECKPOINT = "checkpoint.pth"
+LOSS_KEYS = ("perceptual", "pixel", "equivariance_value", "warp_loss", "bg", "landmark")
+
+
+@dataclass
+class TrainOptions:
+    """Everything a run depends on besides the model config (stored in the checkpoint)."""
+
+    data: str
+    out: str
+    resume: bool = False
+    init: str | None = None
+    max_steps: int | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    device: str = "cpu"
+    threads: int | None = None
+    image_size: int | None = None
+    bf16: bool = False
+    vgg_weights: str | None = None
+    perceptual_width: float = 0.25
+    lr: float | None = None
+    num_repeats: int | None = None
+    checkpoint_minutes: float = 5.0
+    checkpoint_steps: int | None = None
+    log_every: int = 10
+    vis_every: int = 200
+    warmstart_steps: int = 0
+    warmstart_lr: float = 1e-3
+    landmark_weight: float | None = None
+    pixel_weight: float | None = None
+    seed: int = 0
+
+
+@dataclass
+class TrainSchedule:
+    """The training section of the config, resolved (official ``train_params`` names)."""
+
+    num_epochs: int
+    num_repeats: int
+    epoch_milestones: list[int]
+    lr: float
+    batch_size: int
+    scales: list[float]
+    dropout_epoch: int
+    dropout_maxp: float
+    dropout_startp: float
+    dropout_inc_epoch: int
+    bg_start: int
+    transform_params: dict
+    loss_weights: dict
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, opts: TrainOptions) -> "TrainSchedule":
+        tp = cfg.train_params or {}
+        lw = dict(tp.get("loss_weights") or {})
+        lw.setdefault("perceptual", [10, 10, 10, 10, 10])
+        lw.setdefault("equivariance_value", 10)
+        lw.setdefault("warp_loss", 10)
+        lw.setdefault("bg", 10)
+        lw.setdefault("pixel", 0)
+        lw.setdefault("landmark", 0)
+        if opts.landmark_weight is not None:
+            lw["landmark"] = opts.landmark_weight
+        if opts.pixel_weight is not None:
+            lw["pixel"] = opts.pixel_weight
+        return cls(
+            num_epochs=int(opts.epochs or tp.get("num_epochs", 100)),
+            num_repeats=int(opts.num_repeats or tp.get("num_repeats", 1)),
+            epoch_milestones=[int(m) for m in tp.get("epoch_milestones", [])],
+            lr=float(opts.lr or tp.get("lr_generator", 2e-4)),
+            batch_size=int(opts.batch_size or tp.get("batch_size", 8)),
+            scales=[float(s) for s in tp.get("scales", [1, 0.5, 0.25, 0.125])],
+            dropout_epoch=int(tp.get("dropout_epoch", 0)),
+            dropout_maxp=float(tp.get("dropout_maxp", 0.3)),
+            dropout_startp=float(tp.get("dropout_startp", 0.1)),
+            dropout_inc_epoch=max(1, int(tp.get("dropout_inc_epoch", 10))),
+            bg_start=int(tp.get("bg_start", 0)),
+            transform_params=dict(tp.get("transform_params") or {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5}),
+            loss_weights=lw,
+        )
+
+    def dropout_p(self, epoch: int) -> float | None:
+        """TPS dropout probability of an epoch (None = off)."""
+        if epoch >= self.dropout_epoch:
+            return None
+        return min(self.dropout_startp + 0.1 * (epoch // self.dropout_inc_epoch), self.dropout_maxp)
+
+
+@dataclass
+class StepResult:
+    """Losses of one step (weighted, as optimised) and the tensors for visualisation."""
+
+    losses: dict[str, float]
+    total: float
+    source: torch.Tensor | None = None
+    driving: torch.Tensor | None = None
+    prediction: torch.Tensor | None = None
+    kp_source: torch.Tensor | None = None
+    kp_driving: torch.Tensor | None = None
+    occlusion: torch.Tensor | None = None
+
+
+class FullModel(nn.Module):
+    """The networks + losses of one training step (what DDP wraps). Returns (loss dict, generated)."""
+
+    def __init__(self, model: TPSMM, schedule: TrainSchedule, perceptual: nn.Module, bf16: bool,
+                 landmark_indices: torch.Tensor | None):
+        super().__init__()
+        self.kp_detector = model.kp_detector
+        self.bg_predictor = model.bg_predictor
+        self.dense_motion_network = model.dense_motion_network
+        self.inpainting_network = model.inpainting_network
+        self.schedule = schedule
+        self.pyramid = ImagePyramidFrozen(schedule.scales)
+        self.perceptual = perceptual
+        self.bf16 = bf16
+        self.num_tps = model.config.num_tps
+        self.register_buffer("landmark_indices", landmark_indices if landmark_indices is not None
+                             else torch.zeros(0, dtype=torch.long), persistent=False)
+
+    def amp(self):
+        return torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+
+    def forward(self, batch: dict[str, torch.Tensor], epoch: int, transform: RandomTPS | None,
+                warmstart: bool = False):
+        lw = self.schedule.loss_weights
+        source, driving = batch["source"], batch["driving"]
+        out: dict[str, torch.Tensor] = {}
+        if warmstart:
+            both = torch.cat([source, driving])
+            with self.amp():
+                kp = self.kp_detector(both).float()
+            lms = torch.cat([batch["source_landmarks"], batch["driving_landmarks"]])
+            out["landmark"] = L.landmark_loss(kp, lms, self.landmark_indices)
+            return out, {}
+        with self.amp():
+            kp_source = self.kp_detector(source).float()
+            kp_driving = self.kp_detector(driving).float()
+        bg_param = None
+        use_bg = self.bg_predictor is not None and epoch >= self.schedule.bg_start
+        if use_bg:
+            with self.amp():
+                bg_param = self.bg_predictor(source, driving).float()
+        dm = self.dense_motion_network
+        small = dm.downsample(source)
+        h, w = small.shape[2:]
+        heat_source = kp2gaussian(kp_source, h, w, dm.kp_variance)
+        tps = solve_tps(kp_driving, kp_source, self.num_tps)  # float32, outside autocast
+        trans = dm.transformations(tps, h, w, bg_param)
+        with self.amp():
+            motion = dm.motion(small, heat_source, kp_driving, trans, self.schedule.dropout_p(epoch))
+            gen = self.inpainting_network(source, motion, keep_warped=True)
+        prediction = gen.prediction.float()
+
+        pred_pyr = self.pyramid(prediction)
+        real_pyr = self.pyramid(driving)
+        if any(lw["perceptual"]):
+            with self.amp():
+                out["perceptual"] = L.perceptual_pyramid_loss(pred_pyr, real_pyr, self.perceptual, lw["perceptual"])
+        if lw["pixel"]:
+            out["pixel"] = lw["pixel"] * L.pixel_pyramid_loss(pred_pyr, real_pyr)
+        if lw["equivariance_value"] and transform is not None:
+            grid = transform.transform_frame(driving)
+            transformed = F.grid_sample(driving, grid, padding_mode="reflection", align_corners=True)
+            with self.amp():
+                kp_t = self.kp_detector(transformed).float()
+            value = (kp_driving - transform.warp_coordinates(kp_t)).abs().mean()
+            out["equivariance_value"] = lw["equivariance_value"] * value
+        if lw["warp_loss"]:
+            with self.amp():
+                enc = self.inpainting_network.encode_driving(driving, motion.occlusion_maps)
+            out["warp_loss"] = lw["warp_loss"] * L.warp_loss(enc, gen.warped_encoder_maps)
+        if use_bg and lw["bg"]:
+            with self.amp():
+                reverse = self.bg_predictor(driving, source).float()
+            out["bg"] = lw["bg"] * L.background_loss(bg_param, reverse)
+        if lw["landmark"] and self.landmark_indices.numel():
+            both = torch.cat([kp_source, kp_driving])
+            lms = torch.cat([batch["source_landmarks"], batch["driving_landmarks"]])
+            out["landmark"] = lw["landmark"] * L.landmark_loss(both, lms, self.landmark_indices)
+        generated = {"prediction": prediction.detach(), "kp_source": kp_source.detach(),
+                     "kp_driving": kp_driving.detach(), "occlusion": motion.occlusion_maps[-1].detach().float()}
+        return out, generated
+
+
+class ImagePyramidFrozen(L.ImagePyramid):
+    """The loss pyramid with its fixed anti-aliasing kernels excluded from gradients / DDP."""
+
+    def __init__(self, scales):
+        super().__init__(scales)
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+# ----------------------------------------------------------------------------- run files
+
+
+class RunLog:
+    """log.txt + stdout (rank 0 only)."""
+
+    def __init__(self, run_dir: Path, enabled: bool):
+        self.enabled = enabled
+        self.path = run_dir / "log.txt"
+
+    def __call__(self, msg: str) -> None:
+        if not self.enabled:
+            return
+        line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}"
+        print(line, flush=True)
+        with self.path.open("a") as f:
+            f.write(line + "\n")
+
+
+def _truncate_csv(path: Path, max_step: int) -> None:
+    """Drop rows logged after the checkpoint we resume from (their steps are redone)."""
+    if not path.is_file():
+        return
+    rows = path.read_text().splitlines()
+    if not rows:
+        return
+    keep = [rows[0]] + [r for r in rows[1:] if r and int(float(r.split(",")[0])) <= max_step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(keep) + "\n")
+    tmp.replace(path)
+
+
+def _append_csv(path: Path, header: list[str], row: list) -> None:
+    new = not path.is_file()
+    with path.open("a", newline="") as f:
+        w = csv.writer(f)
+        if new:
+            w.writerow(header)
+        w.writerow(row)
+
+
+def plot_learning_curve(run_dir: Path) -> Path | None:
+    """learning_curve.png from losses.csv (total and each loss, running mean)."""
+    path = run_dir / "losses.csv"
+    if not path.is_file():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    if len(rows) < 2:
+        return None
+    steps = np.array([float(r["step"]) for r in rows])
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for key in ("total",) + LOSS_KEYS:
+        vals = np.array([float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows])
+        if np.all(np.isnan(vals)) or np.nanmax(np.abs(vals)) == 0:
+            continue
+        k = max(1, len(vals) // 50)
+        smooth = np.convolve(np.nan_to_num(vals), np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1:], smooth, label=key, lw=1.2 if key == "total" else 0.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (weighted)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{run_dir.name}: training losses (running mean)")
+    fig.tight_layout()
+    out = run_dir / "learning_curve.png"
+    fig.savefig(out.with_suffix(".tmp.png"), dpi=90)
+    plt.close(fig)
+    out.with_suffix(".tmp.png").replace(out)
+    return out
+
+
+def draw_keypoints(img: np.ndarray, kp: np.ndarray, num_tps: int) -> np.ndarray:
+    """Keypoints (K,2) in [-1,1] drawn on an H×W×3 uint8 image, one colour per TPS."""
+    import cv2
+    import matplotlib
+
+    cmap = matplotlib.colormaps["gist_rainbow"]
+    img = img.copy()
+    s = img.shape[0]
+    r = max(1, s // 64)
+    for i, (x, y) in enumerate(kp):
+        c = cmap((i // 5) / max(1, num_tps - 1))
+        cv2.circle(img, (int((x + 1) / 2 * (s - 1)), int((y + 1) / 2 * (s - 1))), r,
+                   tuple(int(255 * v) for v in c[:3]), -1, lineType=cv2.LINE_AA)
+    return img
+
+
+def save_visualisation(path: Path, res: StepResult, num_tps: int, rows: int = 4) -> None:
+    """PNG grid: per sample source+kp | driving+kp | prediction | occlusion."""
+    import cv2
+
+    def to_img(t):
+        return (t.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+
+    lines = []
+    for i in range(min(rows, res.source.shape[0])):
+        src = draw_keypoints(to_img(res.source[i]), res.kp_source[i].numpy(), num_tps)
+        drv = draw_keypoints(to_img(res.driving[i]), res.kp_driving[i].numpy(), num_tps)
+        pred = to_img(res.prediction[i])
+        occ = res.occlusion[i]
+        occ = F.interpolate(occ[None], size=pred.shape[:2], mode="bilinear", align_corners=False)[0]
+        occ = to_img(occ.repeat(3, 1, 1))
+        lines.append(np.concatenate([src, drv, pred, occ], axis=1))
+    grid = np.concatenate(lines, axis=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "numpy_pos": int(np_state[2]), "python": repr(random.getstate())}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    import ast
+
+    random.setstate(ast.literal_eval(state["python"]))
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then os.replace (atomic)."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with tmp.open("wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_training_checkpoint(path: str | Path) -> dict:
+    """A checkpoint written by ``train`` (weights_only: nothing in it can run code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: train first (or drop --resume)")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{path} is not a readable training checkpoint ({str(exc).splitlines()[0][:160]})") from None
+    if not isinstance(data, dict) or "models" not in data or "config" not in data:
+        raise CheckpointError(f"{path} is not a splinecam training checkpoint (no models/config)")
+    return data
+
+
+def model_from_training_checkpoint(data: dict) -> TPSMM:
+    """Rebuild the TPSMM of a training checkpoint with its weights."""
+    cfg = config_from_dict(yaml.safe_load(data["config"]), data.get("config_name", "run"))
+    model = TPSMM(cfg)
+    for name, module in model.submodules().items():
+        if name in data["models"]:
+            module.load_state_dict(data["models"][name])
+    return model
+
+
+def init_weights_from(model: TPSMM, path: str) -> str:
+    """``--init``: weights from a training checkpoint, a splinecam safetensors or an official .pth.tar."""
+    p = Path(path)
+    if p.suffix == ".safetensors" or p.name.endswith(".pth.tar"):
+        from engines.tpsmm.checkpoint import load_checkpoint
+
+        loaded = load_checkpoint(p, model.config)
+        src = loaded.model
+    else:
+        src = model_from_training_checkpoint(read_training_checkpoint(p))
+    for name, module in model.submodules().items():
+        other = getattr(src, name, None)
+        if other is None:
+            continue
+        try:
+            module.load_state_dict(other.state_dict())
+        except RuntimeError:
+            raise CheckpointError(f"--init {p}: its {name} does not match this config's shapes") from None
+    return str(p)
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def _batches(loader, skip: int):
+    it = iter(loader)
+    for _ in range(skip):
+        next(it)
+    return it
+
+
+def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
+    """Run (or resume) a training run; returns the path of the last checkpoint."""
+    d = init_distributed(opts.device)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    run_dir = Path(opts.out)
+    ckpt_path = run_dir / CHECKPOINT
+    if d.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    if d.world > 1:
+        dist.barrier()
+    log = RunLog(run_dir, d.main)
+
+    resume_data = None
+    if opts.resume:
+        resume_data = read_training_checkpoint(ckpt_path)
+        cfg = config_from_dict(yaml.safe_load(resume_data["config"]), resume_data.get("config_name", cfg.name))
+    elif d.main and ckpt_path.exists():
+        raise SplinecamError(f"{run_dir} already holds a run: pass --resume to continue it, or another --out")
+
+    schedule = TrainSchedule.from_config(cfg, opts)
+    image_size = opts.image_size or cfg.image_size
+    seed = opts.seed
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+    clips = load_clips(opts.data)
+    model = TPSMM(cfg)
+    model.avd_network = None  # trained by train-avd
+    init_from = None
+    if opts.init and not resume_data:
+        init_from = init_weights_from(model, opts.init)
+
+    perceptual = build_perceptual_net(opts.vgg_weights, opts.perceptual_width)
+    landmark_indices = None
+    if resume_data is not None and resume_data.get("landmark_indices") is not None:
+        landmark_indices = torch.as_tensor(resume_data["landmark_indices"], dtype=torch.long)
+    elif opts.warmstart_steps or schedule.loss_weights.get("landmark"):
+        landmark_indices = torch.from_numpy(choose_landmarks(mean_face([c.landmarks for c in clips]), cfg.num_tps))
+    full = FullModel(model, schedule, perceptual, opts.bf16, landmark_indices).to(opts.device)
+    for m in model.submodules().values():
+        m.train()
+
+    params = [*model.kp_detector.parameters(), *model.dense_motion_network.parameters(),
+              *model.inpainting_network.parameters()]
+    optimizer = torch.optim.Adam(params, lr=schedule.lr, betas=(0.5, 0.999), weight_decay=1e-4)
+    opt_bg = (torch.optim.Adam(model.bg_predictor.parameters(), lr=schedule.lr, betas=(0.5, 0.999), weight_decay=1e-4)
+              if model.bg_predictor is not None else None)
+    opt_warm = torch.optim.Adam(model.kp_detector.parameters(), lr=opts.warmstart_lr)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, schedule.epoch_milestones, gamma=0.1)
+    sched_bg = torch.optim.lr_scheduler.MultiStepLR(opt_bg, schedule.epoch_milestones, gamma=0.1) if opt_bg else None
+
+    step, epoch, step_in_epoch, warm_step, wall = 0, 0, 0, 0, 0.0
+    if resume_data is not None:
+        for name, module in model.submodules().items():
+            module.load_state_dict(resume_data["models"][name])
+        optimizer.load_state_dict(resume_data["optimizer"])
+        scheduler.load_state_dict(resume_data["scheduler"])
+        if opt_bg and resume_data.get("optimizer_bg"):
+            opt_bg.load_state_dict(resume_data["optimizer_bg"])
+            sched_bg.load_state_dict(resume_data["scheduler_bg"])
+        if resume_data.get("optimizer_warmstart"):
+            opt_warm.load_state_dict(resume_data["optimizer_warmstart"])
+        step, epoch, step_in_epoch = resume_data["step"], resume_data["epoch"], resume_data["step_in_epoch"]
+        warm_step, wall = resume_data.get("warmstart_step", 0), resume_data.get("wall_time", 0.0)
+        _set_rng_state(resume_data["rng"])
+        if d.main:
+            _truncate_csv(run_dir / "losses.csv", step)
+            _truncate_csv(run_dir / "warmstart.csv", warm_step)
+            _truncate_csv(run_dir / "epochs.csv", epoch - 1)
+        log(f"resumed from {ckpt_path}: step {step}, epoch {epoch} (+{step_in_epoch} steps), warm-start step {warm_step}")
+
+    ddp = full
+    if d.world > 1:
+        ddp = nn.parallel.DistributedDataParallel(full, find_unused_parameters=True)
+
+    dataset = PairDataset(clips, image_size, schedule.num_repeats,
+                          Augmentation.from_dataset_params(cfg.dataset_params), seed)
+    per_rank = max(1, schedule.batch_size // d.world)
+    if d.world > 1:
+        sampler = DistributedSampler(dataset, d.world, d.rank, shuffle=True, seed=seed, drop_last=True)
+    else:
+        sampler = _EpochSampler(dataset, seed)
+    loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, drop_last=True, num_workers=0)
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise SplinecamError(f"batch size {schedule.batch_size} is larger than an epoch ({len(dataset)} pairs): "
+                             f"lower --batch-size or raise num_repeats")
+    total_steps = schedule.num_epochs * steps_per_epoch
+    if opts.max_steps is not None:
+        total_steps = min(total_steps, opts.max_steps)
+
+    meta = {"config_name": cfg.name, "perceptual": perceptual.kind, "image_size": image_size,
+            "world_size": d.world, "bf16": opts.bf16, "init": init_from}
+    if d.main:
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False))
+        log(f"run {run_dir}: config {cfg.name}, {len(clips)} clips, {len(dataset)} pairs/epoch, "
+            f"{steps_per_epoch} steps/epoch, batch {schedule.batch_size} ({d.world} process(es)), "
+            f"image size {image_size}, device {opts.device}, threads {torch.get_num_threads()}, bf16 {opts.bf16}")
+        log(f"perceptual loss network: {perceptual.kind}")
+        log(f"loss weights: {schedule.loss_weights}")
+
+    def payload() -> dict:
+        return {
+            "format": "splinecam-training", "config": yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False),
+            "config_name": cfg.name, "models": {n: m.state_dict() for n, m in model.submodules().items()},
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "optimizer_bg": opt_bg.state_dict() if opt_bg else None,
+            "scheduler_bg": sched_bg.state_dict() if sched_bg else None,
+            "optimizer_warmstart": opt_warm.state_dict(),
+            "step": step, "epoch": epoch, "step_in_epoch": step_in_epoch, "warmstart_step": warm_step,
+            "wall_time": wall, "rng": _rng_state(), "options": asdict(opts),
+            "landmark_indices": landmark_indices.tolist() if landmark_indices is not None else None,
+            "meta": meta,
+        }
+
+    last_save = time.time()
+
+    def checkpoint(reason: str) -> None:
+        nonlocal last_save
+        if d.main:
+            save_checkpoint(ckpt_path, payload())
+            plot_learning_curve(run_dir)
+            log(f"checkpoint ({reason}): step {step}, epoch {epoch}, wall {wall / 60:.1f} min → {ckpt_path}")
+        last_save = time.time()
+
+    def due() -> bool:
+        if opts.checkpoint_steps and step % opts.checkpoint_steps == 0:
+            return True
+        return (time.time() - last_save) >= opts.checkpoint_minutes * 60
+
+    stop = {"flag": False}
+
+    def _on_signal(signum, frame):  # SIGTERM/SIGINT: finish the step, checkpoint, exit
+        stop["flag"] = True
+
+    old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)} if d.main or True else {}
+
+    try:
+        # ---- warm start of the keypoint detector on face-mesh landmarks
+        warm_bs = per_rank
+        while warm_step < opts.warmstart_steps and not stop["flag"]:
+            t0 = time.time()
+            dataset.set_epoch(-1 - warm_step)
+            idx = [(warm_step * warm_bs * d.world + d.rank * warm_bs + i) % len(dataset) for i in range(warm_bs)]
+            batch = torch.utils.data.default_collate([dataset[i] for i in idx])
+            batch = {k: v.to(opts.device) for k, v in batch.items()}
+            losses, _ = ddp(batch, 0, None, warmstart=True)
+            opt_warm.zero_grad(set_to_none=True)
+            losses["landmark"].backward()
+            opt_warm.step()
+            warm_step += 1
+            wall += time.time() - t0
+            if d.main and (warm_step % opts.log_every == 0 or warm_step == opts.warmstart_steps):
+                v = float(losses["landmark"])
+                _append_csv(run_dir / "warmstart.csv", ["step", "landmark_l1", "wall_s"], [warm_step, f"{v:.6f}", f"{wall:.1f}"])
+                log(f"warm-start {warm_step}/{opts.warmstart_steps}: landmark L1 {v:.4f} (grid units)")
+            if due():
+                checkpoint("time")
+
+        # ---- main loop
+        epoch_sums: dict[str, float] = {}
+        epoch_count = 0
+        rt_tps = torch.Generator()
+        while step < total_steps and not stop["flag"]:
+            dataset.set_epoch(epoch)
+            sampler.set_epoch(epoch)
+            it = _batches(loader, step_in_epoch)
+            for batch in it:
+                t0 = time.time()
+                batch = {k: v.to(opts.device) for k, v in batch.items()}
+                rt_tps.manual_seed(seed * 1_000_003 + step * 97 + d.rank)
+                tp = schedule.transform_params
+                transform = RandomTPS.sample(batch["driving"].shape[0], tp["sigma_affine"], tp["sigma_tps"],
+                                             tp["points_tps"], generator=rt_tps, device=opts.device)
+                losses, gen = ddp(batch, epoch, transform)
+                loss = sum(losses.values())
+                optimizer.zero_grad(set_to_none=True)
+                if opt_bg:
+                    opt_bg.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.kp_detector.parameters(), max_norm=10, norm_type=math.inf)
+                torch.nn.utils.clip_grad_norm_(model.dense_motion_network.parameters(), max_norm=10, norm_type=math.inf)
+                optimizer.step()
+                if opt_bg and epoch >= schedule.bg_start:
+                    torch.nn.utils.clip_grad_norm_(model.bg_predictor.parameters(), max_norm=10, norm_type=math.inf)
+                    opt_bg.step()
+                step += 1
+                step_in_epoch += 1
+                dt = time.time() - t0
+                wall += dt
+                vals = {k: float(v) for k, v in losses.items()}
+                total = float(loss)
+                if not math.isfinite(total):
+                    raise SplinecamError(f"loss became {total} at step {step}: lower --lr or use fp32 (no --bf16)")
+                for k, v in vals.items():
+                    epoch_sums[k] = epoch_sums.get(k, 0.0) + v
+                epoch_sums["total"] = epoch_sums.get("total", 0.0) + total
+                epoch_count += 1
+                if d.main:
+                    _append_csv(run_dir / "losses.csv", ["step", "epoch", "lr", "total", *LOSS_KEYS, "seconds"],
+                                [step, epoch, f"{optimizer.param_groups[0]['lr']:.3g}", f"{total:.5f}",
+                                 *[f"{vals[k]:.5f}" if k in vals else "" for k in LOSS_KEYS], f"{dt:.3f}"])
+                    if step % opts.log_every == 0 or step == 1:
+                        parts = " ".join(f"{k.split('_')[0]} {v:.3f}" for k, v in vals.items())
+                        eta = (total_steps - step) * (wall / max(1, step)) if step else 0
+                        log(f"step {step}/{total_steps} ep {epoch} | loss {total:.3f} ({parts}) | {dt:.2f} s/step | "
+                            f"ETA {eta / 60:.0f} min")
+                    if opts.vis_every and (step % opts.vis_every == 0 or step == 1):
+                        save_visualisation(run_dir / "vis" / f"step-{step:06d}.png",
+                                           StepResult(vals, total, batch["source"].cpu(), batch["driving"].cpu(),
+                                                      gen["prediction"].cpu(), gen["kp_source"].cpu(),
+                                                      gen["kp_driving"].cpu(), gen["occlusion"].cpu()), cfg.num_tps)
+                if step >= total_steps or stop["flag"]:
+                    break
+                if due():
+                    checkpoint("time" if not opts.checkpoint_steps else "steps")
+            else:
+                # the epoch is complete
+                if d.main and epoch_count:
+                    means = {k: v / epoch_count for k, v in epoch_sums.items()}
+                    _append_csv(run_dir / "epochs.csv", ["epoch", "steps", "lr", "total", *LOSS_KEYS],
+                                [epoch, step, f"{optimizer.param_groups[0]['lr']:.3g}", f"{means['total']:.5f}",
+                                 *[f"{means[k]:.5f}" if k in means else "" for k in LOSS_KEYS]])
+                    log(f"epoch {epoch} done: mean loss {means['total']:.4f} over {epoch_count} steps")
+                epoch += 1
+                step_in_epoch = 0
+                epoch_sums, epoch_count = {}, 0
+                scheduler.step()
+                if sched_bg:
+                    sched_bg.step()
+                continue
+            break
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+    checkpoint("stopped by signal" if stop["flag"] else "end")
+    if d.world > 1:
+        dist.barrier()
+    log(f"done: {step} steps, {wall / 60:.1f} min of training")
+    return ckpt_path
+
+
+class _EpochSampler(torch.utils.data.Sampler):
+    """A shuffled order that depends only on (seed, epoch): resumable mid-epoch."""
+
+    def __init__(self, dataset, seed: int):
+        self.n = len(dataset)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def options_from_args(args) -> TrainOptions:
+    fields = TrainOptions.__dataclass_fields__
+    return TrainOptions(**{k: getattr(args, k) for k in fields if hasattr(args, k)})
+
+
+def run(args) -> int:
+    """CLI entry of ``train``."""
+    cfg = load_config(args.config)
+    opts = options_from_args(args)
+    path = train(cfg, opts)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"checkpoint: {path}")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
