@@ -31,6 +31,10 @@ def register(subparsers) -> None:
     add_model_arguments(p)
     p.set_defaults(func=run_animate)
 
+    from live.commands import add_live_commands
+
+    add_live_commands(subparsers)  # live, demo, cameras
+
 
 def run_animate(args: argparse.Namespace) -> int:
     from live.animate import AnimateOptions, animate

@@ -1,0 +1,264 @@
+"""The live subcommands: ``live`` (webcam → avatar → virtual camera), ``demo``, ``cameras``.
+
+``add_live_commands(subparsers)`` is called by live/cli.py's ``register``; ``python -m live`` runs
+them without the rest of splinecam.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from engines.errors import SplinecamError
+from engines.model_options import add_model_arguments, backend_from_args, load_model_from_args
+from live.compose import COMPOSE_MODES, parse_size
+from live.normalise import MODES
+from live.smoothing import DEFAULT_BETA, DEFAULT_MIN_CUTOFF
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+DEMO_AVATAR = ASSETS / "mona.jpg"
+DEMO_CLIP = ASSETS / "webcam.mp4"
+DEMO_OUT = "splinecam-demo.mp4"
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        return parse_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return v
+    return parse
+
+
+def _add_output_arguments(p: argparse.ArgumentParser, record: bool = True) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("--output-size", type=_size, default=(1280, 720), metavar="WxH",
+                   help="size of the frames sent and recorded (default 1280x720)")
+    g.add_argument("--fps", type=_positive(float), metavar="N",
+                   help="frames per second sent to the virtual camera / recorded (default: the camera's or file's)")
+    g.add_argument("--compose", choices=COMPOSE_MODES, default="pad",
+                   help="pad: the 256x256 result scaled to the output height over a background (default); "
+                        "paste: pasted back into the avatar's full picture")
+    g.add_argument("--background", default="blur", metavar="blur|COLOUR",
+                   help="pad background: the avatar blurred (default), black, white, green, grey or #RRGGBB")
+    g.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
+                   help="flip the output left-right (default: off, or as last time)")
+    if record:
+        g.add_argument("--record", type=Path, metavar="OUT.mp4", help="also record the output (H.264 mp4)")
+    g.add_argument("--max-frames", type=_positive(int), metavar="N", help="stop after N output frames")
+    g.add_argument("--metrics", type=Path, metavar="OUT.json",
+                   help="write frame counts, FPS, latency p50/p95/max and per-stage ms as JSON")
+
+
+def _add_driving_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("driving")
+    g.add_argument("--mode", choices=MODES, default=None,
+                   help="keypoint normalisation: relative (default), avd (checkpoints with an AVD network), standard")
+    g.add_argument("--crop", choices=("auto", "none"), default="auto",
+                   help="face-crop the avatar (auto, default) or take it whole (none: already a face crop)")
+    g.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=None,
+                   help="One-Euro smoothing of the driving keypoints (default on)")
+    g.add_argument("--smooth-min-cutoff", type=_positive(float), metavar="HZ",
+                   help=f"smoothing cut-off when still: lower = steadier (default {DEFAULT_MIN_CUTOFF:g})")
+    g.add_argument("--smooth-beta", type=float, metavar="B",
+                   help=f"how fast the cut-off rises with speed: higher = less lag (default {DEFAULT_BETA:g})")
+
+
+def add_live_commands(subparsers) -> None:
+    p = subparsers.add_parser(
+        "live", help="drive an avatar from your webcam, live, into a virtual camera",
+        description="Webcam → face tracking → TPSMM → a virtual camera (Zoom, Meet, Teams, OBS), a preview window "
+                    "with overlays and hotkeys (H for help), and optionally a recording. The camera image never "
+                    "reaches the virtual camera, except while you toggle pass-through (P). The last avatar, "
+                    "camera, calibration and smoothing are remembered.")
+    p.add_argument("--avatar", metavar="IMG|DIR",
+                   help="a portrait, or a folder of them (switch with 1-9, A/D); default: the last one")
+    g = p.add_argument_group("camera")
+    g.add_argument("--camera", metavar="INDEX|NAME|PATH|URL",
+                   help="camera index, name (see `splinecam cameras`), video file or stream URL (default: last, or 0)")
+    g.add_argument("--camera-size", type=_size, default=(1280, 720), metavar="WxH",
+                   help="capture size asked of the camera (default 1280x720)")
+    g.add_argument("--camera-fps", type=_positive(float), default=30.0, metavar="N",
+                   help="capture rate asked of the camera (default 30)")
+    g.add_argument("--realtime", action="store_true",
+                   help="play a video file at its own fps, newest frame wins, like a camera "
+                        "(default: every frame, as fast as they are processed)")
+    g.add_argument("--loop", action="store_true", help="repeat a video file")
+    _add_driving_arguments(p)
+    _add_output_arguments(p)
+    g = p.add_argument_group("sinks")
+    g.add_argument("--virtual-camera", action=argparse.BooleanOptionalAction, default=True,
+                   help="send to a virtual camera (default on; without a device one line says how to get one)")
+    g.add_argument("--virtual-camera-device", metavar="DEV", help="e.g. /dev/video10 (default: the first loopback)")
+    g.add_argument("--preview", action=argparse.BooleanOptionalAction, default=True,
+                   help="show the preview window with overlays and hotkeys (default on when there is a display)")
+    p.add_argument("--remember", action=argparse.BooleanOptionalAction, default=True,
+                   help="use and update the remembered settings (~/.config/splinecam/state.json)")
+    add_model_arguments(p)
+    p.set_defaults(func=run_live)
+
+    d = subparsers.add_parser(
+        "demo", help="the whole live loop on a bundled avatar and clip: writes ./splinecam-demo.mp4",
+        description="Runs the live pipeline with the bundled avatar (the Mona Lisa) driven by a bundled webcam "
+                    "clip, on the bundled weights, and writes splinecam-demo.mp4 in the current folder; prints "
+                    "FPS, latency and per-stage times.")
+    d.add_argument("--out", type=Path, default=Path(DEMO_OUT), metavar="OUT.mp4",
+                   help=f"where to write the result (default ./{DEMO_OUT})")
+    d.add_argument("--avatar", metavar="IMG|DIR", help="another avatar (default: the bundled one)")
+    d.add_argument("--realtime", action="store_true", help="play the clip in real time (drops frames if slow)")
+    d.add_argument("--preview", action=argparse.BooleanOptionalAction, default=False,
+                   help="also show the preview window (default off)")
+    d.add_argument("--virtual-camera", action=argparse.BooleanOptionalAction, default=False,
+                   help="also send to the virtual camera (default off)")
+    _add_driving_arguments(d)
+    _add_output_arguments(d, record=False)
+    add_model_arguments(d)
+    d.set_defaults(func=run_demo, device="cpu")
+
+    c = subparsers.add_parser("cameras", help="list the cameras --camera can name",
+                              description="Lists cameras by index and name (Linux: /dev/video* and their sysfs names).")
+    c.set_defaults(func=run_cameras)
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ logging
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="splinecam: %(message)s")
+
+
+def _sigterm_as_interrupt() -> None:
+    def handler(signum, frame):  # a service manager's stop ends the run like Ctrl-C
+        raise KeyboardInterrupt
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (tests)
+        pass
+
+
+def options_from_args(args: argparse.Namespace, state=None):
+    """LiveOptions from the parsed flags, remembered values filling what was not given."""
+    import numpy as np
+
+    from live.pipeline import LiveOptions
+    from live.smoothing import SmoothingSettings
+    from live.state import LiveState
+
+    st = state or LiveState()
+    avatar = args.avatar or st.avatar
+    if not avatar:
+        raise SplinecamError("--avatar IMG|DIR is needed (nothing remembered from a previous run)")
+    camera = getattr(args, "camera", None) or st.camera or "0"
+    if Path(str(camera)).expanduser().is_file():
+        camera = str(Path(camera).expanduser().resolve())
+    smoothing = SmoothingSettings(
+        enabled=args.smooth if args.smooth is not None else (st.smoothing if st.smoothing is not None else True),
+        min_cutoff=args.smooth_min_cutoff or st.smooth_min_cutoff or DEFAULT_MIN_CUTOFF,
+        beta=args.smooth_beta if args.smooth_beta is not None else (
+            st.smooth_beta if st.smooth_beta is not None else DEFAULT_BETA))
+    same_avatar = args.avatar is None or (st.avatar and Path(args.avatar).expanduser().resolve() == Path(st.avatar))
+    calibration = np.asarray(st.calibration, np.float32) if st.calibration else None
+    return LiveOptions(
+        avatar=str(avatar), camera=str(camera),
+        camera_size=getattr(args, "camera_size", None), camera_fps=getattr(args, "camera_fps", None),
+        output_size=args.output_size, fps=args.fps, mode=args.mode or st.mode or "relative",
+        compose=args.compose, background=args.background,
+        mirror=args.mirror if args.mirror is not None else bool(st.mirror),
+        crop=args.crop, avatar_start=st.avatar_name if same_avatar else None,
+        virtual_camera=args.virtual_camera, virtual_camera_device=getattr(args, "virtual_camera_device", None),
+        preview=args.preview, record=args.record, max_frames=args.max_frames, metrics=args.metrics,
+        realtime=args.realtime, loop=getattr(args, "loop", False), smoothing=smoothing, calibration=calibration)
+
+
+def _run(options, args, say=print) -> tuple[dict, object]:
+    from live.metrics import format_summary
+    from live.pipeline import LivePipeline
+
+    _quiet_libraries()
+    try:
+        from live.compose import ComposeOptions
+
+        ComposeOptions(options.output_size, options.compose, options.background)
+    except ValueError as err:
+        raise SplinecamError(str(err)) from None
+    from live.capture import open_source
+
+    source = open_source(options.camera, options.camera_size, options.camera_fps)  # a wrong camera fails first
+    try:
+        loaded = load_model_from_args(args)
+        backend = backend_from_args(args, loaded)
+        if options.mode == "avd" and not backend.has_avd:
+            raise SplinecamError("--mode avd needs a checkpoint with an AVD network (this one has none): "
+                                 "use --mode relative or standard")
+        pipeline = LivePipeline.build(options, backend, source=source, say=say)
+    except BaseException:
+        source.close()
+        raise
+    say(f"splinecam: {backend.describe()}, output {options.output_size[0]}x{options.output_size[1]} "
+        f"at {pipeline.fps:g} fps, mode {options.mode}; press H in the preview for the hotkeys, Ctrl-C to stop")
+    _sigterm_as_interrupt()
+    summary = pipeline.run()
+    say(format_summary(summary))
+    if options.record is not None:
+        say(f"splinecam: recorded {options.record}")
+    if options.metrics is not None:
+        say(f"splinecam: metrics in {options.metrics}")
+    return summary, pipeline
+
+
+def run_live(args: argparse.Namespace) -> int:
+    from live.state import load_state, save_state
+
+    state = load_state() if args.remember else None
+    options = options_from_args(args, state)
+    summary, pipeline = _run(options, args)
+    if args.remember:
+        from live.state import LiveState
+
+        save_state(pipeline.state(state or LiveState()))
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    for f in (DEMO_AVATAR, DEMO_CLIP):
+        if not f.is_file():
+            raise SplinecamError(f"the demo's bundled {f.name} is missing from this install ({f}): reinstall splinecam")
+    args.camera = str(DEMO_CLIP)
+    args.avatar = args.avatar or str(DEMO_AVATAR)
+    args.record = args.out
+    args.camera_size = None
+    args.camera_fps = None
+    args.loop = False
+    options = options_from_args(args, None)
+    _run(options, args)
+    return 0
+
+
+def run_cameras(args: argparse.Namespace) -> int:
+    from live.capture import list_cameras
+
+    cams = list_cameras()
+    if not cams:
+        print("no camera found" + (" (/dev/video* is empty)" if sys.platform.startswith("linux") else "")
+              + ": plug one in, or pass a video file or stream URL to --camera")
+        return 0
+    for cam in cams:
+        print(f"{cam.index}\t{cam.name}\t{cam.path}")
+    return 0

@@ -1,0 +1,155 @@
+"""Live metrics: frame counts, FPS, end-to-end latency and per-stage times (``--metrics OUT.json``).
+
+Latency is measured, not guessed: every frame carries the ``time.perf_counter()`` stamp taken when
+it was captured, and the sink side records ``now - stamp`` when it has handed the frame to the
+sinks (virtual camera sent, recorder queued, preview shown). A frame repeated by the steady-fps
+sender is counted once, at its first send. Thread-safe: counters are bumped from the capture,
+processing and sender threads.
+
+JSON layout (``LiveMetrics.summary()``)::
+
+    {"frames": {"captured", "processed", "dropped", "output", "repeated", "no_face",
+                "recorder_dropped", "reconnects"},
+     "fps": {"processed", "output"},            # per second of wall time since the first frame
+     "latency_ms": {"p50", "p95", "max", "mean", "count"},
+     "stages_ms": {"capture", "track", "keypoints", "normalise", "generate", "compose", "sinks", …},
+     "loop_ms": mean per-frame time of the loop's own stages (everything but the networks),
+     "backend", "device", "precision", "source", "output_size", "duration_s"}
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engines.backends.base import StageTimer
+from engines.errors import SplinecamError
+
+NETWORK_STAGES = ("keypoints", "generate")
+
+
+@dataclass
+class LiveMetrics:
+    """Counters and timings of one live run. ``info`` holds backend/device/… strings."""
+
+    info: dict = field(default_factory=dict)
+    stages: StageTimer = field(default_factory=StageTimer)
+    window: int = 30  # frames in the rolling FPS / latency shown on the preview
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts = {k: 0 for k in ("captured", "processed", "dropped", "output", "repeated", "no_face",
+                                      "recorder_dropped", "reconnects")}
+        self._latency = deque(maxlen=100_000)  # seconds; bounded so a day-long run stays flat
+        self._latency_max = 0.0
+        self._latency_n = 0
+        self._recent_processed = deque(maxlen=self.window)
+        self._recent_latency = deque(maxlen=self.window)
+        self._t_first: float | None = None
+        self._t_last: float | None = None
+
+    # --- recording
+    def count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[key] = self.counts.get(key, 0) + n
+
+    def set_count(self, key: str, value: int) -> None:
+        with self._lock:
+            self.counts[key] = int(value)
+
+    def processed(self, now: float | None = None) -> None:
+        now = time.perf_counter() if now is None else now
+        with self._lock:
+            self.counts["processed"] += 1
+            self._recent_processed.append(now)
+            if self._t_first is None:
+                self._t_first = now
+            self._t_last = now
+
+    def output(self, capture_stamp: float | None, repeated: bool, now: float | None = None) -> None:
+        """A frame was handed to the sinks; ``capture_stamp`` None for frames not made from a
+        capture (the avatar still at start-up)."""
+        now = time.perf_counter() if now is None else now
+        with self._lock:
+            self.counts["output"] += 1
+            if self._t_first is None:
+                self._t_first = now
+            self._t_last = now
+            if repeated:
+                self.counts["repeated"] += 1
+                return
+            if capture_stamp is not None:
+                lat = max(0.0, now - capture_stamp)
+                self._latency.append(lat)
+                self._recent_latency.append(lat)
+                self._latency_max = max(self._latency_max, lat)
+                self._latency_n += 1
+
+    # --- reading
+    def recent_fps(self) -> float:
+        with self._lock:
+            ts = list(self._recent_processed)
+        if len(ts) < 2 or ts[-1] <= ts[0]:
+            return 0.0
+        return (len(ts) - 1) / (ts[-1] - ts[0])
+
+    def recent_latency_ms(self) -> float | None:
+        with self._lock:
+            lat = list(self._recent_latency)
+        return float(np.median(lat) * 1000.0) if lat else None
+
+    def summary(self) -> dict:
+        with self._lock:
+            counts = dict(self.counts)
+            lat = np.asarray(self._latency, dtype=np.float64) * 1000.0
+            lat_max, lat_n = self._latency_max * 1000.0, self._latency_n
+            t0, t1 = self._t_first, self._t_last
+        duration = (t1 - t0) if (t0 is not None and t1 is not None) else 0.0
+        stages = {k: round(v, 3) for k, v in self.stages.mean_ms().items()}
+        loop = sum(v for k, v in stages.items() if k not in NETWORK_STAGES)
+
+        def rate(n: int) -> float:
+            return round((n - 1) / duration, 3) if duration > 0 and n > 1 else 0.0
+
+        latency = ({"p50": round(float(np.percentile(lat, 50)), 2), "p95": round(float(np.percentile(lat, 95)), 2),
+                    "max": round(lat_max, 2), "mean": round(float(lat.mean()), 2), "count": lat_n}
+                   if lat.size else {"p50": None, "p95": None, "max": None, "mean": None, "count": 0})
+        return {"frames": counts,
+                "fps": {"processed": rate(counts["processed"]), "output": rate(counts["output"])},
+                "latency_ms": latency,
+                "stages_ms": stages,
+                "loop_ms": round(loop, 3),
+                **self.info,
+                "duration_s": round(duration, 3)}
+
+    def write(self, path: str | Path) -> dict:
+        """Write :meth:`summary` as JSON (atomically); returns it."""
+        data = self.summary()
+        p = Path(path)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            tmp = p.with_name(p.name + ".tmp")
+            tmp.write_text(json.dumps(data, indent=2) + "\n")
+            tmp.replace(p)
+        except OSError as err:
+            raise SplinecamError(f"cannot write --metrics {p}: {err.strerror or err}") from None
+        return data
+
+
+def format_summary(data: dict) -> str:
+    """A few human lines from :meth:`LiveMetrics.summary`."""
+    f, lat = data["frames"], data["latency_ms"]
+    stages = " ".join(f"{k} {v:.1f}" for k, v in data["stages_ms"].items())
+    lat_txt = (f"latency p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms, max {lat['max']:.0f} ms"
+               if lat["count"] else "latency n/a")
+    return (f"frames: {f['captured']} captured, {f['processed']} processed, {f['dropped']} dropped, "
+            f"{f['output']} sent ({f['repeated']} repeats), {f['no_face']} without a face\n"
+            f"fps: {data['fps']['processed']:.2f} processed, {data['fps']['output']:.2f} sent; {lat_txt}\n"
+            f"stages (ms/frame): {stages}; loop's own work {data['loop_ms']:.1f} ms\n"
+            f"backend {data.get('backend', '?')} on {data.get('device', '?')} ({data.get('precision', '?')})")

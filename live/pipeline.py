@@ -1,0 +1,444 @@
+"""The live loop: capture thread → processing → sinks, on CPU threads (DESIGN.md §1).
+
+    pipeline = LivePipeline.build(options, backend)      # opens the camera, avatars, sinks
+    summary = pipeline.run()                              # until --max-frames, end of file, Q, Ctrl-C
+
+Threads: the capture thread reads and stamps frames (live/capture.py); the main thread processes
+them (:class:`FrameProcessor`: track → crop → keypoints → smooth → normalise → generate →
+compose), drives the preview window and its hotkeys (HighGUI wants one thread); for a camera or
+``--realtime`` the sender thread sends the newest output at a steady ``--fps`` to the virtual
+camera and the recorder (which writes in its own thread). An unpaced file skips the sender: every
+processed frame goes to the sinks, in order.
+
+Privacy (DESIGN.md §1, the brief): sinks only ever receive frames composed from the avatar —
+the still at start-up, the animated avatar, the held / eased / resting avatar while no face is
+found or the camera is away — except while the user holds the pass-through toggle (key P).
+
+The seam for the GPU pipeline (engines/cuda_pipeline.py, overlapped CUDA streams): it plugs in as
+another processor with the same ``process(CapturedFrame) -> Processed`` (and ``close()``); the
+loop, the sinks and the metrics do not change.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from engines.backends.base import Backend
+from engines.errors import SplinecamError
+from live.avatars import AvatarLibrary
+from live.calibration import BestFrameSearch, Match, ghost_overlay
+from live.capture import CaptureThread, CapturedFrame, FrameSource, Pacing, open_source
+from live.compose import ComposeOptions, fit_picture
+from live.hotkeys import Action, Command, command_for_key
+from live.metrics import LiveMetrics
+from live.normalise import MODES, KeypointNormaliser
+from live.preview import OverlayInfo, PreviewWindow
+from live.sinks import OutputFrame, RecorderSink, SinkFanout, SteadySender, open_virtual_camera
+from live.smoothing import OneEuroFilter, SmoothingSettings
+from live.state import LiveState
+from live.tracking import FaceCropper, PoseFallback
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LiveOptions:
+    """Everything ``splinecam live`` / ``demo`` can set (see live/commands.py for the flags)."""
+
+    avatar: str
+    camera: str = "0"
+    camera_size: tuple[int, int] | None = (1280, 720)
+    camera_fps: float | None = 30.0
+    output_size: tuple[int, int] = (1280, 720)
+    fps: float | None = None             # None: the camera's / file's own rate (30 if unknown)
+    mode: str = "relative"
+    compose: str = "pad"
+    background: str = "blur"
+    mirror: bool = False
+    crop: str = "auto"
+    avatar_start: str | None = None      # file name of the first avatar of a folder
+    virtual_camera: bool = True
+    virtual_camera_device: str | None = None
+    preview: bool = True
+    record: Path | None = None
+    max_frames: int | None = None
+    metrics: Path | None = None
+    realtime: bool = False
+    loop: bool = False
+    smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
+    calibration: np.ndarray | None = None  # remembered reference keypoints (K, 2)
+    hold_s: float = 0.25
+    ease_s: float = 0.5
+
+
+@dataclass
+class Controls:
+    """What the hotkeys change while running."""
+
+    mirror: bool = False
+    passthrough: bool = False
+    smoothing: bool = True
+    show_overlay: bool = True
+    show_help: bool = False
+    calibrate: bool = False          # set by the key; the next frame with a face is the reference
+    quit: bool = False
+    message: str = ""                # a transient line for the overlay
+    message_until: float = 0.0
+
+
+@dataclass
+class Processed:
+    """One processed frame. output: what the sinks get; crop / kp_raw: the driving face crop
+    (S, S, 3) and its smoothed raw keypoints (K, 2), None without a face; status: "" or why the
+    avatar is not being driven; match: the best-frame search's score for this frame."""
+
+    output: OutputFrame
+    crop: np.ndarray | None
+    kp_raw: np.ndarray | None
+    status: str = ""
+    match: Match | None = None
+    camera: np.ndarray | None = None
+
+
+class FrameProcessor:
+    """The per-frame work of the live loop, on the main thread (see the module doc for the seam)."""
+
+    def __init__(self, backend: Backend, library: AvatarLibrary, cropper: FaceCropper, metrics: LiveMetrics,
+                 mode: str = "relative", smoothing: SmoothingSettings = SmoothingSettings(),
+                 controls: Controls | None = None, output_size: tuple[int, int] = (1280, 720),
+                 search: BestFrameSearch | None = None, hold_s: float = 0.25, ease_s: float = 0.5):
+        self.backend = backend
+        self.library = library
+        self.cropper = cropper
+        self.metrics = metrics
+        self.stages = metrics.stages
+        self.controls = controls or Controls(smoothing=smoothing.enabled)
+        self.output_size = output_size
+        self.smoothing = smoothing
+        self.smoother = OneEuroFilter.from_settings(smoothing)
+        self.fallback = PoseFallback(hold_s, ease_s)
+        self.search = search or BestFrameSearch()
+        avatar = library.current
+        avd = backend.avd if backend.has_avd else None
+        self.normaliser = KeypointNormaliser(avatar.source.kp, mode, avd)
+
+    # --- controls
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return tuple(m for m in MODES if m != "avd" or self.backend.has_avd)
+
+    def cycle_mode(self) -> str:
+        modes = self.modes
+        i = modes.index(self.normaliser.mode) if self.normaliser.mode in modes else -1
+        self.normaliser.set_mode(modes[(i + 1) % len(modes)])
+        return self.normaliser.mode
+
+    def select_avatar(self, i: int) -> bool:
+        if i == self.library.index or not self.library.select(i):
+            return False
+        self._avatar_changed()
+        return True
+
+    def step_avatar(self, step: int) -> None:
+        (self.library.next if step > 0 else self.library.previous)()
+        self._avatar_changed()
+
+    def _avatar_changed(self) -> None:
+        self.normaliser.set_source(self.library.current.source.kp)
+        self.fallback.reset()
+        if self.search.active:
+            self.search.finish()
+
+    def restore_calibration(self, kp_ref: np.ndarray | None) -> bool:
+        kp_ref = None if kp_ref is None else np.asarray(kp_ref, np.float32)
+        if kp_ref is None or kp_ref.shape != self.library.current.source.kp.shape:
+            return False
+        self.normaliser.calibrate(kp_ref)
+        return True
+
+    def toggle_search(self, t: float) -> str:
+        if self.search.active:
+            return self._finish_search()
+        if not self.search.start(self.library.current.image, t):
+            return "no face landmarks in the avatar: best-frame search unavailable"
+        return "searching for the best frame: match the avatar's pose, press F again"
+
+    def _finish_search(self) -> str:
+        kp = self.search.finish()
+        if kp is None:
+            return "best-frame search: no face seen, calibration unchanged"
+        self.normaliser.calibrate(kp)
+        self.fallback.reset()
+        return "calibrated on the best-matching frame"
+
+    # --- the work
+    def still(self) -> OutputFrame:
+        """The avatar at rest (start-up, camera away)."""
+        a = self.library.current
+        image = a.still if not self.controls.mirror else a.still[:, ::-1].copy()
+        return OutputFrame(image, None, "avatar")
+
+    def process(self, frame: CapturedFrame) -> Processed:
+        """One captured frame (H, W, 3 RGB) → the output frame (and what the overlay needs)."""
+        c = self.controls
+        t = frame.media_time
+        if c.passthrough:
+            with self.stages.time("compose"):
+                image = fit_picture(frame.image, self.output_size, c.mirror)
+            return Processed(OutputFrame(image, frame.timestamp, "passthrough", frame.index), None, None,
+                             "PASS-THROUGH", camera=frame.image)
+        with self.stages.time("track"):
+            tracked = self.cropper.update(frame)
+        avatar = self.library.current
+        match, kp_raw, status = None, None, ""
+        if tracked.found:
+            with self.stages.time("keypoints"):
+                kp = self.backend.keypoints(tracked.crop)
+            with self.stages.time("normalise"):
+                kp_raw = self.smoother(kp, t) if c.smoothing else kp
+                if c.calibrate:
+                    self.normaliser.calibrate(kp_raw)
+                    self.fallback.reset()
+                    c.calibrate = False
+                kp_drive = self.normaliser(kp_raw)
+                self.fallback.good(kp_drive, t)
+            if self.search.active:
+                with self.stages.time("search"):
+                    match = self.search.update(tracked.crop, kp_raw, t)
+                if self.search.expired(t):
+                    self._message(self._finish_search())
+            with self.stages.time("generate"):
+                face = self.backend.generate(avatar.source, kp_drive)
+            kind = "animated"
+        else:
+            self.metrics.count("no_face")
+            self.smoother.reset()
+            pose = self.fallback.pose(avatar.source.kp, t)
+            status = {"hold": "no face: holding the last pose", "easing": "no face: easing to rest",
+                      "neutral": "no face in view: showing the avatar"}[pose.phase]
+            if pose.phase == "neutral":
+                face = avatar.image
+            else:
+                with self.stages.time("generate"):
+                    face = self.backend.generate(avatar.source, pose.kp)
+            kind = "avatar"
+        with self.stages.time("compose"):
+            image = avatar.composer.compose(face, c.mirror)
+        return Processed(OutputFrame(image, frame.timestamp, kind, frame.index), tracked.crop, kp_raw, status,
+                         match, camera=frame.image)
+
+    def _message(self, text: str, seconds: float = 3.0) -> None:
+        self.controls.message, self.controls.message_until = text, time.perf_counter() + seconds
+
+    def handle(self, cmd: Command, t: float) -> None:
+        """Apply a hotkey command."""
+        c, a = self.controls, cmd.action
+        if a is Action.QUIT:
+            c.quit = True
+        elif a is Action.SELECT_AVATAR:
+            if self.select_avatar(cmd.arg):
+                self._message(f"avatar {self.library.current.name}")
+        elif a in (Action.NEXT_AVATAR, Action.PREVIOUS_AVATAR):
+            self.step_avatar(1 if a is Action.NEXT_AVATAR else -1)
+            self._message(f"avatar {self.library.current.name}")
+        elif a is Action.CALIBRATE:
+            c.calibrate = True
+            self._message("calibrated: this pose is the reference")
+        elif a is Action.FIND_BEST:
+            self._message(self.toggle_search(t), 5.0)
+        elif a is Action.CYCLE_MODE:
+            self._message(f"mode {self.cycle_mode()}")
+        elif a is Action.PASSTHROUGH:
+            c.passthrough = not c.passthrough
+            self._message("pass-through ON: the meeting sees your camera" if c.passthrough
+                          else "pass-through off: the meeting sees the avatar")
+        elif a is Action.MIRROR:
+            c.mirror = not c.mirror
+        elif a is Action.SMOOTHING:
+            c.smoothing = not c.smoothing
+            self.smoother.reset()
+            self._message(f"smoothing {'on' if c.smoothing else 'off'}")
+        elif a is Action.OVERLAY:
+            c.show_overlay = not c.show_overlay
+        elif a is Action.HELP:
+            c.show_help = not c.show_help
+
+    def close(self) -> None:
+        self.cropper.close()
+        self.search.close()
+
+
+class LivePipeline:
+    """Owns the threads and sinks of one run; :meth:`run` returns the metrics summary."""
+
+    def __init__(self, options: LiveOptions, processor: FrameProcessor, capture: CaptureThread,
+                 fanout: SinkFanout, metrics: LiveMetrics, fps: float, preview: PreviewWindow | None = None,
+                 say=print):
+        self.options = options
+        self.processor = processor
+        self.capture = capture
+        self.fanout = fanout
+        self.metrics = metrics
+        self.fps = fps
+        self.preview = preview
+        self.say = say
+        self.live = capture.pacing.newest_wins
+        self.interrupted = False
+
+    @classmethod
+    def build(cls, options: LiveOptions, backend: Backend, source: FrameSource | None = None,
+              cropper: FaceCropper | None = None, camera_factory=None, say=print) -> "LivePipeline":
+        """Open everything for ``options``. Raises SplinecamError (one line) for a missing camera,
+        an avatar without a face, … — before any sink is opened."""
+        from engines.faces import FaceTracker
+
+        compose = ComposeOptions(options.output_size, options.compose, options.background)
+        library = AvatarLibrary.load(options.avatar, backend, compose, options.crop, start=options.avatar_start,
+                                     say=say)
+        if source is None:
+            source = open_source(options.camera, options.camera_size, options.camera_fps)
+        if hasattr(source, "describe"):
+            say(f"splinecam: input {source.describe()}")
+        pacing = Pacing.for_source(source, options.realtime, options.loop)
+        fps = float(options.fps or source.fps or 30.0)
+        metrics = LiveMetrics(info={"backend": backend.name, "device": backend.device, "precision": backend.precision,
+                                    "source": getattr(source, "label", "?"),
+                                    "output_size": f"{options.output_size[0]}x{options.output_size[1]}",
+                                    "paced": pacing.newest_wins, "fps_target": fps})
+        library.prepare_all()
+        cropper = cropper or FaceCropper(FaceTracker(), backend.size)
+        controls = Controls(mirror=options.mirror, smoothing=options.smoothing.enabled)
+        processor = FrameProcessor(backend, library, cropper, metrics, options.mode, options.smoothing, controls,
+                                   options.output_size, hold_s=options.hold_s, ease_s=options.ease_s)
+        if options.calibration is not None:
+            processor.restore_calibration(options.calibration)
+        sinks = []
+        if options.virtual_camera:
+            sinks.append(open_virtual_camera(options.output_size, fps, options.virtual_camera_device,
+                                             camera_factory, say))
+        if options.record is not None:
+            sinks.append(RecorderSink(options.record, fps, options.output_size, block=not pacing.newest_wins,
+                                      metrics=metrics))
+        fanout = SinkFanout(sinks, metrics)
+        preview = PreviewWindow.open("splinecam", say) if options.preview else None
+        capture = CaptureThread(source, pacing)
+        return cls(options, processor, capture, fanout, metrics, fps, preview, say)
+
+    # --- the loop
+    def _overlay(self, p: Processed | None, status: str = "") -> OverlayInfo:
+        proc, c = self.processor, self.processor.controls
+        stages = dict(self.metrics.stages.last_ms)
+        if "capture" in self.capture.timer.last_ms:
+            stages = {"capture": self.capture.timer.last_ms["capture"], **stages}
+        msg = c.message if time.perf_counter() < c.message_until else ""
+        inset, kp, match = None, None, None
+        if p is not None:
+            match = p.match
+            if p.crop is not None:
+                inset = ghost_overlay(p.crop, proc.library.current.image) if proc.search.active else p.crop
+                kp = p.kp_raw
+            elif p.camera is not None:
+                inset = fit_picture(p.camera, (proc.backend.size, proc.backend.size))
+            status = status or p.status
+        return OverlayInfo(self.metrics.recent_fps(), self.metrics.recent_latency_ms(), stages,
+                           " | ".join(s for s in (status, msg) if s), proc.normaliser.mode,
+                           f"{proc.library.index + 1}/{len(proc.library)} {proc.library.current.name}",
+                           c.smoothing, c.mirror, c.passthrough, inset, kp, match, c.show_overlay, c.show_help)
+
+    def _show(self, image: np.ndarray, info: OverlayInfo, t: float) -> None:
+        if self.preview is None:
+            return
+        key = self.preview.show(image, info)
+        cmd = command_for_key(key)
+        if cmd is not None:
+            self.processor.handle(cmd, t)
+        if self.preview.closed:
+            self.processor.controls.quit = True
+
+    def run(self) -> dict:
+        """Run until --max-frames output frames, the end of an unlooped file, Q / Esc, the window
+        closed, or Ctrl-C; always finalises the recording, releases the virtual camera, writes
+        --metrics. Returns the metrics summary (with "stopped_by")."""
+        opts, proc, metrics = self.options, self.processor, self.metrics
+        sender = None
+        if self.live:
+            sender = SteadySender(self.fanout, self.fps, proc.still(), opts.max_frames).start()
+        self.capture.start()
+        stopped_by = "end of input"
+        last_frame_t = time.perf_counter()
+        away_shown = False
+        last_t = 0.0
+        try:
+            while True:
+                if sender is not None and sender.done.is_set():
+                    stopped_by = "--max-frames"
+                    break
+                if sender is None and opts.max_frames is not None and metrics.counts["output"] >= opts.max_frames:
+                    stopped_by = "--max-frames"
+                    break
+                if proc.controls.quit:
+                    stopped_by = "quit key"
+                    break
+                frame = self.capture.get(timeout=0.05)
+                if frame is None:
+                    if self.capture.ended:
+                        break
+                    idle = time.perf_counter() - last_frame_t
+                    if idle > 0.5 and (self.capture.status == "reconnecting" or idle > 2.0):
+                        status = ("camera lost: reconnecting…" if self.capture.status == "reconnecting"
+                                  else "waiting for the camera…")
+                        still = proc.still()
+                        if not away_shown and sender is not None:
+                            sender.publish(still)  # never leave a stale pose up while the camera is away
+                            away_shown = True
+                        self._show(still.image, self._overlay(None, status), last_t)
+                    continue
+                last_frame_t, away_shown, last_t = time.perf_counter(), False, frame.media_time
+                p = proc.process(frame)
+                metrics.processed()
+                if sender is not None:
+                    sender.publish(p.output)
+                else:
+                    self.fanout.deliver(p.output)
+                self._show(p.output.image, self._overlay(p), frame.media_time)
+        except KeyboardInterrupt:
+            stopped_by = "Ctrl-C"
+            self.interrupted = True
+        finally:
+            if sender is not None:
+                sender.stop()
+            self.capture.stop()
+            errors = self.fanout.close()
+            if self.preview is not None:
+                self.preview.close()
+            proc.close()
+            metrics.set_count("captured", self.capture.captured)
+            metrics.set_count("dropped", self.capture.dropped)
+            metrics.set_count("reconnects", self.capture.reconnects)
+            for k, v in self.capture.timer.totals_ms.items():
+                metrics.stages.totals_ms[k] = v
+                metrics.stages.counts[k] = self.capture.timer.counts[k]
+            metrics.info["stopped_by"] = stopped_by
+            metrics.info["mode"] = proc.normaliser.mode
+            summary = metrics.write(opts.metrics) if opts.metrics else metrics.summary()
+            for e in errors:
+                self.say(f"splinecam: error: {e}")
+        if errors:
+            raise SplinecamError(errors[0])
+        return summary
+
+    def state(self, previous: LiveState) -> LiveState:
+        """What to remember of this run (live/state.py)."""
+        proc = self.processor
+        cal = proc.normaliser.calibration
+        return replace(previous, avatar=str(Path(self.options.avatar).expanduser().resolve()),
+                       avatar_name=proc.library.current.path.name, camera=str(self.options.camera),
+                       mode=proc.normaliser.mode,
+                       calibration=cal.kp_driving_ref.round(5).tolist() if cal is not None else previous.calibration,
+                       smoothing=proc.controls.smoothing, smooth_min_cutoff=self.options.smoothing.min_cutoff,
+                       smooth_beta=self.options.smoothing.beta, mirror=proc.controls.mirror)

@@ -1,0 +1,294 @@
+"""Where composed frames go: the virtual camera, a recording; and the steady-fps sender.
+
+    fanout = SinkFanout([open_virtual_camera(size, fps), RecorderSink(path, fps, size)], metrics)
+    ticker = SteadySender(fanout, fps, first=avatar_still).start()   # live: steady fps
+    ticker.publish(frame)          # the processing hands over each new frame
+    fanout.deliver(frame)          # or, for an unpaced file, every frame directly
+    ticker.stop(); fanout.close()  # recording finalised, virtual camera released
+
+Privacy: only :class:`OutputFrame` objects reach a sink, and the pipeline makes them from the
+avatar (``kind`` "avatar" / "animated") unless the user pressed the pass-through key
+("passthrough"). The sender starts on the avatar still, so a meeting never sees the camera while
+the model loads.
+
+The steady sender sends the newest frame every 1/fps s and repeats the last one when inference is
+late, so the meeting app never stalls; a late tick does not queue up a burst (the schedule skips
+ahead). The recorder writes in its own thread through a bounded queue: when it falls behind a
+live run, frames are dropped from the recording (counted), never from the loop.
+
+The preview window is not a sink (it needs the main thread and shows overlays): live/preview.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from engines.errors import MediaError
+from live.metrics import LiveMetrics
+
+log = logging.getLogger(__name__)
+
+KINDS = ("avatar", "animated", "passthrough")
+
+
+@dataclass(frozen=True)
+class OutputFrame:
+    """A composed output frame.
+
+    image: (H, W, 3) uint8 RGB at the output size. capture_stamp: ``perf_counter()`` of the
+    camera frame it was made from (None: made from nothing captured, the avatar still at
+    start-up). kind: "avatar" (the avatar at rest or holding a pose: no face / start-up),
+    "animated" (driven by the face), "passthrough" (the real camera — only on the explicit key).
+    index: the processed frame's number (-1 for the start-up still).
+    """
+
+    image: np.ndarray
+    capture_stamp: float | None
+    kind: str
+    index: int = -1
+    extra: dict = field(default_factory=dict)
+
+
+class Sink(Protocol):
+    name: str
+
+    def send(self, frame: OutputFrame) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# ----------------------------------------------------------------------------- virtual camera
+
+
+VIRTUAL_CAMERA_HELP = {
+    "linux": "no virtual camera device: load one with `sudo modprobe v4l2loopback devices=1 exclusive_caps=1 "
+             "card_label=splinecam` (Debian/Ubuntu: `sudo apt install v4l2loopback-dkms`) — exclusive_caps=1 lets "
+             "browsers and Zoom see it; carrying on without it",
+    "other": "no virtual camera device: install OBS Studio and start its Virtual Camera once (Windows/macOS), "
+             "then run again; carrying on without it",
+}
+
+
+class VirtualCameraUnavailable(MediaError):
+    """No virtual camera device: the message says how to get one; the run carries on."""
+
+
+class VirtualCameraSink:
+    """pyvirtualcam, backend chosen automatically (v4l2loopback on Linux, OBS elsewhere).
+    ``device``: e.g. "/dev/video10" when there are several loopback devices."""
+
+    name = "virtual-camera"
+
+    def __init__(self, size: tuple[int, int], fps: float, device: str | None = None, camera_factory=None):
+        import pyvirtualcam
+
+        factory = camera_factory or pyvirtualcam.Camera
+        try:
+            self.cam = factory(width=size[0], height=size[1], fps=float(fps),
+                               fmt=pyvirtualcam.PixelFormat.RGB, device=device)
+        except Exception as err:  # pyvirtualcam raises RuntimeError with backend-specific text
+            key = "linux" if sys.platform.startswith("linux") else "other"
+            detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+            if device and "not found" not in detail.lower() and "no v4l2" not in detail.lower():
+                raise VirtualCameraUnavailable(f"virtual camera {device}: {detail}; carrying on without it") from None
+            raise VirtualCameraUnavailable(VIRTUAL_CAMERA_HELP[key]) from None
+        self.device = getattr(self.cam, "device", device) or "?"
+
+    def send(self, frame: OutputFrame) -> None:
+        self.cam.send(frame.image)
+
+    def close(self) -> None:
+        cam, self.cam = self.cam, None
+        if cam is not None:
+            cam.close()
+
+
+def open_virtual_camera(size: tuple[int, int], fps: float, device: str | None = None,
+                        camera_factory=None, say=print) -> VirtualCameraSink | None:
+    """The virtual camera, or None after ONE clear line (``say``) saying how to get one."""
+    try:
+        sink = VirtualCameraSink(size, fps, device, camera_factory)
+    except VirtualCameraUnavailable as err:
+        say(f"splinecam: {err}")
+        return None
+    say(f"splinecam: virtual camera {sink.device} ({size[0]}x{size[1]} at {fps:g} fps)")
+    return sink
+
+
+# ----------------------------------------------------------------------------- recorder
+
+
+class RecorderSink:
+    """An H.264 mp4 (engines.media.VideoWriter) written in its own thread.
+
+    ``block``: wait when the bounded queue is full (an unpaced file: every frame recorded) or drop
+    the frame and count it (live: the loop never waits for the encoder). ``close()`` drains the
+    queue and finalises the file (also after Ctrl-C).
+    """
+
+    name = "recorder"
+
+    def __init__(self, path: str | Path, fps: float, size: tuple[int, int], block: bool = False,
+                 max_queue: int = 8, preset: str = "veryfast", metrics: LiveMetrics | None = None):
+        from engines.media import VideoWriter
+
+        self.path = Path(path)
+        self.writer = VideoWriter(self.path, fps, size, preset=preset)
+        self.block = block
+        self.metrics = metrics
+        self.dropped = 0
+        self.error: Exception | None = None
+        self._q: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._thread = threading.Thread(target=self._run, name="splinecam-recorder", daemon=True)
+        self._thread.start()
+
+    def send(self, frame: OutputFrame) -> None:
+        if self.error is not None:
+            return
+        try:
+            self._q.put(frame.image, block=self.block, timeout=30.0 if self.block else None)
+        except queue.Full:
+            self.dropped += 1
+            if self.metrics is not None:
+                self.metrics.count("recorder_dropped")
+
+    def _run(self) -> None:
+        while True:
+            image = self._q.get()
+            if image is None:
+                return
+            if self.error is not None:
+                continue
+            try:
+                self.writer.write(image)
+            except Exception as err:
+                self.error = err
+                log.error("recording stopped: %s", err)
+
+    @property
+    def frames_written(self) -> int:
+        return self.writer.frames_written
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+        try:
+            self.writer.close()
+        except MediaError as err:
+            if self.error is None:
+                self.error = err
+        if self.error is not None:
+            raise MediaError(f"recording {self.path}: {self.error}")
+
+
+# ----------------------------------------------------------------------------- fan-out
+
+
+class SinkFanout:
+    """Hands each frame to every sink and records the frame's latency (capture → sinks).
+
+    A sink that raises is closed and removed after one log line: a lost virtual camera must not
+    stop the recording, nor the other way round.
+    """
+
+    def __init__(self, sinks: list[Sink | None], metrics: LiveMetrics):
+        self.sinks: list[Sink] = [s for s in sinks if s is not None]
+        self.metrics = metrics
+        self.last: OutputFrame | None = None
+        self._lock = threading.Lock()
+
+    def deliver(self, frame: OutputFrame, repeated: bool = False) -> None:
+        with self._lock:
+            t0 = time.perf_counter()
+            for sink in list(self.sinks):
+                try:
+                    sink.send(frame)
+                except Exception as err:
+                    log.error("%s failed (%s): it is switched off", sink.name, err)
+                    self.sinks.remove(sink)
+                    try:
+                        sink.close()
+                    except Exception:
+                        pass
+            now = time.perf_counter()
+            if not repeated:
+                self.metrics.stages.add("sinks", now - t0)
+            self.metrics.output(frame.capture_stamp, repeated, now)
+            self.last = frame
+
+    def close(self) -> list[str]:
+        """Close every sink; returns the one-line errors (a recording that could not be saved)."""
+        errors = []
+        with self._lock:
+            for sink in self.sinks:
+                try:
+                    sink.close()
+                except Exception as err:
+                    errors.append(str(err))
+            self.sinks = []
+        return errors
+
+
+class SteadySender:
+    """Sends the newest published frame to a :class:`SinkFanout` at a steady ``fps``.
+
+    Starts with ``first`` (the avatar still). Each tick sends the newest frame, or repeats the
+    previous one (counted as a repeat) when no new frame arrived. When a tick is late by more
+    than one period the schedule restarts from now instead of sending a burst. ``max_frames``:
+    stop after that many sends (``done`` is set).
+    """
+
+    def __init__(self, fanout: SinkFanout, fps: float, first: OutputFrame, max_frames: int | None = None,
+                 clock=time.perf_counter):
+        if not fps or fps <= 0:
+            raise ValueError(f"--fps must be positive, got {fps}")
+        self.fanout, self.period, self.clock = fanout, 1.0 / float(fps), clock
+        self.max_frames = max_frames
+        self.sent = 0
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        self._newest = first
+        self._fresh = True
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="splinecam-sender", daemon=True)
+
+    def start(self) -> "SteadySender":
+        self._thread.start()
+        return self
+
+    def publish(self, frame: OutputFrame) -> None:
+        with self._lock:
+            self._newest, self._fresh = frame, True
+
+    def _run(self) -> None:
+        next_t = self.clock()
+        while not self._stop.is_set():
+            delay = next_t - self.clock()
+            if delay > 0 and self._stop.wait(delay):
+                break
+            with self._lock:
+                frame, fresh, self._fresh = self._newest, self._fresh, False
+            self.fanout.deliver(frame, repeated=not fresh)
+            self.sent += 1
+            if self.max_frames is not None and self.sent >= self.max_frames:
+                self.done.set()
+                return
+            next_t += self.period
+            if self.clock() - next_t > self.period:
+                next_t = self.clock()
+        self.done.set()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)

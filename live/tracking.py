@@ -1,0 +1,108 @@
+"""Tracking state of the live loop: the driving face crop, and what to drive with when it is lost.
+
+    cropper = FaceCropper(FaceTracker(), size=256)
+    tracked = cropper.update(frame)            # TrackedFace: the (S,S,3) crop or None, found or not
+    fallback = PoseFallback(hold_s=0.25, ease_s=0.5)
+    fallback.good(kp_norm, t)                  # every frame with a face
+    pose = fallback.pose(kp_neutral, t)        # a frame without: hold, then ease to neutral
+
+The crop comes from :class:`engines.faces.FaceTracker` (mediapipe detection, smoothed crop locked
+onto one person, re-detected when lost). Without a face the loop never animates from a stale or
+empty crop: it holds the last good normalised keypoints for ``hold_s`` (a blink of a missed
+detection goes unnoticed), then eases them to the avatar's own keypoints — the avatar at rest —
+over ``ease_s`` with a smoothstep, then shows the avatar still.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from engines.faces import CropBox, FaceBox, FaceTracker, crop_image
+from live.capture import CapturedFrame
+
+
+@dataclass(frozen=True)
+class TrackedFace:
+    """The driving face in one frame.
+
+    crop: (S, S, 3) uint8 RGB crop of the tracked face, or None when no face is in view.
+    box: the crop in the frame's pixels (the last one while the face is lost; None before any).
+    face: the raw detection, when this frame has one. lost_for: frames since the face was seen.
+    """
+
+    crop: np.ndarray | None
+    box: CropBox | None
+    face: FaceBox | None
+    lost_for: int
+
+    @property
+    def found(self) -> bool:
+        return self.crop is not None
+
+
+class FaceCropper:
+    """Runs a :class:`FaceTracker` on each captured frame and cuts the model's square crop."""
+
+    def __init__(self, tracker: FaceTracker, size: int):
+        self.tracker = tracker
+        self.size = size
+
+    def update(self, frame: CapturedFrame) -> TrackedFace:
+        """Track in ``frame.image`` (H, W, 3 RGB) on the source clock; crop when the face is found."""
+        state = self.tracker.update(frame.image, frame.media_time)
+        if not state.face_found or state.crop is None:
+            return TrackedFace(None, state.crop, None, max(1, state.frames_since_seen))
+        return TrackedFace(crop_image(frame.image, state.crop, self.size), state.crop, state.face, 0)
+
+    def reset(self) -> None:
+        self.tracker.reset()
+
+    def close(self) -> None:
+        self.tracker.close()
+
+
+@dataclass(frozen=True)
+class FallbackPose:
+    """What to drive with on a frame without a face.
+
+    kp: (K, 2) float32 normalised keypoints. phase: "hold" (the last good pose), "easing" (on the
+    way to the neutral pose) or "neutral" (the avatar's own keypoints: show the avatar still).
+    progress: 0 → 1 through the easing.
+    """
+
+    kp: np.ndarray
+    phase: str
+    progress: float
+
+
+class PoseFallback:
+    """Hold, then ease the last good normalised keypoints to the neutral pose (times in s)."""
+
+    def __init__(self, hold_s: float = 0.25, ease_s: float = 0.5):
+        self.hold_s, self.ease_s = float(hold_s), float(ease_s)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the last pose (a new avatar, a new calibration): the next loss shows neutral."""
+        self._last: np.ndarray | None = None
+        self._t_last = 0.0
+
+    def good(self, kp: np.ndarray, t: float) -> None:
+        """A frame with a face was driven with ``kp`` at source time ``t``."""
+        self._last = np.asarray(kp, dtype=np.float32).copy()
+        self._t_last = float(t)
+
+    def pose(self, kp_neutral: np.ndarray, t: float) -> FallbackPose:
+        neutral = np.asarray(kp_neutral, dtype=np.float32)
+        if self._last is None:
+            return FallbackPose(neutral, "neutral", 1.0)
+        since = float(t) - self._t_last
+        if since <= self.hold_s:
+            return FallbackPose(self._last, "hold", 0.0)
+        p = 1.0 if self.ease_s <= 0 else min(1.0, (since - self.hold_s) / self.ease_s)
+        if p >= 1.0:
+            return FallbackPose(neutral, "neutral", 1.0)
+        w = np.float32(p * p * (3.0 - 2.0 * p))  # smoothstep
+        return FallbackPose(((1 - w) * self._last + w * neutral).astype(np.float32), "easing", p)
