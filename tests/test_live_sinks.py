@@ -1,0 +1,139 @@
+"""Sinks: the steady-fps sender, the recorder thread, the virtual camera (missing or fake), fan-out."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from live.metrics import LiveMetrics
+from live.sinks import OutputFrame, RecorderSink, SinkFanout, SteadySender, open_virtual_camera
+
+
+class ListSink:
+    name = "list"
+
+    def __init__(self):
+        self.frames, self.times, self.closed = [], [], False
+
+    def send(self, frame):
+        self.frames.append(frame)
+        self.times.append(time.perf_counter())
+
+    def close(self):
+        self.closed = True
+
+
+def out(value: int, stamp=None, kind="animated") -> OutputFrame:
+    return OutputFrame(np.full((4, 6, 3), value, np.uint8), stamp, kind, value)
+
+
+def test_steady_sender_repeats_the_last_frame_when_inference_is_late():
+    sink, metrics = ListSink(), LiveMetrics()
+    fanout = SinkFanout([sink], metrics)
+    sender = SteadySender(fanout, 50.0, out(0, kind="avatar")).start()
+    for i in range(1, 4):                  # a slow "inference": 10 frames/s against 50 sent/s
+        time.sleep(0.1)
+        sender.publish(out(i, time.perf_counter()))
+    time.sleep(0.1)
+    sender.stop()
+    n = len(sink.frames)
+    assert 15 <= n <= 25                                        # 0.4 s at 50 fps
+    assert sink.frames[0].kind == "avatar"                      # starts on the avatar still
+    values = [f.index for f in sink.frames]
+    assert values == sorted(values) and set(values) == {0, 1, 2, 3}
+    assert metrics.counts["repeated"] == n - 4 and metrics.counts["output"] == n
+    assert np.median(np.diff(sink.times)) == pytest.approx(0.02, abs=0.006)
+    s = metrics.summary()
+    assert s["latency_ms"]["count"] == 3 and s["latency_ms"]["max"] < 60   # only fresh, stamped frames count
+
+
+def test_steady_sender_max_frames():
+    sink = ListSink()
+    sender = SteadySender(SinkFanout([sink], LiveMetrics()), 200.0, out(0), max_frames=7).start()
+    assert sender.done.wait(2.0)
+    assert len(sink.frames) == 7
+
+
+def test_recorder_writes_every_frame_in_its_own_thread(tmp_path):
+    from engines.media import count_frames
+
+    path = tmp_path / "rec.mp4"
+    rec = RecorderSink(path, 25.0, (64, 48), block=True)
+    for i in range(12):
+        rec.send(OutputFrame(np.full((48, 64, 3), i * 20, np.uint8), None, "animated", i))
+    rec.close()
+    assert path.is_file() and count_frames(path) == 12
+
+
+def test_live_recorder_drops_instead_of_blocking(monkeypatch, tmp_path):
+    class SlowWriter:
+        def __init__(self, *a, **k):
+            self.frames_written = 0
+
+        def write(self, image):
+            time.sleep(0.05)
+            self.frames_written += 1
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr("engines.media.VideoWriter", SlowWriter)
+    metrics = LiveMetrics()
+    rec = RecorderSink(tmp_path / "x.mp4", 25.0, (6, 4), block=False, max_queue=2, metrics=metrics)
+    t0 = time.perf_counter()
+    for i in range(20):
+        rec.send(out(i))
+    assert time.perf_counter() - t0 < 0.05          # the loop never waited for the encoder
+    rec.close()
+    assert rec.dropped > 0 and metrics.counts["recorder_dropped"] == rec.dropped
+    assert rec.frames_written == 20 - rec.dropped
+
+
+def test_missing_virtual_camera_says_one_line_and_carries_on(monkeypatch):
+    def no_device(**kw):
+        raise RuntimeError("'v4l2loopback' backend: No v4l2 loopback device found at /dev/video[0-99]. "
+                           "Did you run 'modprobe v4l2loopback'?")
+
+    monkeypatch.setattr("sys.platform", "linux")
+    said = []
+    assert open_virtual_camera((1280, 720), 30, camera_factory=no_device, say=said.append) is None
+    assert len(said) == 1 and "\n" not in said[0]
+    assert "sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label=splinecam" in said[0]
+    assert "carrying on" in said[0]
+
+
+def test_virtual_camera_gets_rgb_frames_of_the_output_size():
+    class FakeCam:
+        def __init__(self, width, height, fps, fmt, device):
+            self.size, self.sent, self.device, self.closed = (width, height), [], "/dev/video10", False
+
+        def send(self, frame):
+            assert frame.shape == (self.size[1], self.size[0], 3) and frame.dtype == np.uint8
+            self.sent.append(frame)
+
+        def close(self):
+            self.closed = True
+
+    said = []
+    sink = open_virtual_camera((6, 4), 30, camera_factory=FakeCam, say=said.append)
+    cam = sink.cam
+    fanout = SinkFanout([sink], LiveMetrics())
+    fanout.deliver(out(5))
+    fanout.close()
+    assert len(cam.sent) == 1 and cam.closed and "/dev/video10" in said[0]
+
+
+def test_fanout_switches_off_a_failing_sink_and_keeps_the_others():
+    class Broken(ListSink):
+        name = "broken"
+
+        def send(self, frame):
+            raise OSError("device gone")
+
+    good, bad = ListSink(), Broken()
+    fanout = SinkFanout([bad, good], LiveMetrics())
+    for i in range(3):
+        fanout.deliver(out(i))
+    assert len(good.frames) == 3 and bad.closed and fanout.sinks == [good]

@@ -1,0 +1,66 @@
+"""One-Euro smoothing of the driving keypoints, and the pose fallback without a face."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from live.smoothing import OneEuroFilter, SmoothingSettings
+from live.tracking import PoseFallback
+
+FPS = 25.0
+
+
+def run(f: OneEuroFilter, xs: np.ndarray) -> np.ndarray:
+    return np.stack([f(x, i / FPS) for i, x in enumerate(xs)])
+
+
+def test_constant_passes_through_and_first_value_is_exact():
+    kp = np.random.default_rng(0).uniform(-1, 1, (50, 2)).astype(np.float32)
+    out = run(OneEuroFilter(), np.repeat(kp[None], 20, 0))
+    assert out.dtype == np.float32 and out.shape == (20, 50, 2)
+    np.testing.assert_allclose(out, np.repeat(kp[None], 20, 0), atol=1e-6)
+
+
+def test_jitter_is_reduced():
+    rng = np.random.default_rng(1)
+    kp = rng.uniform(-0.5, 0.5, (50, 2)).astype(np.float32)
+    noisy = kp + rng.normal(0, 0.01, (200, 50, 2)).astype(np.float32)
+    out = run(OneEuroFilter(min_cutoff=1.0, beta=4.0), noisy)
+    assert np.std(out[50:] - kp) < 0.5 * np.std(noisy[50:] - kp)   # ~0.4 at 1 Hz, 25 fps
+
+
+def test_beta_cuts_lag_on_fast_motion():
+    t = np.arange(50) / FPS
+    ramp = np.stack([np.stack([t * 1.5, -t], -1)] * 5, 1).astype(np.float32)  # (50, 5, 2), 1.5 units/s
+    lag_still = np.abs(run(OneEuroFilter(1.0, 0.0), ramp)[-1] - ramp[-1]).mean()
+    lag_fast = np.abs(run(OneEuroFilter(1.0, 8.0), ramp)[-1] - ramp[-1]).mean()
+    assert lag_fast < 0.5 * lag_still
+
+
+def test_reset_and_bad_timestamps():
+    f = OneEuroFilter()
+    f(np.zeros(3), 1.0)
+    out = f(np.ones(3), 1.0)              # same stamp: treated as 1/30 s later, no division by zero
+    assert np.all(np.isfinite(out)) and np.all((out > 0) & (out < 1))
+    f.reset()
+    np.testing.assert_array_equal(f(np.full(3, 5.0), 2.0), np.full(3, 5.0, np.float32))
+    with pytest.raises(ValueError):
+        SmoothingSettings(min_cutoff=0)
+
+
+def test_pose_fallback_holds_then_eases_to_neutral():
+    neutral = np.zeros((50, 2), np.float32)
+    last = np.full((50, 2), 0.4, np.float32)
+    fb = PoseFallback(hold_s=0.25, ease_s=0.5)
+    assert fb.pose(neutral, 0.0).phase == "neutral"          # never saw a face: the avatar at rest
+    fb.good(last, 10.0)
+    p = fb.pose(neutral, 10.1)
+    assert p.phase == "hold" and np.array_equal(p.kp, last)
+    mids = [fb.pose(neutral, 10.25 + s).kp[0, 0] for s in (0.1, 0.25, 0.4)]
+    assert fb.pose(neutral, 10.5).phase == "easing"
+    assert 0.4 > mids[0] > mids[1] > mids[2] > 0.0           # monotone towards neutral
+    end = fb.pose(neutral, 10.8)
+    assert end.phase == "neutral" and np.array_equal(end.kp, neutral)
+    fb.reset()
+    assert fb.pose(neutral, 10.3).phase == "neutral"
