@@ -1,0 +1,106 @@
+"""torch → ONNX: the four graphs of one model at one precision, static shapes, plus the manifest.
+
+Uses torch's TorchScript-based exporter (``dynamo=False``): it needs no onnxscript, keeps the
+module-path node names that make a graph readable, and produces plain default-domain operators.
+Each graph is checked (:func:`engines.export.graph_checks.inspect_graph`) before the manifest is
+written, so a directory with a manifest holds a complete, TensorRT-parsable export.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+import warnings
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from engines.errors import SplinecamError
+from engines.export.graph_checks import DEFAULT_OPSET, inspect_graph
+from engines.export.graphs import EXPORT_DTYPES, graph_specs, model_in_dtype
+from engines.export.manifest import GraphInfo, Manifest, TensorInfo
+from engines.tpsmm.checkpoint import LoadedModel
+
+Progress = Callable[[str], None]
+
+_DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+class ExportError(SplinecamError):
+    """An exported graph failed its checks (operator, opset or shape)."""
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _tensor_infos(names: list[str], tensors) -> list[TensorInfo]:
+    return [TensorInfo(n, tuple(int(d) for d in t.shape), _DTYPE_NAMES[t.dtype]) for n, t in zip(names, tensors)]
+
+
+def _fold_in_place(path: Path) -> None:
+    import onnx
+
+    from engines.export.onnx_fold import fold_constants
+
+    model = fold_constants(onnx.load(str(path)))
+    onnx.save(onnx.shape_inference.infer_shapes(model), str(path))
+
+
+def export_onnx(loaded: LoadedModel, out_dir: str | Path, precision: str = "fp32", opset: int = DEFAULT_OPSET,
+                progress: Progress | None = None, with_background: bool = True) -> Manifest:
+    """Export keypoints / source_encoder / generator [/ background] to ``out_dir`` and write the manifest.
+
+    precision: ``fp32`` or ``fp16`` (fp16 convolutional networks, float32 geometry and I/O; see
+    :mod:`engines.export.graphs`). Returns the manifest (also written as ``manifest.json``).
+    Raises :class:`ExportError` if a graph fails its TensorRT checks.
+    """
+    from splinecam import __version__
+
+    if precision not in EXPORT_DTYPES:
+        raise ExportError(f"--precision {precision}: ONNX export supports {', '.join(EXPORT_DTYPES)} "
+                          f"(bf16 runs in torch on CPU only)")
+    say = progress or (lambda _msg: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stale = out / "manifest.json"
+    if stale.exists():
+        stale.unlink()  # the manifest marks a complete export: drop it until this one is done
+    model = model_in_dtype(loaded, precision)
+    specs = graph_specs(model, precision, with_background)
+    manifest = Manifest(model_hash=loaded.model_hash, config_name=loaded.config.name,
+                        image_size=loaded.config.image_size, num_kp=loaded.config.num_kp,
+                        num_tps=loaded.config.num_tps, precision=precision, opset=opset,
+                        splinecam_version=__version__, torch_version=torch.__version__)
+    for i, spec in enumerate(specs, 1):
+        t0 = time.perf_counter()
+        say(f"[{i}/{len(specs)}] exporting {spec.name} ({precision}, opset {opset}) …")
+        path = out / f"{spec.name}.onnx"
+        with torch.no_grad():
+            outputs = spec.module(*spec.example_inputs)
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        with warnings.catch_warnings(), redirect_stdout(io.StringIO()), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(spec.module, spec.example_inputs, str(path), dynamo=False, opset_version=opset,
+                              input_names=spec.input_names, output_names=spec.output_names,
+                              do_constant_folding=True)
+        _fold_in_place(path)
+        report = inspect_graph(path)
+        if not report.ok:
+            raise ExportError(f"{path}: {report.problems[0]} (and {len(report.problems) - 1} more problems)"
+                              if len(report.problems) > 1 else f"{path}: {report.problems[0]}")
+        manifest.graphs[spec.name] = GraphInfo(
+            name=spec.name, file=path.name, sha256=file_sha256(path),
+            inputs=_tensor_infos(spec.input_names, spec.example_inputs),
+            outputs=_tensor_infos(spec.output_names, outputs))
+        say(f"      {spec.name}.onnx: {path.stat().st_size / 1e6:.1f} MB, {sum(report.ops.values())} nodes, "
+            f"{time.perf_counter() - t0:.1f} s")
+    manifest.write(out)
+    return manifest
