@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 MIN_SHOT_FRAMES = 8
+MIN_MESH_SHARE = 0.5  # a shot is kept if the face mesh finds a face in at least half its frames
 
 
 @dataclass
@@ -137,12 +138,20 @@ def prepare_videos(videos_dir: Path, out_dir: Path, size: int = 256, landmarks: 
             except FaceNotFoundError:
                 report.skipped.append((f"{video.name}[{a}:{b}]", "no face found"))
                 continue
+            lm = None
+            if landmarks:
+                lm = face_landmarks(clip)
+                found_share = float(np.isfinite(lm).all(axis=(1, 2)).mean())
+                if found_share < MIN_MESH_SHARE:
+                    report.skipped.append((f"{video.name}[{a}:{b}]",
+                                           f"no face (face mesh found one in {100 * found_share:.0f}% of the frames)"))
+                    continue
             path = out_dir / f"{name}.npy"
             _save_npy_atomic(path, clip)
             lm_path = None
-            if landmarks:
+            if lm is not None:
                 lm_path = out_dir / f"{name}.landmarks.npy"
-                _save_npy_atomic(lm_path, face_landmarks(clip))
+                _save_npy_atomic(lm_path, lm)
             report.clips.append(PreparedClip(name, video.name, path.name, lm_path.name if lm_path else None,
                                              a, b - a, crop, fps))
             found += 1

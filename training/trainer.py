@@ -341,9 +341,10 @@ def plot_learning_curve(run_dir: Path) -> Path | None:
     ax.set_title(f"{run_dir.name}: training losses (running mean)")
     fig.tight_layout()
     out = run_dir / "learning_curve.png"
-    fig.savefig(out.with_suffix(".tmp.png"), dpi=90)
+    tmp = out.with_name(f"learning_curve.tmp{os.getpid()}.png")
+    fig.savefig(tmp, dpi=90)
     plt.close(fig)
-    out.with_suffix(".tmp.png").replace(out)
+    tmp.replace(out)
     return out
 
 
@@ -552,7 +553,8 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
         sampler = DistributedSampler(dataset, d.world, d.rank, shuffle=True, seed=seed, drop_last=True)
     else:
         sampler = _EpochSampler(dataset, seed)
-    loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, drop_last=True, num_workers=0)
+    loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, drop_last=True, num_workers=0,
+                        generator=torch.Generator().manual_seed(seed))  # keeps the global RNG untouched
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise SplinecamError(f"batch size {schedule.batch_size} is larger than an epoch ({len(dataset)} pairs): "
@@ -605,7 +607,7 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
     def _on_signal(signum, frame):  # SIGTERM/SIGINT: finish the step, checkpoint, exit
         stop["flag"] = True
 
-    old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)} if d.main or True else {}
+    old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
 
     try:
         # ---- warm start of the keypoint detector on face-mesh landmarks
@@ -630,6 +632,7 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
                 checkpoint("time")
 
         # ---- main loop
+        warm_wall, start_step = wall, step
         epoch_sums: dict[str, float] = {}
         epoch_count = 0
         rt_tps = torch.Generator()
@@ -640,7 +643,10 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
             for batch in it:
                 t0 = time.time()
                 batch = {k: v.to(opts.device) for k, v in batch.items()}
-                rt_tps.manual_seed(seed * 1_000_003 + step * 97 + d.rank)
+                # every random draw of a step (TPS dropout, random TPS) depends only on (seed, step, rank):
+                # a resumed run repeats the killed run's steps exactly
+                torch.manual_seed(seed * 1_000_003 + step * 97 + d.rank)
+                rt_tps.manual_seed(seed * 1_000_033 + step * 89 + d.rank)
                 tp = schedule.transform_params
                 transform = RandomTPS.sample(batch["driving"].shape[0], tp["sigma_affine"], tp["sigma_tps"],
                                              tp["points_tps"], generator=rt_tps, device=opts.device)
@@ -674,7 +680,9 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
                                  *[f"{vals[k]:.5f}" if k in vals else "" for k in LOSS_KEYS], f"{dt:.3f}"])
                     if step % opts.log_every == 0 or step == 1:
                         parts = " ".join(f"{k.split('_')[0]} {v:.3f}" for k, v in vals.items())
-                        eta = (total_steps - step) * (wall / max(1, step)) if step else 0
+                        main_wall = wall - warm_wall
+                        done_here = max(1, step - start_step)
+                        eta = (total_steps - step) * (main_wall / done_here)
                         log(f"step {step}/{total_steps} ep {epoch} | loss {total:.3f} ({parts}) | {dt:.2f} s/step | "
                             f"ETA {eta / 60:.0f} min")
                     if opts.vis_every and (step % opts.vis_every == 0 or step == 1):

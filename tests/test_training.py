@@ -1,0 +1,256 @@
+"""Training package: prepare-data, losses, train (checkpoint, SIGKILL + resume, 2-process DDP),
+train-avd, export-weights, evaluate. Tiny config (64 px, narrow networks) on CPU."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from tests.conftest import DATA, REPO
+
+TINY = {
+    "name": "tiny-64",
+    "image_size": 64,
+    "dataset_params": {"augmentation_params": {"flip_param": {"horizontal_flip": True, "time_flip": True},
+                                               "jitter_param": {"brightness": 0.1, "contrast": 0.1,
+                                                                "saturation": 0.1, "hue": 0.1}}},
+    "model_params": {
+        "common_params": {"num_tps": 10, "num_channels": 3, "bg": True, "multi_mask": True},
+        "generator_params": {"block_expansion": 8, "max_features": 16, "num_down_blocks": 3},
+        "dense_motion_params": {"block_expansion": 8, "max_features": 16, "num_blocks": 3, "scale_factor": 0.25},
+        "avd_network_params": {"id_bottle_size": 16, "pose_bottle_size": 16},
+        "kp_detector_params": {"width": 8, "depth": 1},
+    },
+    "train_params": {
+        "num_epochs": 4, "num_repeats": 4, "epoch_milestones": [3], "lr_generator": 2e-4, "batch_size": 4,
+        "scales": [1, 0.5, 0.25], "dropout_epoch": 2, "dropout_maxp": 0.3, "dropout_startp": 0.1,
+        "dropout_inc_epoch": 1, "bg_start": 1,
+        "transform_params": {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5},
+        "loss_weights": {"perceptual": [10, 10, 10, 10, 10], "equivariance_value": 10, "warp_loss": 10,
+                         "bg": 10, "pixel": 10, "landmark": 10},
+    },
+    "train_avd_params": {"num_epochs": 2, "num_repeats": 50, "batch_size": 16, "epoch_milestones": [1],
+                         "lr": 1e-3, "lambda_shift": 1, "random_scale": 0.25},
+}
+
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+COMMON = ["--threads", "1", "--perceptual-width", "0.125", "--log-every", "1", "--vis-every", "2"]
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "tiny-64.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path
+
+
+@pytest.fixture(scope="session")
+def videos(tmp_path_factory) -> Path:
+    """Two short face videos (from the sample driving clip) and one without a face."""
+    from engines.media import VideoReader, VideoWriter
+
+    out = tmp_path_factory.mktemp("videos")
+    frames = VideoReader(DATA / "samples" / "driving.mp4").read_all(40)
+    for name, part in (("a.mp4", frames[:20]), ("b.mp4", frames[20:40])):
+        with VideoWriter(out / name, 25, (part[0].shape[1], part[0].shape[0])) as w:
+            for f in part:
+                w.write(f)
+    ramp = np.linspace(0, 255, 128, dtype=np.float32)
+    with VideoWriter(out / "noface.mp4", 25, (128, 128)) as w:
+        for k in range(12):
+            img = np.stack([np.add.outer(ramp, ramp) / 2, np.tile(ramp, (128, 1)), np.full((128, 128), 20.0 * k)], -1)
+            w.write(img.astype(np.uint8))
+    return out
+
+
+@pytest.fixture(scope="session")
+def prepared(videos, tmp_path_factory) -> Path:
+    from training.cli import main
+
+    out = tmp_path_factory.mktemp("prepared")
+    assert main(["prepare-data", "--videos", str(videos), "--out", str(out), "--size", "64"]) == 0
+    return out
+
+
+def run_cli(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "training.cli", *args], cwd=REPO, env=ENV, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def read_steps(run: Path) -> list[int]:
+    with (run / "losses.csv").open() as f:
+        return [int(r["step"]) for r in csv.DictReader(f)]
+
+
+def test_prepare_data_crops_faces_and_skips_faceless(prepared):
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    names = {c["video"] for c in manifest["clips"]}
+    assert names == {"a.mp4", "b.mp4"}
+    assert any("noface" in s["what"] for s in manifest["skipped"])
+    clip = np.load(prepared / manifest["clips"][0]["path"])
+    assert clip.dtype == np.uint8 and clip.shape[1:] == (64, 64, 3) and len(clip) == 20
+    lm = np.load(prepared / manifest["clips"][0]["landmarks_path"])
+    assert lm.shape == (20, 468, 2) and np.isfinite(lm).mean() > 0.5
+
+
+def test_losses_finite_and_decrease(tiny_config, prepared):
+    from engines.tpsmm.config import load_config
+    from engines.tpsmm.geometry import RandomTPS
+    from engines.tpsmm.networks import TPSMM
+    from training.data import Augmentation, PairDataset, load_clips
+    from training.trainer import FullModel, TrainOptions, TrainSchedule
+    from training.vgg import build_perceptual_net
+
+    torch.manual_seed(0)
+    cfg = load_config(tiny_config)
+    schedule = TrainSchedule.from_config(cfg, TrainOptions(data="", out=""))
+    model = TPSMM(cfg)
+    full = FullModel(model, schedule, build_perceptual_net(None, 0.125), False, torch.arange(50))
+    ds = PairDataset(load_clips(prepared), 64, 2, Augmentation.none())
+    batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
+    opt = torch.optim.Adam([p for p in full.parameters() if p.requires_grad], lr=1e-3)
+    totals = []
+    for _ in range(6):
+        tps = RandomTPS.sample(4, 0.05, 0.005, 5, generator=torch.Generator().manual_seed(1))
+        losses, _ = full(batch, 2, tps)  # epoch 2: bg on, dropout off
+        assert set(losses) >= {"perceptual", "pixel", "equivariance_value", "warp_loss", "bg", "landmark"}
+        assert all(torch.isfinite(v) for v in losses.values())
+        total = sum(losses.values())
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        totals.append(float(total))
+    assert totals[-1] < totals[0]
+
+
+def test_train_writes_checkpoint_logs_and_exports(tiny_config, prepared, tmp_path):
+    from engines.tpsmm.checkpoint import load_checkpoint
+    from training.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(tiny_config), "--data", str(prepared), "--out", str(run),
+                 "--max-steps", "3", "--warmstart-steps", "2", *COMMON]) == 0
+    ckpt = torch.load(run / "checkpoint.pth", weights_only=True)
+    assert ckpt["step"] == 3 and "optimizer" in ckpt and "rng" in ckpt and "scheduler" in ckpt
+    assert "random-fixed-vgg19" in ckpt["meta"]["perceptual"]
+    assert read_steps(run) == [1, 2, 3]
+    assert (run / "learning_curve.png").is_file() and list((run / "vis").glob("step-*.png"))
+    assert "perceptual loss network: random-fixed-vgg19" in (run / "log.txt").read_text()
+    # a second train into the same run dir without --resume is refused with one line
+    assert main(["train", "--config", str(tiny_config), "--data", str(prepared), "--out", str(run),
+                 "--max-steps", "3", *COMMON]) == 2
+    # export → loads without --config
+    out = tmp_path / "w.safetensors"
+    assert main(["export-weights", "--run", str(run), "--out", str(out)]) == 0
+    loaded = load_checkpoint(out)
+    assert loaded.config.name == "tiny-64" and loaded.metadata["training"]["steps"] == 3
+
+
+def test_sigkill_then_resume_loses_nothing(tiny_config, prepared, tmp_path):
+    args = ["train", "--config", str(tiny_config), "--data", str(prepared), "--max-steps", "8",
+            "--checkpoint-steps", "2", *COMMON]
+    # reference: uninterrupted
+    ref = tmp_path / "ref"
+    r = run_cli(*args, "--out", str(ref))
+    assert r.returncode == 0, r.stderr[-2000:]
+    # killed after its first checkpoint
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "training.cli", *args, "--out", str(run)], cwd=REPO, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 90
+    while not (run / "checkpoint.pth").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    data = torch.load(run / "checkpoint.pth", weights_only=True)
+    killed_at = data["step"]
+    assert 2 <= killed_at < 8
+    r = run_cli(*args, "--out", str(run), "--resume")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"resumed from" in (run / "log.txt").read_text()
+    assert read_steps(run) == list(range(1, 9))  # each step logged exactly once
+    a = torch.load(run / "checkpoint.pth", weights_only=True)
+    b = torch.load(ref / "checkpoint.pth", weights_only=True)
+    assert a["step"] == b["step"] == 8
+    for name, sd in b["models"].items():
+        for k, v in sd.items():
+            torch.testing.assert_close(a["models"][name][k], v, rtol=1e-4, atol=1e-5, msg=f"{name}.{k}")
+    assert not list(run.glob("*.tmp*"))
+
+
+def test_ddp_two_processes_write_one_checkpoint(tiny_config, prepared, tmp_path):
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "training.cli", "train", "--config", str(tiny_config), "--data", str(prepared), "--out", str(run),
+           "--max-steps", "2", *COMMON]
+    r = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=150)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert sorted(p.name for p in run.glob("checkpoint*")) == ["checkpoint.pth"]
+    data = torch.load(run / "checkpoint.pth", weights_only=True)
+    assert data["step"] == 2 and data["meta"]["world_size"] == 2
+    assert read_steps(run) == [1, 2]
+
+
+def test_avd_export_and_evaluate(tiny_config, prepared, tmp_path):
+    from engines.tpsmm.checkpoint import load_checkpoint
+    from training.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(tiny_config), "--data", str(prepared), "--out", str(run),
+                 "--max-steps", "1", *COMMON]) == 0
+    assert main(["train-avd", "--checkpoint", str(run), "--data", str(prepared), "--out", str(tmp_path / "avd"),
+                 "--max-steps", "5", "--threads", "1"]) == 0
+    out = tmp_path / "w.safetensors"
+    assert main(["export-weights", "--run", str(run), "--avd", str(tmp_path / "avd"), "--out", str(out)]) == 0
+    loaded = load_checkpoint(out)
+    assert loaded.has_avd and loaded.metadata["training"]["avd_steps"] == 5
+    js = tmp_path / "eval.json"
+    assert main(["evaluate", "--checkpoint", str(out), "--data", str(prepared), "--max-frames", "4",
+                 "--json", str(js)]) == 0
+    res = json.loads(js.read_text())
+    assert len(res["videos"]) == 2
+    for key in ("l1", "l1_no_motion", "psnr", "psnr_no_motion", "akd", "akd_no_motion"):
+        assert key in res["mean"]
+    assert res["mean"]["l1_no_motion"] > 0 and np.isfinite(res["mean"]["psnr"])
+
+
+def test_random_scale_is_anisotropic():
+    from training.losses import random_scale
+
+    kp = torch.rand(64, 50, 2) * 2 - 1
+    out = random_scale(kp, 0.25, generator=torch.Generator().manual_seed(0))
+    ratio = out / kp
+    sx, sy = ratio[..., 0].median(dim=1).values, ratio[..., 1].median(dim=1).values
+    assert ((sx > 0.75 - 1e-4) & (sx < 1.25 + 1e-4)).all() and not torch.allclose(sx, sy)
+
+
+def test_vgg_loads_torchvision_layout(tmp_path):
+    from training.vgg import VGG19Features, build_perceptual_net
+
+    net = VGG19Features(1.0)
+    sd = {f"features.{k}": v for k, v in net.features.state_dict().items()}
+    sd["classifier.0.weight"] = torch.zeros(2, 2)
+    torch.save(sd, tmp_path / "vgg19-dcbb9e9d.pth")
+    pn = build_perceptual_net(tmp_path / "vgg19-dcbb9e9d.pth")
+    assert pn.kind.startswith("imagenet-vgg19")
+    feats = pn(torch.rand(1, 3, 32, 32))
+    assert [f.shape[1] for f in feats] == [64, 128, 256, 512, 512]
+
+
+def test_lite_256_is_at_most_a_fifth_of_vox_256():
+    from training.flops import frame_flops
+
+    lite = frame_flops("lite-256", image_size=128)
+    vox = frame_flops("vox-256", image_size=128)
+    assert lite.total * 5 <= vox.total

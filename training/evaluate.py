@@ -1,0 +1,199 @@
+"""``evaluate``: video reconstruction, as the paper measures it (TPSMM §4, official ``reconstruction.py``).
+
+For every video the first frame is the source and every frame is reconstructed from the source and
+that frame's own keypoints (standard mode: raw driving keypoints; background motion when the model
+has it). Metrics per video, each beside the no-motion baseline (output = the source frame):
+
+- ``l1``: mean absolute error on [0,1] RGB;
+- ``psnr``: mean over frames of 10·log10(1/MSE) (dB);
+- ``akd``: average keypoint distance, mean Euclidean distance in pixels (at the model's image size)
+  between mediapipe face-mesh landmarks of the output and of the real frame, over frames where both
+  have a face.
+
+Raw videos are face-cropped exactly as ``prepare-data`` crops them (one stable crop per shot; each shot
+is one item); ``prepare-data`` output is used as is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from engines.errors import CheckpointError, SplinecamError
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "engines" / "weights" / "lite-256.safetensors"
+METRICS = ("l1", "l1_no_motion", "psnr", "psnr_no_motion", "akd", "akd_no_motion")
+
+
+@dataclass
+class VideoResult:
+    """Metrics of one video (see the module docstring); akd values are None if no face was measured."""
+
+    name: str
+    frames: int
+    l1: float
+    l1_no_motion: float
+    psnr: float
+    psnr_no_motion: float
+    akd: float | None
+    akd_no_motion: float | None
+
+
+@dataclass
+class EvaluationResult:
+    checkpoint: str
+    image_size: int
+    videos: list[VideoResult]
+    mean: dict[str, float | None]
+
+    def to_json(self) -> dict:
+        return {"checkpoint": self.checkpoint, "image_size": self.image_size,
+                "videos": [asdict(v) for v in self.videos], "mean": self.mean}
+
+
+def load_model(path: str | Path | None, config: str | None = None):
+    """(TPSMM in eval mode, description) from a .safetensors / .pth.tar / run dir / checkpoint.pth."""
+    from engines.tpsmm.checkpoint import load_checkpoint
+    from training.trainer import CHECKPOINT, model_from_training_checkpoint, read_training_checkpoint
+
+    p = Path(path) if path else DEFAULT_WEIGHTS
+    if not path and not p.is_file():
+        raise CheckpointError(f"no --checkpoint given and no bundled weights at {p}")
+    if p.is_dir():
+        p = p / CHECKPOINT
+    if p.suffix == ".pth" and not p.name.endswith(".pth.tar"):
+        model = model_from_training_checkpoint(read_training_checkpoint(p))
+    else:
+        model = load_checkpoint(p, config).model
+    return model.eval(), str(p)
+
+
+def load_items(data: str | Path, size: int) -> list[tuple[str, np.ndarray]]:
+    """(name, frames (T,size,size,3) uint8) for a video, a folder of videos, or prepare-data output."""
+    from training.prepare import MIN_SHOT_FRAMES, crop_frames, list_videos, read_video, split_shots
+
+    data = Path(data)
+    items: list[tuple[str, np.ndarray]] = []
+    if data.is_dir() and (data / "manifest.json").is_file():
+        from training.data import load_clips
+
+        for clip in load_clips(data):
+            frames = np.asarray(clip.frames)
+            if frames.shape[1] != size:
+                frames = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
+            items.append((clip.name, frames))
+        return items
+    for video in list_videos(data):
+        frames, _ = read_video(video)
+        shots = [(a, b) for a, b in split_shots(frames) if b - a >= MIN_SHOT_FRAMES]
+        for k, (a, b) in enumerate(shots):
+            clip, _ = crop_frames(frames[a:b], size, f"{video.name} frames {a}-{b}")
+            items.append((video.stem if len(shots) == 1 else f"{video.stem}--{k:03d}", clip))
+    if not items:
+        raise SplinecamError(f"nothing to evaluate in {data}: no shot of {MIN_SHOT_FRAMES}+ frames with a face")
+    return items
+
+
+@torch.no_grad()
+def reconstruct(model, frames: np.ndarray, batch_size: int = 8) -> np.ndarray:
+    """Frames (T,S,S,3) uint8 → reconstructions (T,S,S,3) float32 in [0,1] from frame 0 (standard mode)."""
+    src = torch.from_numpy(frames[0]).permute(2, 0, 1)[None].float() / 255
+    kp_src = model.kp_detector(src)
+    enc = model.inpainting_network.encode(src)
+    out = []
+    for i in range(0, len(frames), batch_size):
+        drv = torch.from_numpy(np.ascontiguousarray(frames[i:i + batch_size])).permute(0, 3, 1, 2).float() / 255
+        n = drv.shape[0]
+        kp_drv = model.kp_detector(drv)
+        s = src.expand(n, -1, -1, -1)
+        bg = model.bg_predictor(s, drv) if model.bg_predictor is not None else None
+        motion = model.dense_motion_network(s, kp_drv, kp_src.expand(n, -1, -1), bg)
+        pred = model.inpainting_network.decode([e.expand(n, -1, -1, -1) for e in enc], s, motion.deformation,
+                                               motion.occlusion_maps).prediction
+        out.append(pred.permute(0, 2, 3, 1).numpy())
+    return np.concatenate(out)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(((a - b) ** 2).mean())
+    return 100.0 if mse <= 1e-10 else 10 * math.log10(1.0 / mse)
+
+
+def evaluate_video(model, name: str, frames: np.ndarray, mesh, batch_size: int = 8) -> VideoResult:
+    """Metrics of one clip (T,S,S,3) uint8."""
+    pred = reconstruct(model, frames, batch_size)
+    real = frames.astype(np.float32) / 255
+    src = real[0]
+    l1 = float(np.abs(pred - real).mean())
+    l1_nm = float(np.abs(src[None] - real).mean())
+    psnr = float(np.mean([_psnr(p, r) for p, r in zip(pred, real)]))
+    psnr_nm = float(np.mean([_psnr(src, r) for r in real]))
+    lm_src = mesh.landmarks(frames[0])
+    d_model, d_nm = [], []
+    for p, r in zip(pred, frames):
+        lm_r = mesh.landmarks(r)
+        if lm_r is None:
+            continue
+        lm_p = mesh.landmarks((np.clip(p, 0, 1) * 255).round().astype(np.uint8))
+        if lm_p is not None:
+            d_model.append(float(np.linalg.norm(lm_p - lm_r, axis=1).mean()))
+        if lm_src is not None:
+            d_nm.append(float(np.linalg.norm(lm_src - lm_r, axis=1).mean()))
+    return VideoResult(name, len(frames), l1, l1_nm, psnr, psnr_nm,
+                       float(np.mean(d_model)) if d_model else None, float(np.mean(d_nm)) if d_nm else None)
+
+
+def evaluate(checkpoint: str | None, data: list[str], max_frames: int | None = None, config: str | None = None,
+             batch_size: int = 8, progress=print) -> EvaluationResult:
+    """Evaluate a model on every video of ``data`` (see the module docstring)."""
+    from engines.faces import FaceMesh
+
+    model, desc = load_model(checkpoint, config)
+    size = model.config.image_size
+    videos = []
+    with FaceMesh(static=True) as mesh:
+        for d in data:
+            for name, frames in load_items(d, size):
+                if max_frames:
+                    frames = frames[:max_frames]
+                if len(frames) < 2:
+                    continue
+                r = evaluate_video(model, name, frames, mesh, batch_size)
+                progress(f"{name}: {r.frames} frames | L1 {r.l1:.4f} (no motion {r.l1_no_motion:.4f}) | "
+                         f"PSNR {r.psnr:.2f} ({r.psnr_no_motion:.2f}) dB | AKD {_fmt(r.akd)} ({_fmt(r.akd_no_motion)}) px")
+                videos.append(r)
+    if not videos:
+        raise SplinecamError("no video with 2 or more frames to evaluate")
+    mean = {}
+    for k in METRICS:
+        vals = [getattr(v, k) for v in videos if getattr(v, k) is not None]
+        mean[k] = float(np.mean(vals)) if vals else None
+    return EvaluationResult(desc, size, videos, mean)
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def run(args) -> int:
+    """CLI entry of ``evaluate``."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    res = evaluate(args.checkpoint, args.data, args.max_frames, args.config, args.batch_size)
+    m = res.mean
+    gain = 100 * (1 - m["l1"] / m["l1_no_motion"]) if m["l1_no_motion"] else float("nan")
+    print(f"mean over {len(res.videos)} video(s): L1 {m['l1']:.4f} vs no motion {m['l1_no_motion']:.4f} "
+          f"({gain:.1f}% lower) | PSNR {m['psnr']:.2f} vs {m['psnr_no_motion']:.2f} dB | "
+          f"AKD {_fmt(m['akd'])} vs {_fmt(m['akd_no_motion'])} px")
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res.to_json(), indent=1))
+        print(f"wrote {out}")
+    return 0

@@ -1,0 +1,51 @@
+"""``export-weights``: a trained run (and its AVD stage) → one ``.safetensors`` with its config.
+
+Uses :func:`engines.tpsmm.checkpoint.save_safetensors`: the config goes into the metadata, so
+``load_checkpoint`` needs no ``--config``. The training record (steps, wall time, perceptual
+network, image size, landmark indices, AVD steps) is stored beside it as ``training_json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from engines.errors import CheckpointError
+from training.avd import read_avd_checkpoint
+from training.trainer import CHECKPOINT, model_from_training_checkpoint, read_training_checkpoint
+
+
+def export_run(run: str | Path, out: str | Path, avd: str | Path | None = None, half: bool = False) -> Path:
+    """Write ``out`` from the run's checkpoint (+ the AVD run's); returns the path."""
+    from engines.tpsmm.checkpoint import save_safetensors
+
+    p = Path(run)
+    if p.is_dir():
+        p = p / CHECKPOINT
+    data = read_training_checkpoint(p)
+    model = model_from_training_checkpoint(data)
+    record = {"steps": data["step"], "epochs_completed": data["epoch"], "wall_time_s": round(data["wall_time"], 1),
+              "warmstart_steps": data.get("warmstart_step", 0), **(data.get("meta") or {}),
+              "landmark_indices": data.get("landmark_indices")}
+    include_avd = False
+    if avd:
+        a = read_avd_checkpoint(avd)
+        try:
+            model.avd_network.load_state_dict(a["avd_network"])
+        except RuntimeError:
+            raise CheckpointError(f"{avd}: its AVD network does not match the run's config") from None
+        include_avd = True
+        record["avd_steps"] = a["step"]
+        record["avd_wall_time_s"] = round(a["wall_time"], 1)
+    if half:
+        model = model.half()
+    return save_safetensors(model, out, {"training": record, "source": "splinecam train"}, include_avd=include_avd)
+
+
+def run(args) -> int:
+    """CLI entry of ``export-weights``."""
+    path = export_run(args.run, args.out, args.avd, args.half)
+    size = Path(path).stat().st_size / 1e6
+    print(f"wrote {path} ({size:.1f} MB)")
+    return 0
