@@ -3,11 +3,12 @@
     pipeline = LivePipeline.build(options, backend)      # opens the camera, avatars, sinks
     summary = pipeline.run()                              # until --max-frames, end of file, Q, Ctrl-C
 
-Threads: the capture thread reads and stamps frames (live/capture.py); the main thread processes
-them (:class:`FrameProcessor`: track → crop → keypoints → smooth → normalise → generate →
-compose), drives the preview window and its hotkeys (HighGUI wants one thread); for a camera or
-``--realtime`` the sender thread sends the newest output at a steady ``--fps`` to the virtual
-camera and the recorder (which writes in its own thread). An unpaced file skips the sender: every
+Threads: the capture thread reads and stamps frames (live/capture.py); the processing thread
+runs :class:`FrameProcessor` (track → crop → keypoints → smooth → normalise → generate →
+compose); the main thread drives the preview window and its hotkeys (HighGUI wants one thread),
+responsive however slow inference is; for a camera or ``--realtime`` the sender thread sends the
+newest output at a steady ``--fps`` to the virtual camera and the recorder (which writes in its
+own thread). An unpaced file skips the sender: every
 processed frame goes to the sinks, in order.
 
 Privacy (DESIGN.md §1, the brief): sinks only ever receive frames composed from the avatar —
@@ -22,6 +23,8 @@ loop, the sinks and the metrics do not change.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -350,87 +353,138 @@ class LivePipeline:
                            f"{proc.library.index + 1}/{len(proc.library)} {proc.library.current.name}",
                            c.smoothing, c.mirror, c.passthrough, inset, kp, match, c.show_overlay, c.show_help)
 
-    def _show(self, image: np.ndarray, info: OverlayInfo, t: float) -> None:
-        if self.preview is None:
-            return
-        key = self.preview.show(image, info)
-        cmd = command_for_key(key)
-        if cmd is not None:
-            self.processor.handle(cmd, t)
-        if self.preview.closed:
-            self.processor.controls.quit = True
-
     def run(self) -> dict:
         """Run until --max-frames output frames, the end of an unlooped file, Q / Esc, the window
         closed, or Ctrl-C; always finalises the recording, releases the virtual camera, writes
-        --metrics. Returns the metrics summary (with "stopped_by")."""
+        --metrics. Returns the metrics summary (with "stopped_by").
+
+        The processing runs in its own thread; the main thread keeps the preview and its hotkeys
+        responsive (~60 Hz) however slow inference is, and takes Ctrl-C. Hotkeys reach the
+        processing through a queue and apply between two frames.
+        """
         opts, proc, metrics = self.options, self.processor, self.metrics
-        sender = None
+        self._sender = None
         if self.live:
-            sender = SteadySender(self.fanout, self.fps, proc.still(), opts.max_frames).start()
+            self._sender = SteadySender(self.fanout, self.fps, proc.still(), opts.max_frames).start()
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._latest: Processed | None = None
+        self._status = ""
+        self._error: BaseException | None = None
+        self.stopped_by = "end of input"
         self.capture.start()
-        stopped_by = "end of input"
+        worker = threading.Thread(target=self._work, name="splinecam-processing", daemon=True)
+        worker.start()
+        try:
+            shown, drawn_at = None, 0.0
+            while not self._done.is_set():
+                if self.preview is None:
+                    self._done.wait(0.1)
+                    continue
+                p = self._latest
+                if p is not shown or time.perf_counter() - drawn_at > 0.25:  # new frame, or refresh the overlay
+                    image = p.output.image if p is not None else proc.still().image
+                    key = self.preview.show(image, self._overlay(p, self._status))
+                    shown, drawn_at = p, time.perf_counter()
+                else:
+                    key = self.preview.poll(15)
+                cmd = command_for_key(key)
+                if cmd is not None:
+                    self._commands.put(cmd)
+                if self.preview.closed:
+                    self._commands.put(Command(Action.QUIT))
+        except KeyboardInterrupt:
+            self.stopped_by = "Ctrl-C"
+            self.interrupted = True
+        finally:
+            self._stop.set()
+            self.capture.slot.close()
+            try:
+                worker.join()
+            except KeyboardInterrupt:  # a second Ctrl-C: do not wait for the frame in flight
+                pass
+            summary, errors = self._finish()
+        if self._error is not None:
+            raise self._error
+        if errors:
+            raise SplinecamError(errors[0])
+        return summary
+
+    def _work(self) -> None:
+        """The processing thread: frames → processor → sender / sinks, hotkey commands between frames."""
+        opts, proc, metrics, sender = self.options, self.processor, self.metrics, self._sender
         last_frame_t = time.perf_counter()
         away_shown = False
         last_t = 0.0
         try:
-            while True:
+            while not self._stop.is_set():
+                while True:
+                    try:
+                        proc.handle(self._commands.get_nowait(), last_t)
+                    except queue.Empty:
+                        break
                 if sender is not None and sender.done.is_set():
-                    stopped_by = "--max-frames"
-                    break
+                    self.stopped_by = "--max-frames"
+                    return
                 if sender is None and opts.max_frames is not None and metrics.counts["output"] >= opts.max_frames:
-                    stopped_by = "--max-frames"
-                    break
+                    self.stopped_by = "--max-frames"
+                    return
                 if proc.controls.quit:
-                    stopped_by = "quit key"
-                    break
+                    self.stopped_by = "quit key"
+                    return
                 frame = self.capture.get(timeout=0.05)
                 if frame is None:
                     if self.capture.ended:
-                        break
+                        return
                     idle = time.perf_counter() - last_frame_t
                     if idle > 0.5 and (self.capture.status == "reconnecting" or idle > 2.0):
-                        status = ("camera lost: reconnecting…" if self.capture.status == "reconnecting"
-                                  else "waiting for the camera…")
-                        still = proc.still()
+                        self._status = ("camera lost: reconnecting…" if self.capture.status == "reconnecting"
+                                        else "waiting for the camera…")
                         if not away_shown and sender is not None:
-                            sender.publish(still)  # never leave a stale pose up while the camera is away
+                            sender.publish(proc.still())  # no stale pose while the camera is away
+                            self._latest = None
                             away_shown = True
-                        self._show(still.image, self._overlay(None, status), last_t)
                     continue
-                last_frame_t, away_shown, last_t = time.perf_counter(), False, frame.media_time
+                last_frame_t, away_shown, last_t, self._status = time.perf_counter(), False, frame.media_time, ""
                 p = proc.process(frame)
                 metrics.processed()
                 if sender is not None:
                     sender.publish(p.output)
                 else:
                     self.fanout.deliver(p.output)
-                self._show(p.output.image, self._overlay(p), frame.media_time)
+                self._latest = p
         except KeyboardInterrupt:
-            stopped_by = "Ctrl-C"
+            self.stopped_by = "Ctrl-C"
             self.interrupted = True
+        except BaseException as err:  # reported by run() in the main thread, after cleaning up
+            self._error = err
+            self.stopped_by = f"error: {err}"
         finally:
-            if sender is not None:
-                sender.stop()
-            self.capture.stop()
-            errors = self.fanout.close()
-            if self.preview is not None:
-                self.preview.close()
-            proc.close()
-            metrics.set_count("captured", self.capture.captured)
-            metrics.set_count("dropped", self.capture.dropped)
-            metrics.set_count("reconnects", self.capture.reconnects)
-            for k, v in self.capture.timer.totals_ms.items():
-                metrics.stages.totals_ms[k] = v
-                metrics.stages.counts[k] = self.capture.timer.counts[k]
-            metrics.info["stopped_by"] = stopped_by
-            metrics.info["mode"] = proc.normaliser.mode
-            summary = metrics.write(opts.metrics) if opts.metrics else metrics.summary()
-            for e in errors:
-                self.say(f"splinecam: error: {e}")
-        if errors:
-            raise SplinecamError(errors[0])
-        return summary
+            self._done.set()
+
+    def _finish(self) -> tuple[dict, list[str]]:
+        """Stop the threads, close the sinks (recording finalised), write the metrics."""
+        proc, metrics = self.processor, self.metrics
+        if self._sender is not None:
+            self._sender.stop()
+        self.capture.stop()
+        errors = self.fanout.close()
+        if self.preview is not None:
+            self.preview.close()
+        proc.close()
+        metrics.set_count("captured", self.capture.captured)
+        metrics.set_count("dropped", self.capture.dropped)
+        metrics.set_count("reconnects", self.capture.reconnects)
+        for k, v in self.capture.timer.totals_ms.items():
+            metrics.stages.totals_ms[k] = v
+            metrics.stages.counts[k] = self.capture.timer.counts[k]
+        metrics.info["stopped_by"] = self.stopped_by
+        metrics.info["mode"] = proc.normaliser.mode
+        summary = metrics.write(self.options.metrics) if self.options.metrics else metrics.summary()
+        for e in errors:
+            self.say(f"splinecam: error: {e}")
+        return summary, errors
 
     def state(self, previous: LiveState) -> LiveState:
         """What to remember of this run (live/state.py)."""

@@ -10,7 +10,7 @@ keypoints (during the best-frame search: the avatar as a ghost over it, with the
 hotkey help. The window is local: it shows the camera inset to you, but nothing drawn here reaches
 the virtual camera or the recording.
 
-HighGUI must be used from one thread: the live loop calls ``show`` from the main thread.
+HighGUI must be used from one thread: the live loop calls ``show`` / ``poll`` from the main thread.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ class PreviewWindow:
 
     def __init__(self, title: str = "splinecam"):
         self.title = title
-        cv2.namedWindow(title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
+        cv2.namedWindow(title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
         self._shown = False
         self.closed = False
 
@@ -135,7 +135,11 @@ class PreviewWindow:
             cv2.resizeWindow(self.title, bgr.shape[1], bgr.shape[0])
             self._shown = True
         cv2.imshow(self.title, bgr)
-        key = cv2.waitKey(1)
+        return self.poll(1)
+
+    def poll(self, ms: int = 1) -> int:
+        """Let the window handle its events for ``ms``; returns the key pressed (-1: none)."""
+        key = cv2.waitKey(ms)
         try:
             if cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
                 self.closed = True
