@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     from live.passthrough import PassThroughBackend
     from live.pipeline import LiveOptions, LivePipeline
     from live.sinks import RecorderSink
-    from live.tracking import FaceCropper
+    from live.tracking import DETECT_EVERY, FaceCropper
 
     size = parse_size(args.size)
     n = args.frames
@@ -125,7 +125,8 @@ def main(argv=None) -> int:
         backend = PassThroughBackend()
         opts = LiveOptions(avatar=str(AVATAR), camera=str(clip), camera_size=None, camera_fps=None, output_size=size,
                            fps=25.0, virtual_camera=False, preview=False, record=None, max_frames=n, loop=True)
-        pipe = LivePipeline.build(opts, backend, cropper=FaceCropper(FaceTracker(), backend.size), say=lambda s: None)
+        cropper = FaceCropper(FaceTracker(detect_every=DETECT_EVERY), backend.size)
+        pipe = LivePipeline.build(opts, backend, cropper=cropper, say=lambda s: None)
         recorder = RecorderSink(Path(tmp) / "rec.mp4", 25.0, size, block=False, metrics=pipe.metrics)
         probe = RssProbe({min(100, n): "start", max(1, n // 2): "middle", n: "end"})
         pipe.fanout.sinks += [CopySink(size), recorder, probe]

@@ -44,7 +44,7 @@ from live.preview import OverlayInfo, PreviewWindow
 from live.sinks import OutputFrame, RecorderSink, SinkFanout, SteadySender, open_virtual_camera
 from live.smoothing import OneEuroFilter, SmoothingSettings
 from live.state import LiveState
-from live.tracking import FaceCropper, PoseFallback
+from live.tracking import DETECT_EVERY, FaceCropper, PoseFallback
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +314,7 @@ class LivePipeline:
                                     "output_size": f"{options.output_size[0]}x{options.output_size[1]}",
                                     "paced": pacing.newest_wins, "fps_target": fps})
         library.prepare_all()
-        cropper = cropper or FaceCropper(FaceTracker(), backend.size)
+        cropper = cropper or FaceCropper(FaceTracker(detect_every=DETECT_EVERY), backend.size)
         controls = Controls(mirror=options.mirror, smoothing=options.smoothing.enabled)
         processor = FrameProcessor(backend, library, cropper, metrics, options.mode, options.smoothing, controls,
                                    options.output_size, hold_s=options.hold_s, ease_s=options.ease_s)

@@ -1,6 +1,6 @@
 """Tracking state of the live loop: the driving face crop, and what to drive with when it is lost.
 
-    cropper = FaceCropper(FaceTracker(), size=256)
+    cropper = FaceCropper(FaceTracker(detect_every=DETECT_EVERY), size=256)
     tracked = cropper.update(frame)            # TrackedFace: the (S,S,3) crop or None, found or not
     fallback = PoseFallback(hold_s=0.25, ease_s=0.5)
     fallback.good(kp_norm, t)                  # every frame with a face
@@ -17,10 +17,37 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from engines.faces import CropBox, FaceBox, FaceTracker, crop_image
 from live.capture import CapturedFrame
+
+DETECT_EVERY = 2  # face detection on every 2nd frame while the face is found (every frame while lost)
+
+
+def fast_crop(image: np.ndarray, box: CropBox, size: int) -> np.ndarray:
+    """``engines.faces.crop_image(image, box, size)`` (edge pixels replicated outside the picture)
+    at a fraction of the cost when the box is at least twice ``size``: an area average by the
+    integer part of the scale (OpenCV's fast path), then a bilinear resize for the rest — instead
+    of one area resize by a fractional scale (~2 ms for a 600 px box, against ~0.3 ms).
+    (H, W, 3) uint8 → (size, size, 3) uint8."""
+    x0, y0, x1, y1 = box.as_int()
+    side = x1 - x0
+    k = side // size
+    if k < 2:
+        return crop_image(image, box, size)
+    side -= side % k                                   # an exact multiple of k: at most k-1 px less
+    x1, y1 = x0 + side, y0 + side
+    h, w = image.shape[:2]
+    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if cx1 <= cx0 or cy1 <= cy0:
+        return crop_image(image, box, size)
+    patch = image[cy0:cy1, cx0:cx1]
+    if (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1):
+        patch = cv2.copyMakeBorder(patch, cy0 - y0, y1 - cy1, cx0 - x0, x1 - cx1, cv2.BORDER_REPLICATE)
+    small = cv2.resize(patch, (side // k, side // k), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 @dataclass(frozen=True)
@@ -54,7 +81,7 @@ class FaceCropper:
         state = self.tracker.update(frame.image, frame.media_time)
         if not state.face_found or state.crop is None:
             return TrackedFace(None, state.crop, None, max(1, state.frames_since_seen))
-        return TrackedFace(crop_image(frame.image, state.crop, self.size), state.crop, state.face, 0)
+        return TrackedFace(fast_crop(frame.image, state.crop, self.size), state.crop, state.face, 0)
 
     def reset(self) -> None:
         self.tracker.reset()
