@@ -254,3 +254,18 @@ def test_lite_256_is_at_most_a_fifth_of_vox_256():
     lite = frame_flops("lite-256", image_size=128)
     vox = frame_flops("vox-256", image_size=128)
     assert lite.total * 5 <= vox.total
+
+
+def test_resume_can_shorten_the_lr_schedule():
+    from training.trainer import _reschedule
+
+    opt = torch.optim.Adam(torch.nn.Linear(2, 2).parameters(), lr=2e-4)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [32, 40], gamma=0.1)
+    for _ in range(10):
+        opt.step()
+        sched.step()
+    _reschedule([sched], [11, 20], 10, 2e-4)
+    assert opt.param_groups[0]["lr"] == pytest.approx(2e-4)
+    opt.step()
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(2e-5)

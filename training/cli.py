@@ -71,6 +71,8 @@ def register(subparsers) -> None:
     p.add_argument("--perceptual-width", type=float, default=0.25,
                    help="channel width of the random-weight VGG19 fallback (default 0.25)")
     p.add_argument("--lr", type=float, help="learning rate (default: the config's lr_generator)")
+    p.add_argument("--epoch-milestones", type=int, nargs="*",
+                   help="epochs where the lr drops ×0.1 (default: the config's; may change on --resume)")
     p.add_argument("--num-repeats", type=int, help="dataset repeats per epoch (default: the config's)")
     p.add_argument("--checkpoint-minutes", type=float, default=5.0, help="checkpoint interval (default 5 min)")
     p.add_argument("--checkpoint-steps", type=int, help="also/instead checkpoint every N steps")
@@ -115,6 +117,7 @@ def register(subparsers) -> None:
     p.add_argument("--json", help="write the results as JSON here")
     p.add_argument("--threads", type=int)
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--image-size", type=int, help="evaluate at this resolution (default: the model's)")
     p.set_defaults(func=_evaluate)
 
     p = subparsers.add_parser("export-weights", help="export a trained run to .safetensors (config included)")

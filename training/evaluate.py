@@ -6,7 +6,8 @@ has it). Metrics per video, each beside the no-motion baseline (output = the sou
 
 - ``l1``: mean absolute error on [0,1] RGB;
 - ``psnr``: mean over frames of 10·log10(1/MSE) (dB);
-- ``akd``: average keypoint distance, mean Euclidean distance in pixels (at the model's image size)
+- ``akd``: average keypoint distance, mean Euclidean distance in pixels (at the evaluation image size,
+  the model's unless ``--image-size`` says otherwise)
   between mediapipe face-mesh landmarks of the output and of the real frame, over frames where both
   have a face.
 
@@ -150,12 +151,12 @@ def evaluate_video(model, name: str, frames: np.ndarray, mesh, batch_size: int =
 
 
 def evaluate(checkpoint: str | None, data: list[str], max_frames: int | None = None, config: str | None = None,
-             batch_size: int = 8, progress=print) -> EvaluationResult:
+             batch_size: int = 8, image_size: int | None = None, progress=print) -> EvaluationResult:
     """Evaluate a model on every video of ``data`` (see the module docstring)."""
     from engines.faces import FaceMesh
 
     model, desc = load_model(checkpoint, config)
-    size = model.config.image_size
+    size = image_size or model.config.image_size
     videos = []
     with FaceMesh(static=True) as mesh:
         for d in data:
@@ -185,7 +186,8 @@ def run(args) -> int:
     """CLI entry of ``evaluate``."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    res = evaluate(args.checkpoint, args.data, args.max_frames, args.config, args.batch_size)
+    res = evaluate(args.checkpoint, args.data, args.max_frames, args.config, args.batch_size,
+                   getattr(args, "image_size", None))
     m = res.mean
     gain = 100 * (1 - m["l1"] / m["l1_no_motion"]) if m["l1_no_motion"] else float("nan")
     print(f"mean over {len(res.videos)} video(s): L1 {m['l1']:.4f} vs no motion {m['l1_no_motion']:.4f} "

@@ -73,6 +73,7 @@ class TrainOptions:
     vgg_weights: str | None = None
     perceptual_width: float = 0.25
     lr: float | None = None
+    epoch_milestones: list[int] | None = None
     num_repeats: int | None = None
     checkpoint_minutes: float = 5.0
     checkpoint_steps: int | None = None
@@ -120,7 +121,8 @@ class TrainSchedule:
         return cls(
             num_epochs=int(opts.epochs or tp.get("num_epochs", 100)),
             num_repeats=int(opts.num_repeats or tp.get("num_repeats", 1)),
-            epoch_milestones=[int(m) for m in tp.get("epoch_milestones", [])],
+            epoch_milestones=[int(m) for m in (opts.epoch_milestones if opts.epoch_milestones is not None
+                                               else tp.get("epoch_milestones", []))],
             lr=float(opts.lr or tp.get("lr_generator", 2e-4)),
             batch_size=int(opts.batch_size or tp.get("batch_size", 8)),
             scales=[float(s) for s in tp.get("scales", [1, 0.5, 0.25, 0.125])],
@@ -531,6 +533,8 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
         if opt_bg and resume_data.get("optimizer_bg"):
             opt_bg.load_state_dict(resume_data["optimizer_bg"])
             sched_bg.load_state_dict(resume_data["scheduler_bg"])
+        if opts.epoch_milestones is not None:  # a resumed run may be given a new (e.g. shorter) schedule
+            _reschedule([scheduler, sched_bg], schedule.epoch_milestones, resume_data["epoch"], schedule.lr)
         if resume_data.get("optimizer_warmstart"):
             opt_warm.load_state_dict(resume_data["optimizer_warmstart"])
         step, epoch, step_in_epoch = resume_data["step"], resume_data["epoch"], resume_data["step_in_epoch"]
@@ -718,6 +722,20 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
         dist.barrier()
     log(f"done: {step} steps, {wall / 60:.1f} min of training")
     return ckpt_path
+
+
+def _reschedule(schedulers, milestones: list[int], epoch: int, base_lr: float) -> None:
+    """Give resumed MultiStepLR schedulers new milestones (and the lr they imply at ``epoch``)."""
+    from collections import Counter
+
+    for sch in schedulers:
+        if sch is None:
+            continue
+        sch.milestones = Counter(milestones)
+        lr = base_lr * sch.gamma ** sum(1 for m in milestones if m <= epoch)
+        for group in sch.optimizer.param_groups:
+            group["lr"] = lr
+        sch._last_lr = [lr for _ in sch.optimizer.param_groups]
 
 
 class _EpochSampler(torch.utils.data.Sampler):
