@@ -124,7 +124,7 @@ def test_file_realtime_is_paced_unpaced_is_not():
     assert paced >= (n - 1) / fps * 0.9           # ~0.38 s: played at its own rate
     assert unpaced < paced / 2
     stamps = np.array([f.timestamp for f in got])
-    assert np.median(np.diff(stamps)) == pytest.approx(1 / fps, rel=0.35)
+    assert np.median(np.diff(stamps)) == pytest.approx(1 / fps, rel=0.5)
 
 
 def test_realtime_file_drops_for_a_slow_consumer():

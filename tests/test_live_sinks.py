@@ -39,14 +39,15 @@ def test_steady_sender_repeats_the_last_frame_when_inference_is_late():
     time.sleep(0.1)
     sender.stop()
     n = len(sink.frames)
-    assert 15 <= n <= 25                                        # 0.4 s at 50 fps
+    assert 12 <= n <= 28                                        # ~0.4 s at 50 fps (loose: a busy CI)
     assert sink.frames[0].kind == "avatar"                      # starts on the avatar still
     values = [f.index for f in sink.frames]
     assert values == sorted(values) and set(values) == {0, 1, 2, 3}
     assert metrics.counts["repeated"] == n - 4 and metrics.counts["output"] == n
-    assert np.median(np.diff(sink.times)) == pytest.approx(0.02, abs=0.006)
+    assert np.median(np.diff(sink.times)) == pytest.approx(0.02, abs=0.008)
     s = metrics.summary()
-    assert s["latency_ms"]["count"] == 3 and s["latency_ms"]["max"] < 60   # only fresh, stamped frames count
+    assert s["latency_ms"]["count"] == 3                        # only fresh, stamped frames count
+    assert s["latency_ms"]["max"] < 1000 * 0.1                  # sent at the next tick, not a publish later
 
 
 def test_steady_sender_max_frames():
@@ -85,7 +86,7 @@ def test_live_recorder_drops_instead_of_blocking(monkeypatch, tmp_path):
     t0 = time.perf_counter()
     for i in range(20):
         rec.send(out(i))
-    assert time.perf_counter() - t0 < 0.05          # the loop never waited for the encoder
+    assert time.perf_counter() - t0 < 0.5           # never waited for the encoder (blocking: >= 0.9 s)
     rec.close()
     assert rec.dropped > 0 and metrics.counts["recorder_dropped"] == rec.dropped
     assert rec.frames_written == 20 - rec.dropped
