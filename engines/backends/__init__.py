@@ -1,4 +1,8 @@
-"""Backends: where the networks run. ``create_backend`` picks one from the CLI's choices."""
+"""Backends: where the networks run. ``create_backend`` picks one from the CLI's choices.
+
+``--backend auto|torch|onnxruntime|tensorrt``, ``--device auto|cpu|cuda``,
+``--precision auto|fp32|bf16|fp16``; :func:`resolve_choice` documents how ``auto`` is decided.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +10,117 @@ from engines.backends.base import BACKENDS, PRECISIONS, Backend, SourceState, St
 from engines.errors import BackendUnavailableError
 from engines.tpsmm.checkpoint import LoadedModel
 
-__all__ = ["BACKENDS", "PRECISIONS", "Backend", "SourceState", "StageTimer", "create_backend", "resolve_choice"]
+__all__ = ["BACKENDS", "PRECISIONS", "Backend", "SourceState", "StageTimer", "create_backend", "resolve_choice",
+           "SUPPORTED"]
+
+# (backend, device) → precisions it can run; anything else is BackendUnavailableError.
+SUPPORTED: dict[tuple[str, str], tuple[str, ...]] = {
+    ("torch", "cpu"): ("fp32", "bf16"),
+    ("torch", "cuda"): ("fp32", "bf16", "fp16"),
+    ("onnxruntime", "cpu"): ("fp32", "fp16"),
+    ("onnxruntime", "cuda"): ("fp32", "fp16"),
+    ("tensorrt", "cuda"): ("fp16", "fp32"),
+}
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _cpu_has_bf16() -> bool:
+    from engines.backends.torch_backend import _cpu_has_bf16 as has
+
+    return has()
+
+
+def _tensorrt_ready() -> bool:
+    from engines.backends.tensorrt_backend import tensorrt_unavailable_reason
+
+    return tensorrt_unavailable_reason() is None
 
 
 def resolve_choice(backend: str, device: str, precision: str) -> tuple[str, str, str]:
-    """Turn ``auto`` choices into concrete ones for this machine.
+    """Turn ``auto`` choices into concrete ones for this machine; refuse impossible combinations.
 
-    auto backend: torch on CPU or CUDA. auto precision: bf16 on a CPU with AVX-512 bf16/AMX, fp16 on
-    CUDA, fp32 otherwise.
+    The ``auto`` policy (measured with ``benchmarks/cpu_speed.py``: the fastest choice whose
+    output stays ≥ 35 dB PSNR against fp32 on the same weights):
+
+    * device ``auto``: ``cuda`` when torch sees an NVIDIA GPU, else ``cpu``.
+    * CPU, backend ``auto``: ``torch``. Precision ``auto``: ``bf16`` (autocast + channels_last,
+      oneDNN on AMX / AVX-512 bf16) when the CPU has AVX-512 bf16 or AMX, else ``fp32``. On the
+      2-core AMX Xeon this was measured on, torch bf16 was the fastest CPU choice and kept
+      ≥ 35 dB; ONNX Runtime fp32 is exact (≤ 1e-3 of torch fp32) but ran no faster than torch,
+      and its fp16 graphs are slower than fp32 on the CPU EP.
+    * CUDA, backend ``auto``: ``tensorrt`` when TensorRT 10.12+ is installed, else
+      ``onnxruntime`` when its CUDA execution provider is present, else ``torch``. Precision
+      ``auto``: ``fp16`` (fp16 networks, float32 TPS / Gaussian maths). The CUDA choices have not
+      been measured on a GPU yet: they follow the usual ranking of these runtimes.
+    * An explicit backend with precision ``auto``: torch → as above; onnxruntime → ``fp32`` on
+      CPU, ``fp16`` on CUDA; tensorrt → ``fp16``.
+
+    Raises BackendUnavailableError (one line) for a combination that cannot run here, e.g.
+    ``--device cuda`` without a GPU, ``--backend tensorrt`` on CPU, ``--backend onnxruntime
+    --precision bf16`` (no bf16 path in ONNX Runtime's CPU EP), ``--precision fp16`` with torch on CPU.
     """
-    import torch
-
+    for value, allowed, flag in ((backend, ("auto",) + BACKENDS, "--backend"), (device, ("auto", "cpu", "cuda"), "--device"),
+                                 (precision, ("auto",) + PRECISIONS, "--precision")):
+        if value not in allowed:
+            raise BackendUnavailableError(f"{flag} {value}: choose one of {', '.join(allowed)}")
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if backend == "tensorrt" or _cuda_available() else "cpu"
+    if device == "cuda" and not _cuda_available():
+        raise BackendUnavailableError(f"--device cuda{' (needed by --backend tensorrt)' if backend == 'tensorrt' else ''}: "
+                                      f"no CUDA GPU is visible to torch; use --device cpu with --backend torch or onnxruntime")
     if backend == "auto":
-        backend = "torch"
+        if device == "cuda":
+            backend = "tensorrt" if _tensorrt_ready() else ("onnxruntime" if _ort_has_cuda() else "torch")
+        else:
+            backend = "torch"
+    if backend == "tensorrt" and device != "cuda":
+        raise BackendUnavailableError("--backend tensorrt runs on --device cuda only; on CPU use torch or onnxruntime")
     if precision == "auto":
-        from engines.backends.torch_backend import _cpu_has_bf16
-
-        precision = "fp16" if device == "cuda" else ("bf16" if _cpu_has_bf16() else "fp32")
+        if device == "cuda":
+            precision = "fp16"
+        elif backend == "torch":
+            precision = "bf16" if _cpu_has_bf16() else "fp32"
+        else:
+            precision = "fp32"
+    allowed = SUPPORTED[(backend, device)]
+    if precision not in allowed:
+        hint = {("onnxruntime", "bf16"): "ONNX Runtime has no bf16 path; use --backend torch --precision bf16 or fp32",
+                ("torch", "fp16"): "torch fp16 runs on CUDA only; on CPU use bf16 or fp32",
+                ("tensorrt", "bf16"): "TensorRT plans are built from fp16 or fp32 graphs"}.get((backend, precision),
+                                                                                            f"use {' or '.join(allowed)}")
+        raise BackendUnavailableError(f"--backend {backend} --device {device} --precision {precision}: {hint}")
     return backend, device, precision
 
 
-def create_backend(loaded: LoadedModel, backend: str = "auto", device: str = "auto", precision: str = "auto") -> Backend:
-    """Build the requested backend; raises BackendUnavailableError with a one-line reason."""
+def _ort_has_cuda() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:  # pragma: no cover - a hard dependency
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def create_backend(loaded: LoadedModel, backend: str = "auto", device: str = "auto", precision: str = "auto",
+                   **options) -> Backend:
+    """Build the requested backend; raises BackendUnavailableError with a one-line reason.
+
+    ``options`` go to the backend: ``onnx_dir`` (an export directory instead of the cache) and
+    ``progress`` for onnxruntime / tensorrt, ``cache_dir`` for tensorrt plans.
+    """
     backend, device, precision = resolve_choice(backend, device, precision)
     if backend == "torch":
         from engines.backends.torch_backend import TorchBackend
 
         return TorchBackend(loaded, device, precision)
-    raise BackendUnavailableError(f"--backend {backend}: not available in this build; use --backend torch")
+    if backend == "onnxruntime":
+        from engines.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(loaded, device, precision, **options)
+    from engines.backends.tensorrt_backend import TensorRTBackend
+
+    return TensorRTBackend(loaded, device, precision, **options)

@@ -1,0 +1,295 @@
+"""TensorRT backend (GPU): plans built from the exported ONNX graphs, run on torch CUDA tensors.
+
+Targets TensorRT 10.12+ and 11.x alike, kept thin and conventional:
+
+* strongly typed networks only — on 10.x the network is created with
+  ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``; 11.x has no weak typing (and no
+  ``BuilderFlag.FP16``), so precision is the exported graph's: ``fp16`` graphs (float32 islands
+  for TPS grids and Gaussians) or ``fp32`` graphs;
+* ``builder.build_serialized_network`` with a progress monitor; plans cached by
+  :mod:`engines.engine_cache` (GPU model / compute capability, TensorRT version, precision, model
+  hash, ONNX checksum) — a stale or corrupt plan is rebuilt, never loaded;
+* execution with ``set_tensor_address`` + ``execute_async_v3`` on a CUDA stream; every tensor is
+  addressed by its name (from the manifest), never by position; device buffers are torch CUDA
+  tensors (no extra CUDA Python dependency).
+
+NOT RUN on the machines splinecam is developed on (no GPU, TensorRT not installable there): the
+code path is exercised only by the tests marked ``tensorrt``, which are skipped without a GPU.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from engines.backends.base import Backend, SourceState
+from engines.engine_cache import PlanKey, PlanStatus, lookup_plan, plan_dir, store_plan
+from engines.errors import BackendUnavailableError, EngineCacheError
+from engines.tpsmm.checkpoint import LoadedModel
+
+Progress = Callable[[str], None]
+WORKSPACE_BYTES = 2 << 30
+
+
+def tensorrt_unavailable_reason() -> str | None:
+    """None when TensorRT and a CUDA GPU are usable here, else a one-line reason."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        return "torch is not installed"
+    try:
+        import tensorrt as trt
+    except ImportError:
+        return "TensorRT is not installed (pip install 'tensorrt>=10.12' on a machine with an NVIDIA GPU)"
+    if not torch.cuda.is_available():
+        return "TensorRT needs an NVIDIA GPU with CUDA and none is visible"
+    major = int(trt.__version__.split(".")[0])
+    minor = int(trt.__version__.split(".")[1])
+    if (major, minor) < (10, 12):
+        return f"TensorRT {trt.__version__} is too old: splinecam needs 10.12 or newer"
+    return None
+
+
+def require_tensorrt(what: str = "--backend tensorrt", hint: str = "use --backend onnxruntime or torch") -> None:
+    """Raise BackendUnavailableError with one line (``<what>: <reason>; <hint>``) when TensorRT cannot run."""
+    reason = tensorrt_unavailable_reason()
+    if reason:
+        raise BackendUnavailableError(f"{what}: {reason}; {hint}")
+
+
+def gpu_identity(device_index: int = 0) -> tuple[str, str]:
+    """(GPU model name, compute capability "major.minor") of a CUDA device."""
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(device_index)
+    return torch.cuda.get_device_name(device_index), f"{major}.{minor}"
+
+
+def plan_key(graph: str, model_hash: str, precision: str, onnx_sha256: str, device_index: int = 0) -> PlanKey:
+    import tensorrt as trt
+
+    name, cc = gpu_identity(device_index)
+    return PlanKey(graph=graph, model_hash=model_hash, precision=precision, gpu_name=name, compute_capability=cc,
+                   tensorrt_version=trt.__version__, onnx_sha256=onnx_sha256)
+
+
+def _network_flags(trt) -> int:
+    """STRONGLY_TYPED on 10.x; 11.x networks are always strongly typed (the flag may be gone)."""
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    return 0 if flag is None else 1 << int(flag)
+
+
+def build_plan(onnx_path: str | Path, progress: Progress | None = None) -> bytes:
+    """Parse an ONNX graph into a strongly typed network and build a serialized plan."""
+    import tensorrt as trt
+
+    say = progress or (lambda _m: None)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(_network_flags(trt))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise EngineCacheError(f"TensorRT could not parse {onnx_path}: {errors[:300]}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+    monitor = _progress_monitor(trt, say)
+    if monitor is not None:
+        config.progress_monitor = monitor
+    t0 = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise EngineCacheError(f"TensorRT failed to build a plan from {onnx_path} (see the messages above)")
+    say(f"built {Path(onnx_path).name} in {time.perf_counter() - t0:.0f} s")
+    return bytes(serialized)
+
+
+def _progress_monitor(trt, say: Progress):
+    if not hasattr(trt, "IProgressMonitor"):
+        return None
+
+    class Monitor(trt.IProgressMonitor):
+        def __init__(self):
+            trt.IProgressMonitor.__init__(self)
+            self.steps: dict[str, int] = {}
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            self.steps[phase_name] = num_steps
+            if parent_phase is None:
+                say(f"  {phase_name} ({num_steps} steps)")
+
+        def step_complete(self, phase_name, step):
+            return True  # never cancel
+
+        def phase_finish(self, phase_name):
+            self.steps.pop(phase_name, None)
+
+    return Monitor()
+
+
+def ensure_plans(loaded: LoadedModel, precision: str, onnx_dir: str | Path | None = None,
+                 cache_dir: str | Path | None = None, progress: Progress | None = None) -> dict[str, bytes]:
+    """Plans for every exported graph: loaded from the cache when VALID, otherwise (re)built and stored."""
+    from engines.backends.onnxruntime_backend import ensure_export
+
+    require_tensorrt()
+    say = progress or (lambda msg: print(f"splinecam: {msg}", flush=True))
+    directory, manifest = ensure_export(loaded, precision, onnx_dir, say)
+    where = Path(cache_dir) if cache_dir else plan_dir()
+    plans = {}
+    for name, info in manifest.graphs.items():
+        key = plan_key(name, loaded.model_hash, precision, info.sha256)
+        status, reason, data = lookup_plan(key, where)
+        if status is not PlanStatus.VALID:
+            say(f"building TensorRT plan for {name} ({precision}; cached plan {status.value}: {reason}) …")
+            data = build_plan(manifest.graph_path(directory, name), say)
+            say(f"  stored {store_plan(key, data, where)}")
+        plans[name] = data
+    return plans
+
+
+class TrtEngine:
+    """One deserialized plan with its execution context; I/O tensors addressed by name."""
+
+    def __init__(self, runtime, plan: bytes, name: str):
+        import tensorrt as trt
+        import torch
+
+        self.name = name
+        self.engine = runtime.deserialize_cuda_engine(plan)
+        if self.engine is None:
+            raise EngineCacheError(f"TensorRT could not load the {name} plan: delete the cache and build again")
+        self.context = self.engine.create_execution_context()
+        dtypes = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32,
+                  trt.int64: torch.int64, trt.uint8: torch.uint8}
+        if hasattr(trt, "bfloat16"):
+            dtypes[trt.bfloat16] = torch.bfloat16
+        self.inputs: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
+        self.outputs: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
+        for i in range(self.engine.num_io_tensors):
+            tname = self.engine.get_tensor_name(i)
+            spec = (tuple(self.engine.get_tensor_shape(tname)), dtypes[self.engine.get_tensor_dtype(tname)])
+            is_input = self.engine.get_tensor_mode(tname) == trt.TensorIOMode.INPUT
+            (self.inputs if is_input else self.outputs)[tname] = spec
+
+    def new_outputs(self, device) -> dict:
+        import torch
+
+        return {n: torch.empty(shape, dtype=dt, device=device) for n, (shape, dt) in self.outputs.items()}
+
+    def enqueue(self, tensors: dict, stream_handle: int) -> None:
+        """Bind every I/O tensor by name and enqueue on the CUDA stream (no synchronisation)."""
+        for tname in (*self.inputs, *self.outputs):
+            t = tensors[tname]
+            want_shape, want_dtype = (self.inputs.get(tname) or self.outputs[tname])
+            if tuple(t.shape) != want_shape or t.dtype != want_dtype or not t.is_contiguous():
+                raise EngineCacheError(f"{self.name}: tensor {tname} is {tuple(t.shape)} {t.dtype}, the plan expects "
+                                       f"{want_shape} {want_dtype}")
+            self.context.set_tensor_address(tname, t.data_ptr())
+        if not self.context.execute_async_v3(stream_handle):
+            raise EngineCacheError(f"TensorRT failed to run the {self.name} plan")
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+
+    def __init__(self, loaded: LoadedModel, device: str = "cuda", precision: str = "fp16",
+                 onnx_dir: str | Path | None = None, cache_dir: str | Path | None = None,
+                 progress: Progress | None = None):
+        super().__init__(loaded.config, device, precision, loaded.has_avd)
+        if device != "cuda":
+            raise BackendUnavailableError("--backend tensorrt runs on --device cuda only")
+        if precision not in ("fp16", "fp32"):
+            raise BackendUnavailableError(f"--backend tensorrt --precision {precision}: use fp16 or fp32")
+        require_tensorrt()
+        import tensorrt as trt
+        import torch
+
+        self.loaded = loaded
+        self.has_bg = loaded.has_bg
+        self.torch_device = torch.device("cuda")
+        plans = ensure_plans(loaded, precision, onnx_dir, cache_dir, progress)
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self._logger)
+        self.engines = {name: TrtEngine(self.runtime, plan, name) for name, plan in plans.items()}
+        self.stream = torch.cuda.Stream()
+        self._kp_out = self.engines["keypoints"].new_outputs(self.torch_device)
+        self._gen_out = self.engines["generator"].new_outputs(self.torch_device)
+
+    # ---------------------------------------------------------------- device helpers
+
+    def upload_image(self, image: np.ndarray):
+        """(S,S,3) uint8 RGB → (1,3,S,S) float32 CUDA tensor in [0,1] (upload + preprocessing on the GPU)."""
+        import torch
+
+        host = torch.from_numpy(np.ascontiguousarray(image))
+        dev = host.to(self.torch_device, non_blocking=False)
+        return dev.permute(2, 0, 1).unsqueeze(0).float().div_(255.0).contiguous()
+
+    def _run(self, graph: str, tensors: dict) -> None:
+        self.engines[graph].enqueue(tensors, self.stream.cuda_stream)
+
+    # ---------------------------------------------------------------- Backend interface
+
+    def prepare_source(self, image: np.ndarray) -> SourceState:
+        import torch
+
+        with torch.cuda.stream(self.stream):
+            x = self.upload_image(image)
+            outputs = self.engines["source_encoder"].new_outputs(self.torch_device)  # new buffers per avatar
+            self._run("source_encoder", {"source": x, **outputs})
+        self.stream.synchronize()
+        kp = outputs.pop("kp_source")
+        return SourceState(image=image, kp=kp[0].float().cpu().numpy(), tensors=outputs)
+
+    def keypoints(self, frame: np.ndarray) -> np.ndarray:
+        import torch
+
+        with self.timer.time("keypoints"), torch.cuda.stream(self.stream):
+            x = self.upload_image(frame)
+            self._run("keypoints", {"image": x, **self._kp_out})
+            kp = self._kp_out["kp"][0].to("cpu", non_blocking=False)
+        return kp.numpy()
+
+    def generate(self, source: SourceState, kp_driving: np.ndarray, bg_param: np.ndarray | None = None) -> np.ndarray:
+        import torch
+
+        from engines.tpsmm.geometry import solve_tps
+
+        with self.timer.time("generate"):
+            kp = torch.from_numpy(np.asarray(kp_driving, np.float32).reshape(1, -1, 2))
+            tps = solve_tps(kp, torch.from_numpy(source.kp[None]), self.config.num_tps)  # host, float32
+            bg = torch.eye(3).view(1, 3, 3) if bg_param is None else torch.from_numpy(np.asarray(bg_param, np.float32)).view(1, 3, 3)
+            with torch.cuda.stream(self.stream):
+                dev = {name: t.to(self.torch_device, non_blocking=False).contiguous() for name, t in
+                       (("kp_driving", kp), ("tps_theta", tps.theta), ("tps_params", tps.control_params), ("bg_param", bg))}
+                self._run("generator", {**source.tensors, **dev, **self._gen_out})
+                out = self._gen_out["prediction"][0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu()
+            return out.numpy()
+
+    def avd(self, kp_source: np.ndarray, kp_driving: np.ndarray) -> np.ndarray:
+        import torch
+
+        if not self.has_avd:
+            raise BackendUnavailableError("this checkpoint has no AVD network: use --mode relative or standard")
+        with torch.inference_mode():
+            ks = torch.from_numpy(np.asarray(kp_source, np.float32))[None]
+            kd = torch.from_numpy(np.asarray(kp_driving, np.float32))[None]
+            return self.loaded.model.avd_network(ks, kd)[0].float().numpy()
+
+    def background(self, source: SourceState, frame: np.ndarray) -> np.ndarray:
+        import torch
+
+        if not self.has_bg or "background" not in self.engines:
+            return np.eye(3, dtype=np.float32)
+        with torch.cuda.stream(self.stream):
+            out = self.engines["background"].new_outputs(self.torch_device)
+            self._run("background", {"source": self.upload_image(source.image), "driving": self.upload_image(frame), **out})
+            bg = out["bg_param"][0].cpu()
+        return bg.numpy()
+
+    def close(self) -> None:
+        self.engines.clear()

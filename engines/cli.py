@@ -1,0 +1,79 @@
+"""``splinecam export``: the networks as ONNX graphs (and, with --tensorrt, TensorRT plans).
+
+    splinecam export --checkpoint vox.pth.tar --out engines/vox --precision fp16 [--tensorrt]
+
+Writes keypoints / source_encoder / generator / background ``.onnx`` files and ``manifest.json``
+(inputs, outputs, shapes, dtypes, opset, model hash, config, splinecam version). ``--tensorrt``
+also builds a plan per graph into the engine cache (keyed by GPU, compute capability, TensorRT
+version, precision and model hash); it needs an NVIDIA GPU and TensorRT, and says so in one line
+otherwise. ``python -m engines.cli export …`` runs the same command without the main dispatcher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    """Add the ``export`` subcommand to the main ``splinecam`` parser."""
+    from engines.model_options import add_model_arguments
+
+    p = subparsers.add_parser(
+        "export", help="export the networks to ONNX (and TensorRT plans with --tensorrt)",
+        description="Export keypoint, source-encoder, generator and background graphs as static-shape ONNX "
+                    "(opset 17, TensorRT's operator set, TPS solved on the host) with a manifest; "
+                    "--tensorrt also builds cached TensorRT plans on this machine's GPU.")
+    add_model_arguments(p, backends=False)
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for the .onnx files and manifest.json")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16"),
+                   help="graph precision: fp32, or fp16 networks with float32 TPS/Gaussian maths (default fp32)")
+    p.add_argument("--tensorrt", action="store_true",
+                   help="also build TensorRT plans (needs an NVIDIA GPU and TensorRT 10.12+)")
+    p.add_argument("--engine-cache", metavar="DIR",
+                   help="where TensorRT plans are kept (default $SPLINECAM_CACHE/tensorrt or ~/.cache/splinecam/tensorrt)")
+    p.set_defaults(func=run_export)
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from engines.export import export_onnx
+    from engines.model_options import load_model_from_args
+
+    if args.tensorrt:  # check first: no point exporting for minutes to fail at the end
+        from engines.backends.tensorrt_backend import require_tensorrt
+
+        require_tensorrt("export --tensorrt", "run export without --tensorrt for the ONNX graphs alone")
+    loaded = load_model_from_args(args)
+    out = Path(args.out)
+    _say(f"exporting {loaded.config.name} ({args.precision}) from {loaded.path or 'random weights'} to {out}")
+    manifest = export_onnx(loaded, out, args.precision, progress=_say)
+    _say(f"wrote {len(manifest.graphs)} graphs and {out / 'manifest.json'} (model {manifest.model_hash[:12]}…)")
+    if args.tensorrt:
+        from engines.backends.tensorrt_backend import ensure_plans
+
+        ensure_plans(loaded, args.precision, onnx_dir=out, cache_dir=args.engine_cache, progress=_say)
+        _say("TensorRT plans ready")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point (``python -m engines.cli export …``), same behaviour as ``splinecam export``."""
+    from engines.errors import SplinecamError
+
+    parser = argparse.ArgumentParser(prog="splinecam")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SplinecamError as exc:
+        print(f"splinecam: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

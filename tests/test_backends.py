@@ -1,0 +1,204 @@
+"""Backends against torch fp32 on golden-small: ONNX Runtime within 1e-3 on every golden prediction,
+cached-source torch within 1e-5 of the uncached TPSMM.animate; the ``auto`` policy and the
+one-line refusals of impossible combinations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engines.backends import create_backend, resolve_choice
+from engines.errors import BackendUnavailableError, EngineCacheError
+from engines.tpsmm.frame_generator import FrameGenerator, encode_source
+from engines.tpsmm.geometry import solve_tps
+
+ORT_TOL = 1e-3
+CACHED_TOL = 1e-5
+
+# (golden prediction, driving keypoints, background params or None)
+CASES = [("rel_prediction", "kp_relative", None), ("std_bg_prediction", "kp_driving", "bg_param"),
+         ("avd_prediction", "kp_avd", None), ("synth_prediction", "synth_kp_driving", None)]
+
+
+def golden_export(tmp_path_factory, golden_model, precision: str):
+    """The golden-small export, once per session (the same directory test_export.py uses)."""
+    from pathlib import Path
+
+    from engines.cli import main
+
+    out = tmp_path_factory.getbasetemp() / f"golden-export-{precision}"
+    if not (out / "manifest.json").is_file():
+        golden = Path(str(golden_model.path)).parent
+        assert main(["export", "--checkpoint", str(golden_model.path), "--config", str(golden / "config.yaml"),
+                     "--out", str(out), "--precision", precision]) == 0
+    return out
+
+
+def nchw(image_hwc: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(image_hwc.transpose(2, 0, 1))[None].astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def ort_backend(tmp_path_factory, golden_model):
+    from engines.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    directory = golden_export(tmp_path_factory, golden_model, "fp32")
+    return OnnxRuntimeBackend(golden_model, "cpu", "fp32", onnx_dir=directory)
+
+
+@pytest.fixture(scope="module")
+def torch_cached(golden_model, golden_io):
+    model = golden_model.model
+    source = torch.from_numpy(nchw(golden_io["source"]))
+    return encode_source(model, source), FrameGenerator(model, with_bg=True)
+
+
+@pytest.fixture(scope="module")
+def uncached(golden_model, golden_io, torch_cached):
+    """TPSMM.animate (uncached, torch fp32), all frames of each case in one batch: case → (N,3,S,S)."""
+    model = golden_model.model
+    src, _ = torch_cached
+    source = torch.from_numpy(nchw(golden_io["source"]))
+    refs = {}
+    with torch.no_grad():
+        for pred_key, kp_key, bg_key in CASES:
+            kps = torch.from_numpy(golden_io[kp_key])
+            n = len(kps)
+            bg = None if bg_key is None else torch.from_numpy(golden_io[bg_key])
+            # the same source keypoints as the cached path (the TPS solve magnifies 1e-7 differences)
+            refs[pred_key] = model.animate(source.expand(n, -1, -1, -1), src.kp.expand(n, -1, -1), kps, bg).numpy()
+    return refs
+
+
+@torch.no_grad()
+def torch_prediction(torch_cached, kp_driving: np.ndarray, bg: np.ndarray | None) -> np.ndarray:
+    src, gen = torch_cached
+    kp = torch.from_numpy(np.asarray(kp_driving, np.float32))[None]
+    tps = solve_tps(kp, src.kp, gen.num_tps)
+    bg_t = torch.eye(3)[None] if bg is None else torch.from_numpy(np.asarray(bg, np.float32))[None]
+    return gen(*src.as_inputs(), kp, tps.theta, tps.control_params, bg_t).numpy()
+
+
+@pytest.mark.parametrize("pred_key,kp_key,bg_key", CASES)
+def test_onnxruntime_matches_torch_fp32(ort_backend, uncached, golden_io, pred_key, kp_key, bg_key):
+    state = ort_backend.encode_source(nchw(golden_io["source"]))
+    assert np.abs(state.kp - golden_io["kp_source"][0]).max() <= 1e-5
+    kps = golden_io[kp_key]
+    for i in range(len(kps)):
+        bg = None if bg_key is None else golden_io[bg_key][i]
+        got = ort_backend.predict(state, kps[i], bg)
+        assert np.abs(got[0] - uncached[pred_key][i]).max() <= ORT_TOL, f"{pred_key}[{i}] vs torch"
+        assert np.abs(got[0] - golden_io[pred_key][i]).max() <= ORT_TOL, f"{pred_key}[{i}] vs official"
+
+
+def test_onnxruntime_keypoints_and_background(ort_backend, golden_io):
+    for i, frame in enumerate(golden_io["driving"]):
+        assert np.abs(ort_backend.keypoints_nchw(nchw(frame)) - golden_io["kp_driving"][i]).max() <= 1e-4
+    state = ort_backend.encode_source(nchw(golden_io["source"]))
+    bg = ort_backend._run("background", {"source": nchw(golden_io["source"]), "driving": nchw(golden_io["driving"][0])})
+    assert np.abs(bg["bg_param"][0] - golden_io["bg_param"][0]).max() <= 1e-4
+    assert state.tensors["source_feat0"].dtype == np.float32
+
+
+@pytest.mark.parametrize("pred_key,kp_key,bg_key", CASES)
+@torch.no_grad()
+def test_cached_source_matches_uncached_animate(golden_model, torch_cached, golden_io, pred_key, kp_key, bg_key):
+    src, _ = torch_cached
+    source = torch.from_numpy(nchw(golden_io["source"]))
+    kps = golden_io[kp_key]
+    for i in sorted({0, len(kps) - 1}):  # first and last frame of each case, batch 1 on both paths
+        bg = None if bg_key is None else golden_io[bg_key][i]
+        uncached = golden_model.model.animate(source, src.kp, torch.from_numpy(kps[i][None]),
+                                              None if bg is None else torch.from_numpy(bg[None]))
+        cached = torch_prediction(torch_cached, kps[i], bg)
+        assert np.abs(cached - uncached.numpy()).max() <= CACHED_TOL, f"{pred_key}[{i}]"
+
+
+@torch.no_grad()
+def test_identity_background_is_exactly_no_background(golden_model, torch_cached, golden_io):
+    src, gen_bg = torch_cached
+    gen = FrameGenerator(golden_model.model, with_bg=False)
+    kp = torch.from_numpy(golden_io["kp_relative"][:1])
+    tps = solve_tps(kp, src.kp, gen.num_tps)
+    without = gen(*src.as_inputs(), kp, tps.theta, tps.control_params)
+    with_eye = gen_bg(*src.as_inputs(), kp, tps.theta, tps.control_params, torch.eye(3)[None])
+    assert torch.equal(without, with_eye)
+
+
+def test_uint8_interface_and_avatar_switch(ort_backend, golden_io):
+    image = (golden_io["source"] * 255).round().astype(np.uint8)
+    sessions = dict(ort_backend.sessions)
+    state = ort_backend.prepare_source(image)
+    kp = ort_backend.keypoints((golden_io["driving"][0] * 255).round().astype(np.uint8))
+    assert kp.shape == (50, 2) and kp.dtype == np.float32
+    frame = ort_backend.generate(state, kp)
+    assert frame.shape == image.shape and frame.dtype == np.uint8
+    other = ort_backend.prepare_source(image[:, ::-1].copy())  # switching avatars: no session is rebuilt
+    assert ort_backend.sessions == sessions
+    assert not np.array_equal(other.tensors["source_feat0"], state.tensors["source_feat0"])
+    assert ort_backend.avd(state.kp, kp).shape == (50, 2)
+    assert ort_backend.background(state, image).shape == (3, 3)
+
+
+def test_export_dir_of_another_model_is_refused(tmp_path_factory, golden_model):
+    from dataclasses import replace
+
+    from engines.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    directory = golden_export(tmp_path_factory, golden_model, "fp32")
+    other = replace(golden_model, model_hash="0" * 64)
+    with pytest.raises(EngineCacheError, match="another model"):
+        OnnxRuntimeBackend(other, "cpu", "fp32", onnx_dir=directory)
+    with pytest.raises(EngineCacheError, match="fp32"):
+        OnnxRuntimeBackend(golden_model, "cpu", "fp16", onnx_dir=directory)
+
+
+def test_create_backend_onnxruntime(tmp_path_factory, golden_model):
+    directory = golden_export(tmp_path_factory, golden_model, "fp32")
+    backend = create_backend(golden_model, "onnxruntime", "cpu", "auto", onnx_dir=directory)
+    assert backend.describe() == "onnxruntime/cpu/fp32"
+
+
+def test_auto_policy_on_cpu(monkeypatch):
+    import engines.backends as b
+
+    monkeypatch.setattr(b, "_cuda_available", lambda: False)
+    monkeypatch.setattr(b, "_cpu_has_bf16", lambda: True)
+    assert resolve_choice("auto", "auto", "auto") == ("torch", "cpu", "bf16")
+    assert resolve_choice("onnxruntime", "auto", "auto") == ("onnxruntime", "cpu", "fp32")
+    monkeypatch.setattr(b, "_cpu_has_bf16", lambda: False)
+    assert resolve_choice("auto", "cpu", "auto") == ("torch", "cpu", "fp32")
+
+
+def test_auto_policy_on_cuda(monkeypatch):
+    import engines.backends as b
+
+    monkeypatch.setattr(b, "_cuda_available", lambda: True)
+    monkeypatch.setattr(b, "_tensorrt_ready", lambda: True)
+    assert resolve_choice("auto", "auto", "auto") == ("tensorrt", "cuda", "fp16")
+    monkeypatch.setattr(b, "_tensorrt_ready", lambda: False)
+    monkeypatch.setattr(b, "_ort_has_cuda", lambda: False)
+    assert resolve_choice("auto", "auto", "auto") == ("torch", "cuda", "fp16")
+    monkeypatch.setattr(b, "_ort_has_cuda", lambda: True)
+    assert resolve_choice("auto", "cuda", "auto") == ("onnxruntime", "cuda", "fp16")
+
+
+@pytest.mark.parametrize("backend,device,precision", [
+    ("onnxruntime", "cpu", "bf16"), ("torch", "cpu", "fp16"), ("tensorrt", "cpu", "auto"), ("nonsense", "cpu", "fp32")])
+def test_impossible_combinations_raise_one_line(monkeypatch, backend, device, precision):
+    import engines.backends as b
+
+    monkeypatch.setattr(b, "_cuda_available", lambda: False)
+    with pytest.raises(BackendUnavailableError) as err:
+        resolve_choice(backend, device, precision)
+    assert "\n" not in str(err.value)
+
+
+def test_cuda_device_without_gpu(monkeypatch, golden_model):
+    import engines.backends as b
+
+    monkeypatch.setattr(b, "_cuda_available", lambda: False)
+    for backend in ("torch", "onnxruntime", "tensorrt", "auto"):
+        with pytest.raises(BackendUnavailableError, match="no CUDA GPU"):
+            create_backend(golden_model, backend, "cuda", "auto")

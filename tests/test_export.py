@@ -1,0 +1,146 @@
+"""ONNX export: every graph, both precisions — onnx.checker, static shapes, opset 16–20, only the
+operators TensorRT 10's parser imports (reference/tensorrt10-onnx-ops.txt), no Inverse, no custom
+domain; the manifest; the ``export`` command (and its clean failure with --tensorrt here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from engines.export import GRAPH_NAMES, TENSORRT10_ONNX_OPS, Manifest, export_onnx, inspect_graph
+from engines.export.graph_checks import MAX_OPSET, MIN_OPSET
+
+GOLDEN_CKPT = "checkpoint.pth.tar"
+
+
+def golden_export(tmp_path_factory, golden_model, precision: str) -> Path:
+    """The golden-small export at one precision, made once per test session by the ``export`` command
+    (test_backends.py has the same helper and reuses the directory)."""
+    from engines.cli import main
+
+    out = tmp_path_factory.getbasetemp() / f"golden-export-{precision}"
+    if not (out / "manifest.json").is_file():
+        golden = Path(str(golden_model.path)).parent
+        rc = main(["export", "--checkpoint", str(golden_model.path), "--config", str(golden / "config.yaml"),
+                   "--out", str(out), "--precision", precision])
+        assert rc == 0
+    return out
+
+
+def reference_ops(shared: Path) -> set[str]:
+    lines = (shared / "reference" / "tensorrt10-onnx-ops.txt").read_text().splitlines()
+    return {ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")}
+
+
+@pytest.fixture(scope="module", params=["fp32", "fp16"])
+def export_dir(request, tmp_path_factory, golden_model):
+    return golden_export(tmp_path_factory, golden_model, request.param), request.param
+
+
+def test_builtin_op_table_is_the_reference_list(shared):
+    assert TENSORRT10_ONNX_OPS == reference_ops(shared)
+
+
+def test_every_graph_fits_tensorrt(export_dir, shared):
+    directory, precision = export_dir
+    allowed = reference_ops(shared)
+    manifest = Manifest.read(directory)
+    assert set(manifest.graphs) == set(GRAPH_NAMES)  # golden-small has a background predictor
+    for name in GRAPH_NAMES:
+        path = directory / f"{name}.onnx"
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model, full_check=True)
+        report = inspect_graph(path, frozenset(allowed))
+        assert report.ok, f"{precision}/{name}: {report.problems}"
+        assert MIN_OPSET <= report.opset <= MAX_OPSET
+        assert report.domains == ["ai.onnx"]
+        assert "Inverse" not in report.ops
+        assert set(report.ops) <= allowed, set(report.ops) - allowed
+        assert not report.dynamic
+        for node in model.graph.node:
+            assert node.domain in ("", "ai.onnx"), node
+        for value in [*model.graph.input, *model.graph.output]:
+            dims = value.type.tensor_type.shape.dim
+            assert dims and all(d.HasField("dim_value") and d.dim_value > 0 for d in dims), value.name
+
+
+def test_manifest_describes_the_graphs(export_dir, golden_model):
+    directory, precision = export_dir
+    data = json.loads((directory / "manifest.json").read_text())
+    for field in ("model_hash", "config_name", "opset", "splinecam_version", "precision", "graphs"):
+        assert field in data
+    manifest = Manifest.read(directory)
+    assert manifest.model_hash == golden_model.model_hash
+    assert manifest.precision == precision
+    cfg = golden_model.config
+    s, k, small = cfg.image_size, cfg.num_kp, int(cfg.image_size * cfg.dense_motion.scale_factor)
+    kp = manifest.graphs["keypoints"]
+    assert [(t.name, t.shape, t.dtype) for t in kp.inputs] == [("image", (1, 3, s, s), "float32")]
+    assert [(t.name, t.shape, t.dtype) for t in kp.outputs] == [("kp", (1, k, 2), "float32")]
+    gen = manifest.graphs["generator"]
+    assert [t.name for t in gen.inputs][-4:] == ["kp_driving", "tps_theta", "tps_params", "bg_param"]
+    assert gen.input("tps_theta").shape == (1, cfg.num_tps, 2, 3)
+    assert gen.output("prediction").dtype == "float32"
+    feat_dtype = "float16" if precision == "fp16" else "float32"
+    assert gen.input("source_feat0").dtype == feat_dtype
+    assert gen.input("source_heat").dtype == "float32"  # Gaussians stay float32 in every precision
+    enc = manifest.graphs["source_encoder"]
+    assert [t.name for t in enc.outputs][1:] == [t.name for t in gen.inputs][:-4]  # encoder feeds the generator
+    assert enc.output("source_small").shape == (1, 3, small, small)
+    for name, info in manifest.graphs.items():
+        model = onnx.load(str(directory / info.file))
+        assert [i.name for i in model.graph.input] == [t.name for t in info.inputs], name
+        assert [o.name for o in model.graph.output] == [t.name for t in info.outputs], name
+
+
+def test_fp16_graph_keeps_float32_islands(tmp_path_factory, golden_model):
+    directory = golden_export(tmp_path_factory, golden_model, "fp16")
+    model = onnx.load(str(directory / "generator.onnx"))
+    types = {}
+    for init in model.graph.initializer:
+        types[init.data_type] = types.get(init.data_type, 0) + 1
+    assert types.get(onnx.TensorProto.FLOAT16, 0) > 0  # network weights
+    logs = [n for n in model.graph.node if n.op_type == "Log"]  # U(r) = r² log(r² + 1e-9)
+    inferred = onnx.shape_inference.infer_shapes(model)
+    elem = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+    assert logs and all(elem[n.output[0]] == onnx.TensorProto.FLOAT for n in logs)
+
+
+def test_export_command_then_onnxruntime(tmp_path_factory, golden_model):
+    import onnxruntime as ort
+
+    out = golden_export(tmp_path_factory, golden_model, "fp32")  # written by `export` (main), rc 0
+    manifest = Manifest.read(out)
+    for name, info in manifest.graphs.items():
+        session = ort.InferenceSession(str(out / info.file), providers=["CPUExecutionProvider"])
+        feeds = {t.name: np.random.rand(*t.shape).astype(t.dtype) for t in info.inputs}
+        outputs = session.run(None, feeds)
+        assert [o.shape for o in outputs] == [t.shape for t in info.outputs]
+        assert all(np.isfinite(o).all() for o in outputs), name
+
+
+def test_export_tensorrt_fails_cleanly_without_gpu(tmp_path, shared, capsys):
+    from engines.backends.tensorrt_backend import tensorrt_unavailable_reason
+    from engines.cli import main
+
+    if tensorrt_unavailable_reason() is None:
+        pytest.skip("TensorRT and a GPU are present: the failure path cannot be shown here")
+    golden = shared / "reference" / "golden-small"
+    out = tmp_path / "trt"
+    rc = main(["export", "--checkpoint", str(golden / GOLDEN_CKPT), "--config", str(golden / "config.yaml"),
+               "--out", str(out), "--tensorrt"])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0
+    assert len(err.splitlines()) == 1 and "TensorRT" in err and "Traceback" not in err
+    assert not out.exists()  # checked before any work
+
+
+def test_export_rejects_bf16(tmp_path, golden_model):
+    from engines.export import ExportError
+
+    with pytest.raises(ExportError):
+        export_onnx(golden_model, tmp_path, "bf16")
