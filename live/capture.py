@@ -13,7 +13,7 @@ Every frame is stamped with ``time.perf_counter()`` the moment it is read, so en
   the processing did not take before the next arrived is dropped (counted), so latency never
   builds up;
 - a file, unpaced (default): every frame is handed over, in order, as fast as the processing takes
-  them (the next frame is read when the previous one was taken: nothing is dropped, nothing read
+  them (the next frame is read when the processing asks for it: nothing is dropped, nothing read
   ahead);
 - a file with ``realtime``: read at its own fps, newest frame wins, like a camera;
 - ``loop``: a file starts again at its end (the source clock keeps running).
@@ -310,13 +310,15 @@ class FrameSlot:
     ``put(frame, wait=False)``: the newest frame wins — an unread frame is replaced (returns True:
     one frame dropped). ``put(frame, wait=True)``: waits until the previous one was taken (no
     drops; returns False, or None if ``close()`` was called meanwhile). ``get(timeout)``: the
-    frame not yet taken, or None after ``timeout`` s / when closed and empty.
+    frame not yet taken, or None after ``timeout`` s / when closed and empty; on an empty slot it
+    also raises the request flag a demand-driven reader waits for (``wait_request``).
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._frame: CapturedFrame | None = None
         self._closed = False
+        self._requested = False
 
     def put(self, frame: CapturedFrame, wait: bool = False) -> bool | None:
         with self._cond:
@@ -330,16 +332,19 @@ class FrameSlot:
             self._cond.notify_all()
             return dropped
 
-    def wait_empty(self) -> bool:
-        """Wait until the frame in the slot was taken; False if closed meanwhile."""
+    def wait_request(self) -> bool:
+        """Wait until a consumer asks for a frame (``get`` on an empty slot); False if closed."""
         with self._cond:
-            while self._frame is not None and not self._closed:
+            while not (self._requested and self._frame is None) and not self._closed:
                 self._cond.wait(0.1)
+            self._requested = False
             return not self._closed
 
     def get(self, timeout: float | None = None) -> CapturedFrame | None:
         with self._cond:
             if self._frame is None and not self._closed:
+                self._requested = True
+                self._cond.notify_all()
                 self._cond.wait(timeout)
             frame, self._frame = self._frame, None
             self._cond.notify_all()
@@ -422,9 +427,9 @@ class CaptureThread:
                     delay = due - self.clock()
                     if delay > 0 and self._stop.wait(delay):
                         break
-                if not self.pacing.newest_wins and not self.slot.wait_empty():
-                    break  # unpaced: read a frame only when the previous one was taken (no read-ahead,
-                    #        so the capture stamp is when the processing could start on it)
+                if not self.pacing.newest_wins and not self.slot.wait_request():
+                    break  # unpaced: read a frame only when the processing asks for one (no read-ahead:
+                    #        the capture stamp is when the processing could start on it)
                 t0 = self.clock()
                 image = self.source.read()
                 if image is None:

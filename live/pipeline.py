@@ -314,7 +314,9 @@ class LivePipeline:
                                     "output_size": f"{options.output_size[0]}x{options.output_size[1]}",
                                     "paced": pacing.newest_wins, "fps_target": fps})
         library.prepare_all()
-        cropper = cropper or FaceCropper(FaceTracker(detect_every=DETECT_EVERY), backend.size)
+        if cropper is None:
+            cropper = FaceCropper(FaceTracker(detect_every=DETECT_EVERY), backend.size)
+            cropper.tracker.detector.detect(np.zeros((64, 64, 3), np.uint8))  # build the detector graphs now
         controls = Controls(mirror=options.mirror, smoothing=options.smoothing.enabled)
         processor = FrameProcessor(backend, library, cropper, metrics, options.mode, options.smoothing, controls,
                                    options.output_size, hold_s=options.hold_s, ease_s=options.ease_s)
@@ -460,6 +462,8 @@ class LivePipeline:
         except BaseException as err:  # reported by run() in the main thread, after cleaning up
             self._error = err
             self.stopped_by = f"error: {err}"
+            if sender is not None:
+                sender.publish(proc.still())  # on an error the meeting sees the avatar at rest
         finally:
             self._done.set()
 
