@@ -291,5 +291,90 @@ class TensorRTBackend(Backend):
             bg = out["bg_param"][0].cpu()
         return bg.numpy()
 
+    def overlapped(self, source: SourceState, normalise: Callable[[np.ndarray], np.ndarray] | None = None,
+                   depth: int = 2):
+        """An :class:`engines.cuda_pipeline.OverlappedPipeline` for this avatar: keypoints of frame N+1
+        overlap the generator of frame N. ``normalise`` maps driving keypoints (K,2) to the generator's
+        (relative / avd …) on the host; identity when None."""
+        from engines.cuda_pipeline import CudaStreamDevice, OverlappedPipeline
+
+        device = CudaStreamDevice()
+        return OverlappedPipeline(device, _TrtStages(self, source, normalise, depth), depth)
+
     def close(self) -> None:
         self.engines.clear()
+
+
+class _TrtStages:
+    """Per-slot pinned host buffers and device buffers, and the enqueued work of each stage."""
+
+    def __init__(self, backend: TensorRTBackend, source: SourceState, normalise, depth: int):
+        import torch
+
+        self.b, self.source, self.normalise = backend, source, normalise
+        cfg = backend.config
+        s, k, t = cfg.image_size, cfg.num_kp, cfg.num_tps
+        dev = backend.torch_device
+
+        def pinned(shape, dtype):
+            return [torch.zeros(shape, dtype=dtype).pin_memory() for _ in range(depth)]
+
+        self.h_in, self.h_kp, self.h_out = pinned((s, s, 3), torch.uint8), pinned((1, k, 2), torch.float32), \
+            pinned((s, s, 3), torch.uint8)
+        self.h_gen = [{"kp_driving": torch.zeros(1, k, 2).pin_memory(), "tps_theta": torch.zeros(1, t, 2, 3).pin_memory(),
+                       "tps_params": torch.zeros(1, t, 5, 2).pin_memory(),
+                       "bg_param": torch.eye(3).view(1, 3, 3).pin_memory()} for _ in range(depth)]
+        self.d_in = [torch.empty(s, s, 3, dtype=torch.uint8, device=dev) for _ in range(depth)]
+        self.d_img = [torch.empty(1, 3, s, s, device=dev) for _ in range(depth)]
+        self.d_kp = [backend.engines["keypoints"].new_outputs(dev) for _ in range(depth)]
+        self.d_gen = [{n: torch.empty_like(v, device=dev) for n, v in h.items()} for h in self.h_gen]
+        self.d_pred = [backend.engines["generator"].new_outputs(dev) for _ in range(depth)]
+
+    @staticmethod
+    def _stream_handle() -> int:
+        import torch
+
+        return torch.cuda.current_stream().cuda_stream
+
+    def host_input(self, slot: int) -> np.ndarray:
+        return self.h_in[slot].numpy()
+
+    def enqueue_upload(self, slot: int) -> None:
+        self.d_in[slot].copy_(self.h_in[slot], non_blocking=True)
+        self.d_img[slot].copy_(self.d_in[slot].permute(2, 0, 1).unsqueeze(0).float().div_(255.0))
+
+    def enqueue_keypoints(self, slot: int) -> None:
+        self.b.engines["keypoints"].enqueue({"image": self.d_img[slot], **self.d_kp[slot]}, self._stream_handle())
+        self.h_kp[slot].copy_(self.d_kp[slot]["kp"], non_blocking=True)
+
+    def host_keypoints(self, slot: int) -> np.ndarray:
+        return self.h_kp[slot][0].numpy()
+
+    def solve(self, slot: int, kp: np.ndarray) -> None:
+        import torch
+
+        from engines.tpsmm.geometry import solve_tps
+
+        kp_n = np.asarray(self.normalise(kp) if self.normalise else kp, np.float32).reshape(1, -1, 2)
+        tps = solve_tps(torch.from_numpy(kp_n), torch.from_numpy(self.source.kp[None]), self.b.config.num_tps)
+        h = self.h_gen[slot]
+        h["kp_driving"].copy_(torch.from_numpy(kp_n))
+        h["tps_theta"].copy_(tps.theta)
+        h["tps_params"].copy_(tps.control_params)
+
+    def enqueue_generator(self, slot: int) -> None:
+        for name, host in self.h_gen[slot].items():
+            self.d_gen[slot][name].copy_(host, non_blocking=True)
+        pred = self.d_pred[slot]
+        self.b.engines["generator"].enqueue({**self.source.tensors, **self.d_gen[slot], **pred}, self._stream_handle())
+        frame = pred["prediction"][0].clamp(0, 1).mul(255).round().to(torch_uint8()).permute(1, 2, 0).contiguous()
+        self.h_out[slot].copy_(frame, non_blocking=True)
+
+    def host_output(self, slot: int) -> np.ndarray:
+        return self.h_out[slot].numpy()
+
+
+def torch_uint8():
+    import torch
+
+    return torch.uint8
