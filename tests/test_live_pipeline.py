@@ -348,3 +348,34 @@ def test_preview_hotkeys_reach_the_processing_and_quit(tmp_path):
     assert summary["stopped_by"] == "quit key" and pipe.processor.library.index == 1
     assert preview.shown[0].avatar.startswith("1/") and preview.shown[-1].avatar.startswith("2/")
     assert any(info.inset is not None and info.inset_kp is not None for info in preview.shown)
+
+
+def test_camera_away_sends_the_avatar_at_rest(tmp_path):
+    class Unplugged(FakeCamera):
+        def read(self):
+            return super().read() if self.i < 10 else (time.sleep(0.01), None)[1]
+
+    class Darker(PassThroughBackend):
+        def generate(self, source, kp_driving, bg_param=None):
+            return source.image // 2                                  # "animated" differs from the still
+
+    pipe, _, _ = build(tmp_path, Unplugged(), backend=Darker(), fps=50.0, max_frames=60)
+    pipe.capture.reconnect_s = 0.01
+    summary = pipe.run()
+    frames = FakeVirtualCamera.instances[0].frames
+    still = pipe.processor.library.current.still
+    animated = [i for i, f in enumerate(frames) if not np.array_equal(f, still)]
+    assert animated and animated[0] > 0                                # still first, then animated
+    assert np.array_equal(frames[-1], still) and max(animated) < len(frames) - 5   # then the still again
+    assert summary["frames"]["processed"] == 10
+
+
+def test_no_display_means_no_preview_and_one_line(monkeypatch):
+    from live.preview import PreviewWindow
+
+    monkeypatch.setattr("sys.platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    said = []
+    assert PreviewWindow.open("x", say=said.append) is None
+    assert len(said) == 1 and "no display" in said[0]
