@@ -73,6 +73,9 @@ def register(subparsers) -> None:
     p.add_argument("--lr", type=float, help="learning rate (default: the config's lr_generator)")
     p.add_argument("--epoch-milestones", type=int, nargs="*",
                    help="epochs where the lr drops ×0.1 (default: the config's; may change on --resume)")
+    p.add_argument("--train-param", action="append", metavar="KEY=VALUE",
+                   help="override a train_params entry of the config (YAML value; repeatable), "
+                        "e.g. dropout_epoch=0")
     p.add_argument("--num-repeats", type=int, help="dataset repeats per epoch (default: the config's)")
     p.add_argument("--checkpoint-minutes", type=float, default=5.0, help="checkpoint interval (default 5 min)")
     p.add_argument("--checkpoint-steps", type=int, help="also/instead checkpoint every N steps")

@@ -74,6 +74,7 @@ class TrainOptions:
     perceptual_width: float = 0.25
     lr: float | None = None
     epoch_milestones: list[int] | None = None
+    train_param: list[str] | None = None
     num_repeats: int | None = None
     checkpoint_minutes: float = 5.0
     checkpoint_steps: int | None = None
@@ -491,6 +492,8 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
     elif d.main and ckpt_path.exists():
         raise SplinecamError(f"{run_dir} already holds a run: pass --resume to continue it, or another --out")
 
+    if opts.train_param:
+        cfg = with_train_params(cfg, opts.train_param)
     schedule = TrainSchedule.from_config(cfg, opts)
     image_size = opts.image_size or cfg.image_size
     seed = opts.seed
@@ -722,6 +725,19 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
         dist.barrier()
     log(f"done: {step} steps, {wall / 60:.1f} min of training")
     return ckpt_path
+
+
+def with_train_params(cfg: ModelConfig, assignments: list[str]) -> ModelConfig:
+    """``--train-param KEY=VALUE`` overrides of the config's ``train_params`` (VALUE is YAML)."""
+    import dataclasses
+
+    tp = dict(cfg.train_params)
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SplinecamError(f"--train-param {item!r}: expected KEY=VALUE, e.g. dropout_epoch=0")
+        tp[key.strip()] = yaml.safe_load(value)
+    return dataclasses.replace(cfg, train_params=tp)
 
 
 def _reschedule(schedulers, milestones: list[int], epoch: int, base_lr: float) -> None:
