@@ -202,3 +202,51 @@ def test_cuda_device_without_gpu(monkeypatch, golden_model):
     for backend in ("torch", "onnxruntime", "tensorrt", "auto"):
         with pytest.raises(BackendUnavailableError, match="no CUDA GPU"):
             create_backend(golden_model, backend, "cuda", "auto")
+
+
+def test_cpu_bf16_uses_the_compiled_path_and_falls_back(monkeypatch, golden_model):
+    import engines.backends as b
+    import engines.export.torch_inductor as ti
+    from engines.backends.torch_backend import TorchBackend
+
+    monkeypatch.setattr(b, "_cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(b, "_cuda_available", lambda: False)
+    monkeypatch.setattr("engines.backends.torch_backend._cpu_has_bf16", lambda: True)
+    made = []
+
+    class Fake:
+        def __init__(self, loaded, precision, progress=None):
+            made.append(precision)
+
+    monkeypatch.setattr(ti, "CompiledTorchBackend", Fake)
+    assert isinstance(create_backend(golden_model, "auto", "cpu", "auto"), Fake) and made == ["bf16"]
+
+    class Broken:
+        def __init__(self, *a, **k):
+            raise RuntimeError("InductorError: no C++ compiler")
+
+    monkeypatch.setattr(ti, "CompiledTorchBackend", Broken)
+    with pytest.warns(UserWarning, match="eager bf16"):
+        backend = create_backend(golden_model, "torch", "cpu", "bf16")
+    assert type(backend) is TorchBackend and backend.precision == "bf16"
+    monkeypatch.setenv("SPLINECAM_TORCH_COMPILE", "0")
+    monkeypatch.setattr(ti, "CompiledTorchBackend", Fake)
+    assert type(create_backend(golden_model, "torch", "cpu", "bf16")) is TorchBackend
+
+
+@pytest.mark.slow
+def test_compiled_bf16_cpu_path_keeps_35db(golden_model, golden_io):
+    """Compiles golden-small with inductor (a minute or more on 2 cores): marked slow."""
+    import copy
+
+    from engines.export.torch_inductor import CompiledTorchBackend
+
+    backend = CompiledTorchBackend(copy.deepcopy(golden_model), "bf16", progress=lambda _m: None)
+    image = (golden_io["source"] * 255).round().astype(np.uint8)
+    state = backend.prepare_source(image)
+    assert np.abs(state.kp - golden_io["kp_source"][0]).max() <= 1e-2
+    for pred_key, kp_key, _ in CASES[:1] + CASES[3:]:
+        for kp, want in zip(golden_io[kp_key], golden_io[pred_key]):
+            got = backend.generate(state, kp).astype(np.float32) / 255
+            mse = float(np.mean((got - want.transpose(1, 2, 0)) ** 2))
+            assert 10 * np.log10(1 / mse) >= 35.0, pred_key

@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+
 from engines.backends.base import BACKENDS, PRECISIONS, Backend, SourceState, StageTimer
 from engines.errors import BackendUnavailableError
 from engines.tpsmm.checkpoint import LoadedModel
@@ -48,11 +51,14 @@ def resolve_choice(backend: str, device: str, precision: str) -> tuple[str, str,
     output stays ≥ 35 dB PSNR against fp32 on the same weights):
 
     * device ``auto``: ``cuda`` when torch sees an NVIDIA GPU, else ``cpu``.
-    * CPU, backend ``auto``: ``torch``. Precision ``auto``: ``bf16`` (autocast + channels_last,
-      oneDNN on AMX / AVX-512 bf16) when the CPU has AVX-512 bf16 or AMX, else ``fp32``. On the
-      2-core AMX Xeon this was measured on, torch bf16 was the fastest CPU choice and kept
-      ≥ 35 dB; ONNX Runtime fp32 is exact (≤ 1e-3 of torch fp32) but ran no faster than torch,
-      and its fp16 graphs are slower than fp32 on the CPU EP.
+    * CPU, backend ``auto``: ``torch``. Precision ``auto``: ``bf16`` when the CPU has AVX-512 bf16
+      or AMX, else ``fp32``. torch bf16 on CPU is the compiled path
+      (:class:`engines.export.torch_inductor.CompiledTorchBackend`: cached source, generator in
+      bf16 channels_last compiled by inductor with frozen weights, keypoint detector float32,
+      TPS / Gaussians float32); the first start compiles for a minute or two (cached afterwards).
+      Set ``SPLINECAM_TORCH_COMPILE=0`` for the eager autocast path instead; without a working
+      C++ compiler it falls back to that by itself. See ``benchmarks/results/cpu_speed.json`` for
+      the measured figures behind this choice.
     * CUDA, backend ``auto``: ``tensorrt`` when TensorRT 10.12+ is installed, else
       ``onnxruntime`` when its CUDA execution provider is present, else ``torch``. Precision
       ``auto``: ``fp16`` (fp16 networks, float32 TPS / Gaussian maths). The CUDA choices have not
@@ -110,12 +116,24 @@ def create_backend(loaded: LoadedModel, backend: str = "auto", device: str = "au
     """Build the requested backend; raises BackendUnavailableError with a one-line reason.
 
     ``options`` go to the backend: ``onnx_dir`` (an export directory instead of the cache) and
-    ``progress`` for onnxruntime / tensorrt, ``cache_dir`` for tensorrt plans.
+    ``progress`` for onnxruntime / tensorrt (``progress`` also for the compiled torch CPU path),
+    ``cache_dir`` for tensorrt plans.
     """
     backend, device, precision = resolve_choice(backend, device, precision)
     if backend == "torch":
         from engines.backends.torch_backend import TorchBackend
 
+        if device == "cpu" and precision == "bf16" and os.environ.get("SPLINECAM_TORCH_COMPILE", "1") != "0":
+            try:
+                from engines.export.torch_inductor import CompiledTorchBackend
+
+                return CompiledTorchBackend(loaded, precision, progress=options.get("progress"))
+            except BackendUnavailableError:
+                raise
+            except Exception as exc:  # no C++ compiler, an inductor limitation …: the eager path still works
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+                warnings.warn(f"compiling the bf16 CPU path failed ({first}); running eager bf16 instead "
+                              f"(SPLINECAM_TORCH_COMPILE=0 skips the attempt)", stacklevel=2)
         return TorchBackend(loaded, device, precision)
     if backend == "onnxruntime":
         from engines.backends.onnxruntime_backend import OnnxRuntimeBackend

@@ -102,6 +102,9 @@ class OnnxRuntimeBackend(Backend):
         opts.intra_op_num_threads = threads or _default_threads()
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # no busy-waiting between runs: on a small CPU ORT's spinning threads starve the capture,
+        # face-tracking and compositing threads (and any torch work) of cores
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.sessions = {}
         for name in self.manifest.graphs:
             path = self.manifest.graph_path(self.export_dir, name)
