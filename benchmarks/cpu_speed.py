@@ -44,7 +44,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_VARIANTS = ("torch-fp32", "torch-bf16", "torch-bf16-compiled", "onnxruntime-fp32", "onnxruntime-fp16")
+DEFAULT_VARIANTS = ("torch-fp32", "torch-bf16", "torch-bf16-compiled", "torch-fp32-compiled", "onnxruntime-fp32",
+                    "onnxruntime-fp16")
 TRAINING_PATTERN = r"torchrun|splinecam train|training\.trainer|-m training"
 PSNR_FLOOR_DB = 35.0
 
@@ -146,16 +147,32 @@ def paused_processes(pattern: str | None) -> Iterator[list[int]]:
             print(f"resumed {stopped}", flush=True)
 
 
-def busy_processes(min_cpu: float = 20.0) -> list[str]:
-    """Other processes using CPU right now (``ps`` %CPU ≥ min_cpu): the run's neighbours, for the record."""
-    out = subprocess.run(["ps", "-eo", "pid=,pcpu=,comm="], capture_output=True, text=True).stdout
+def busy_processes(min_cpu: float = 20.0, window_s: float = 1.0) -> list[str]:
+    """Other processes using ≥ min_cpu % of a core over the next ``window_s`` (sampled from /proc):
+    the run's neighbours, for the record. Stopped (paused) processes show 0."""
+    def sample() -> dict[int, tuple[int, str]]:
+        ticks = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                text = stat.read_text()
+                name = text[text.index("(") + 1:text.rindex(")")]
+                fields = text[text.rindex(")") + 2:].split()
+                ticks[int(stat.parent.name)] = (int(fields[11]) + int(fields[12]), name)
+        return ticks
+
+    if not Path("/proc/self/stat").exists():
+        return []
+    hz = os.sysconf("SC_CLK_TCK")
+    before = sample()
+    time.sleep(window_s)
+    after = sample()
     busy = []
-    for line in out.splitlines():
-        parts = line.split(None, 2)
-        if len(parts) == 3 and int(parts[0]) != os.getpid():
-            with contextlib.suppress(ValueError):
-                if float(parts[1]) >= min_cpu:
-                    busy.append(f"{parts[0]} {parts[2]} {parts[1]}%")
+    for pid, (t1, name) in after.items():
+        if pid == os.getpid() or pid not in before:
+            continue
+        pct = 100.0 * (t1 - before[pid][0]) / hz / window_s
+        if pct >= min_cpu:
+            busy.append(f"{pid} {name} {pct:.0f}%")
     return busy
 
 
@@ -301,6 +318,7 @@ class SpeedReport:
     load_average_end: list[float]
     paused_pids: list[int]
     busy_processes_at_start: list[str]
+    busy_processes_at_end: list[str]
     started: str
     duration_s: float
     notes: list[str] = field(default_factory=list)
@@ -363,7 +381,7 @@ def measure_cpu_speed(config: str = "vox-256", seed: int = 0, rounds: int = 3,
         frames_per_round=len(driving), rounds=rounds, results=results,
         fastest=fastest.name if fastest else None, fastest_speedup=fastest.speedup_vs_baseline if fastest else None,
         device=cpu_description(), load_average_start=load_start, load_average_end=list(os.getloadavg()),
-        paused_pids=[], busy_processes_at_start=busy,
+        paused_pids=[], busy_processes_at_start=busy, busy_processes_at_end=busy_processes(),
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t_start)), duration_s=time.time() - t_start)
 
 

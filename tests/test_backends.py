@@ -167,6 +167,8 @@ def test_auto_policy_on_cpu(monkeypatch):
     monkeypatch.setattr(b, "_cpu_has_bf16", lambda: True)
     assert resolve_choice("auto", "auto", "auto") == ("torch", "cpu", "bf16")
     assert resolve_choice("onnxruntime", "auto", "auto") == ("onnxruntime", "cpu", "fp32")
+    assert resolve_choice("auto", "cpu", "fp32") == ("torch", "cpu", "fp32")
+    assert resolve_choice("auto", "cpu", "fp16") == ("onnxruntime", "cpu", "fp16")
     monkeypatch.setattr(b, "_cpu_has_bf16", lambda: False)
     assert resolve_choice("auto", "cpu", "auto") == ("torch", "cpu", "fp32")
 
@@ -229,6 +231,11 @@ def test_cpu_bf16_uses_the_compiled_path_and_falls_back(monkeypatch, golden_mode
     with pytest.warns(UserWarning, match="eager bf16"):
         backend = create_backend(golden_model, "torch", "cpu", "bf16")
     assert type(backend) is TorchBackend and backend.precision == "bf16"
+    ort_made = []
+    monkeypatch.setattr("engines.backends.onnxruntime_backend.OnnxRuntimeBackend",
+                        lambda loaded, device, precision, **o: ort_made.append((device, precision)) or "ort")
+    with pytest.warns(UserWarning, match="onnxruntime fp32"):
+        assert create_backend(golden_model, "auto", "cpu", "auto") == "ort" and ort_made == [("cpu", "fp32")]
     monkeypatch.setenv("SPLINECAM_TORCH_COMPILE", "0")
     monkeypatch.setattr(ti, "CompiledTorchBackend", Fake)
     assert type(create_backend(golden_model, "torch", "cpu", "bf16")) is TorchBackend

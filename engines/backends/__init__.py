@@ -47,22 +47,28 @@ def _tensorrt_ready() -> bool:
 def resolve_choice(backend: str, device: str, precision: str) -> tuple[str, str, str]:
     """Turn ``auto`` choices into concrete ones for this machine; refuse impossible combinations.
 
-    The ``auto`` policy (measured with ``benchmarks/cpu_speed.py``: the fastest choice whose
-    output stays ≥ 35 dB PSNR against fp32 on the same weights):
+    The ``auto`` policy — the fastest choice whose output stays ≥ 35 dB PSNR against float32 on
+    the same weights, as measured by ``benchmarks/cpu_speed.py`` (vox-256 at 256×256, 2-core AMX
+    Xeon, every frame computed; figures in ``benchmarks/results/cpu_speed.json``):
 
     * device ``auto``: ``cuda`` when torch sees an NVIDIA GPU, else ``cpu``.
-    * CPU, backend ``auto``: ``torch``. Precision ``auto``: ``bf16`` when the CPU has AVX-512 bf16
-      or AMX, else ``fp32``. torch bf16 on CPU is the compiled path
-      (:class:`engines.export.torch_inductor.CompiledTorchBackend`: cached source, generator in
-      bf16 channels_last compiled by inductor with frozen weights, keypoint detector float32,
-      TPS / Gaussians float32); the first start compiles for a minute or two (cached afterwards).
-      Set ``SPLINECAM_TORCH_COMPILE=0`` for the eager autocast path instead; without a working
-      C++ compiler it falls back to that by itself. See ``benchmarks/results/cpu_speed.json`` for
-      the measured figures behind this choice.
+    * CPU, everything ``auto``: on a CPU with AVX-512 bf16 or AMX, ``torch`` + ``bf16``, which on
+      the CPU is the compiled path (:class:`engines.export.torch_inductor.CompiledTorchBackend`:
+      source cached; generator in bfloat16, channels_last, compiled by inductor with frozen,
+      pre-packed weights; keypoint detector, TPS and Gaussians float32). Measured 6× faster per
+      frame than the official demo's float32 work at 54 dB PSNR. Its first start compiles for one
+      to two minutes (cached afterwards); if compiling fails (no C++ compiler …) ``auto`` falls back
+      to ``onnxruntime`` fp32 with a warning. On other CPUs: ``torch`` + ``fp32``.
+    * CPU with an explicit precision and backend ``auto``: ``fp32`` → ``torch`` (exact, no
+      export or compile step); ``bf16`` → ``torch`` (compiled as above); ``fp16`` → ``onnxruntime``
+      (its fp16 graphs are the only CPU fp16 path; about as fast as its fp32 here, 57 dB).
+    * ``--backend torch --precision bf16`` on CPU: compiled as above; if compiling fails, the eager
+      autocast path with a warning — it runs the keypoint detector in bf16 too and measured
+      31–35 dB, under the 35 dB floor. ``SPLINECAM_TORCH_COMPILE=0`` asks for the eager path.
     * CUDA, backend ``auto``: ``tensorrt`` when TensorRT 10.12+ is installed, else
-      ``onnxruntime`` when its CUDA execution provider is present, else ``torch``. Precision
-      ``auto``: ``fp16`` (fp16 networks, float32 TPS / Gaussian maths). The CUDA choices have not
-      been measured on a GPU yet: they follow the usual ranking of these runtimes.
+      ``onnxruntime`` when its CUDA execution provider is present, else ``torch``; precision
+      ``auto``: ``fp16`` (fp16 networks, float32 TPS / Gaussian maths). Not measured: no GPU was
+      available; this follows the usual ranking of these runtimes.
     * An explicit backend with precision ``auto``: torch → as above; onnxruntime → ``fp32`` on
       CPU, ``fp16`` on CUDA; tensorrt → ``fp16``.
 
@@ -83,7 +89,7 @@ def resolve_choice(backend: str, device: str, precision: str) -> tuple[str, str,
         if device == "cuda":
             backend = "tensorrt" if _tensorrt_ready() else ("onnxruntime" if _ort_has_cuda() else "torch")
         else:
-            backend = "torch"
+            backend = "onnxruntime" if precision == "fp16" else "torch"
     if backend == "tensorrt" and device != "cuda":
         raise BackendUnavailableError("--backend tensorrt runs on --device cuda only; on CPU use torch or onnxruntime")
     if precision == "auto":
@@ -96,7 +102,7 @@ def resolve_choice(backend: str, device: str, precision: str) -> tuple[str, str,
     allowed = SUPPORTED[(backend, device)]
     if precision not in allowed:
         hint = {("onnxruntime", "bf16"): "ONNX Runtime has no bf16 path; use --backend torch --precision bf16 or fp32",
-                ("torch", "fp16"): "torch fp16 runs on CUDA only; on CPU use bf16 or fp32",
+                ("torch", "fp16"): "torch fp16 runs on CUDA only; on CPU use bf16, or --backend onnxruntime for fp16",
                 ("tensorrt", "bf16"): "TensorRT plans are built from fp16 or fp32 graphs"}.get((backend, precision),
                                                                                             f"use {' or '.join(allowed)}")
         raise BackendUnavailableError(f"--backend {backend} --device {device} --precision {precision}: {hint}")
@@ -119,6 +125,7 @@ def create_backend(loaded: LoadedModel, backend: str = "auto", device: str = "au
     ``progress`` for onnxruntime / tensorrt (``progress`` also for the compiled torch CPU path),
     ``cache_dir`` for tensorrt plans.
     """
+    requested = backend
     backend, device, precision = resolve_choice(backend, device, precision)
     if backend == "torch":
         from engines.backends.torch_backend import TorchBackend
@@ -130,10 +137,14 @@ def create_backend(loaded: LoadedModel, backend: str = "auto", device: str = "au
                 return CompiledTorchBackend(loaded, precision, progress=options.get("progress"))
             except BackendUnavailableError:
                 raise
-            except Exception as exc:  # no C++ compiler, an inductor limitation …: the eager path still works
+            except Exception as exc:  # no C++ compiler, an inductor limitation …
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-                warnings.warn(f"compiling the bf16 CPU path failed ({first}); running eager bf16 instead "
-                              f"(SPLINECAM_TORCH_COMPILE=0 skips the attempt)", stacklevel=2)
+                if requested == "auto":
+                    warnings.warn(f"compiling the bf16 CPU path failed ({first}); using onnxruntime fp32 instead",
+                                  stacklevel=2)
+                    return create_backend(loaded, "onnxruntime", "cpu", "fp32", **options)
+                warnings.warn(f"compiling the bf16 CPU path failed ({first}); running eager bf16 instead, whose "
+                              f"bf16 keypoints cost quality (SPLINECAM_TORCH_COMPILE=0 skips the attempt)", stacklevel=2)
         return TorchBackend(loaded, device, precision)
     if backend == "onnxruntime":
         from engines.backends.onnxruntime_backend import OnnxRuntimeBackend
