@@ -426,7 +426,8 @@ class TrackState:
 class _OneEuro:
     """One-Euro filter (Casiez et al., CHI 2012) on a vector; cut-offs in Hz, time in s."""
 
-    def __init__(self, min_cutoff: float, beta: float, d_cutoff: float = 1.0) -> None:
+    def __init__(self, min_cutoff: np.ndarray | float, beta: np.ndarray | float,
+                 d_cutoff: float = 1.0) -> None:
         self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
         self.x: np.ndarray | None = None
         self.dx = None
@@ -461,16 +462,17 @@ class FaceTracker:
     continuing the previous one: best IoU, then nearest centre — someone walking behind does
     not take the crop), and smooths the crop's centre and side with a One-Euro filter
     (``min_cutoff`` Hz, ``beta`` per crop-size/s; values in units of the crop size at lock)
-    followed by a soft dead zone of ``dead_zone`` crop sizes. When the face is lost the last
-    crop is kept; after ``reacquire_after`` detections without it, the most prominent face is
-    taken instead. ``detector`` is any object with ``detect(image) -> list[FaceBox]``; by
+    followed by a soft dead zone of ``dead_zone`` crop sizes; the side (a zoom, more visible
+    than a shift) uses half the centre's ``min_cutoff`` and a third of its ``beta``. When the
+    face is lost the last crop is kept; after ``reacquire_after`` detections without it, the
+    most prominent face is taken instead. ``detector`` is any object with ``detect(image) -> list[FaceBox]``; by
     default a :class:`FaceDetector` without tiling, owned (and closed) by the tracker.
     """
 
     def __init__(self, detector: Detector | None = None, *, detect_every: int = 1,
                  scale: float = DEFAULT_CROP_SCALE,
                  vertical_shift: float = DEFAULT_VERTICAL_SHIFT,
-                 min_cutoff: float = 0.8, beta: float = 3.0, dead_zone: float = 0.005,
+                 min_cutoff: float = 0.8, beta: float = 2.0, dead_zone: float = 0.005,
                  reacquire_after: int = 15) -> None:
         if detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {detect_every}")
@@ -485,7 +487,7 @@ class FaceTracker:
     def reset(self) -> None:
         """Forget the tracked person and the crop: the next face seen is taken."""
         self._face: FaceBox | None = None
-        self._filter = _OneEuro(self.min_cutoff, self.beta)
+        self._filter = self._new_filter()
         self._ref = 1.0
         self._shown: np.ndarray | None = None  # smoothed (cx, cy, size) in pixels
         self._since_seen = 0
@@ -495,8 +497,13 @@ class FaceTracker:
     def _lock(self, face: FaceBox) -> None:
         self._face = face
         self._ref = crop_box_for_face(face, self.scale, self.vertical_shift).size
-        self._filter = _OneEuro(self.min_cutoff, self.beta)
+        self._filter = self._new_filter()
         self._shown = None
+
+    def _new_filter(self) -> _OneEuro:
+        # cx, cy, size: the size (a zoom) changes slowly, is smoothed harder
+        return _OneEuro(np.array([1.0, 1.0, 0.5]) * self.min_cutoff,
+                        np.array([1.0, 1.0, 1 / 3]) * self.beta)
 
     def _smooth(self, face: FaceBox, timestamp: float) -> None:
         c = crop_box_for_face(face, self.scale, self.vertical_shift)

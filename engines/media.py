@@ -112,9 +112,9 @@ def _make_parent(p: Path) -> None:
 
 
 def probe(path: PathLike) -> dict:
-    """What FFmpeg says about a media file: ``{"video": bool, "audio": bool,
-    "duration": float | None (s), "fps": float | None}``. Raises :class:`MediaError` if the
-    file is missing or FFmpeg cannot open it."""
+    """What FFmpeg says about a media file's container (nothing is decoded):
+    ``{"video": bool, "audio": bool, "duration": float | None (s), "fps": float | None}``.
+    Raises :class:`MediaError` if the file is missing or FFmpeg finds no stream in it."""
     p = Path(path)
     if not p.is_file():
         raise MediaError(f"file not found: {p} (check the path)")
@@ -267,6 +267,8 @@ class VideoWriter:
         self.frames_written = 0
         _make_parent(self.path)
         suffix = self.path.suffix or ".mp4"
+        # the container follows the extension (.mp4, .mov, .mkv); anything else gets MP4
+        self._format = [] if suffix.lower() in (".mp4", ".mov", ".mkv") else ["-f", "mp4"]
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".part{suffix}",
                                    dir=self.path.parent)
         os.close(fd)
@@ -277,9 +279,7 @@ class VideoWriter:
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{self.output_size[0]}x"
                f"{self.output_size[1]}", "-r", rate, "-i", "-", "-an",
                "-c:v", "libx264", "-preset", preset, "-crf", str(int(crf)),
-               "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(self._tmp)]
-        if not self.path.suffix or self.path.suffix.lower() not in (".mp4", ".mov", ".mkv"):
-            cmd[-1:-1] = ["-f", "mp4"]
+               "-pix_fmt", "yuv420p", "-movflags", "+faststart", *self._format, str(self._tmp)]
         try:
             self._proc: subprocess.Popen | None = subprocess.Popen(
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log)
@@ -336,7 +336,7 @@ class VideoWriter:
         cmd = [ffmpeg_exe(), "-y", "-hide_banner", "-nostdin", "-loglevel", "error",
                "-i", str(self._tmp), "-i", str(self.audio_from),
                "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac",
-               "-shortest", "-movflags", "+faststart", "-f", "mp4", str(muxed)]
+               "-shortest", "-movflags", "+faststart", *self._format, str(muxed)]
         res = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
         if res.returncode != 0:
             muxed.unlink(missing_ok=True)
