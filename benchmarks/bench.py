@@ -1,0 +1,286 @@
+"""``splinecam bench``: FPS per device, per backend and precision, per stage — against the official demo.
+
+    result = run_bench(BenchOptions(config="vox-256", frames=10))
+    result.write("b.json")
+
+Model: ``--checkpoint`` (with ``--config`` if it needs one); ``--config`` alone: random weights with
+perturbed norm layers (``engines.tpsmm.random_weights.perturbed_random_model``, as golden-small was
+made) so reduced-precision PSNR means something; neither: the bundled weights.
+
+Rows: the baseline (the official demo's per-frame work, :class:`benchmarks.runner.OfficialBaseline`)
+and one row per backend × precision that exists somewhere (torch fp32/bf16/fp16, onnxruntime
+fp32/fp16, tensorrt fp16/fp32; asking for both ``--backends`` and ``--precisions`` gives their full
+cross product). A combination this machine cannot run is a row with status ``unavailable`` and the
+one-line reason, not a crash; a backend that breaks while running is ``failed``, the rest goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+
+from benchmarks.device_info import collect_device_info
+from benchmarks.results import (STATUS_FAILED, STATUS_UNAVAILABLE, BenchResult, ModelInfo, RowResult,
+                                max_abs_diff, sequence_psnr, summarise_times)
+from benchmarks.runner import BackendRunner, OfficialBaseline, RowSpec, Runner, measure
+from engines.errors import BackendUnavailableError, CheckpointError
+from engines.progress import Progress
+from engines.tpsmm.checkpoint import LoadedModel
+
+BACKEND_ORDER = ("torch", "onnxruntime", "tensorrt")
+PRECISION_ORDER = ("fp32", "bf16", "fp16")
+
+
+@dataclass
+class BenchOptions:
+    """What ``splinecam bench`` was asked (see benchmarks/cli.py for the flags)."""
+
+    checkpoint: str | None = None
+    config: str | None = None
+    backends: list[str] | None = None
+    precisions: list[str] | None = None
+    device: str = "auto"
+    frames: int = 30
+    warmup: int = 3
+    threads: int | None = None
+    driving: str | None = None
+    source: str | None = None
+    seed: int = 0
+    note: str = ""
+    command: str = ""
+    pipeline: str | None = None
+    pipeline_frames: int | None = None
+    pipeline_unpaced: bool = False
+    output_size: tuple[int, int] = (1280, 720)
+    extra: dict = field(default_factory=dict)
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def load_bench_model(opts: BenchOptions) -> tuple[LoadedModel, str]:
+    """(model, how it was obtained) from --checkpoint / --config / the bundled weights.
+
+    Without either and without bundled weights in this install (before the first training run
+    has produced them), random lite-256 weights stand in, with a warning: timings are valid,
+    pictures are not.
+    """
+    from engines.model_options import default_checkpoint
+    from engines.tpsmm.checkpoint import load_checkpoint
+    from engines.tpsmm.random_weights import perturbed_random_model
+
+    if opts.checkpoint:
+        loaded = load_checkpoint(opts.checkpoint, opts.config)
+        return loaded, f"checkpoint {loaded.path}"
+    if opts.config:
+        return perturbed_random_model(opts.config, opts.seed), f"random weights, norm layers perturbed (seed {opts.seed})"
+    try:
+        path = default_checkpoint()
+    except CheckpointError as err:
+        say(f"splinecam: warning: {err}; benchmarking random lite-256 weights instead (speed is valid, "
+            f"images are not)")
+        return perturbed_random_model("lite-256", opts.seed), \
+            f"random lite-256 weights (bundled weights missing), seed {opts.seed}"
+    loaded = load_checkpoint(path)
+    return loaded, f"bundled weights {path.name}"
+
+
+def model_info(loaded: LoadedModel, source: str) -> ModelInfo:
+    """Parameters and FLOPs (FlopCounterMode over keypoints + dense motion + inpainting, one frame)."""
+    import torch
+
+    from engines.tpsmm.flops import count_network_flops, count_parameters
+
+    model = loaded.model
+    if next(model.parameters()).device.type != "cpu":  # pragma: no cover - models load on the CPU
+        model = model.cpu()
+    with torch.inference_mode():
+        flops = count_network_flops(model)
+    by_net = {k: round(v, 3) for k, v in flops.to_dict().items() if k in
+              ("kp_detector", "bg_predictor", "dense_motion", "inpainting_encoder", "inpainting_decoder")}
+    return ModelInfo(config=loaded.config.name, source=source, model_hash=loaded.model_hash,
+                     image_size=loaded.config.image_size, num_kp=loaded.config.num_kp,
+                     parameters=count_parameters(model), gflops_per_frame=round(flops.official_frame, 3),
+                     gflops_per_frame_cached=round(flops.cached_frame, 3), gflops_by_network=by_net)
+
+
+# ----------------------------------------------------------------------------- rows
+
+
+def _device_for(backend: str, device: str) -> str:
+    import torch
+
+    if backend == "tensorrt":
+        return "cuda"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def row_specs(backends: list[str] | None, precisions: list[str] | None, device: str = "auto") -> list[RowSpec]:
+    """The backend × precision rows to run, in a fixed order.
+
+    By default the combinations some device supports (``engines.backends.SUPPORTED``); when both
+    lists are given, their full cross product (impossible ones then show as unavailable).
+    """
+    from engines.backends import SUPPORTED
+
+    explicit = backends is not None and precisions is not None
+    bs = backends or list(BACKEND_ORDER)
+    ps = precisions or list(PRECISION_ORDER)
+    specs = []
+    for b in bs:
+        exists = {p for (bb, _), precs in SUPPORTED.items() if bb == b for p in precs}
+        for p in ps:
+            if explicit or p in exists:
+                specs.append(RowSpec(b, p, _device_for(b, device)))
+    return specs
+
+
+def build_runner(spec: RowSpec, loaded: LoadedModel, threads: int | None) -> tuple[Runner | None, RowResult]:
+    """A runner for a row, or None and the row marked unavailable / failed (one-line reason)."""
+    from engines.backends import resolve_choice
+
+    row = RowResult(spec.backend, spec.precision, spec.device)
+    t0 = time.perf_counter()
+    try:
+        resolve_choice(spec.backend, spec.device, spec.precision)
+        options: dict = {"progress": lambda msg: say(f"  {spec.backend} {spec.precision}: {msg}")}
+        if spec.backend == "onnxruntime" and threads:
+            options["threads"] = threads
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            runner = BackendRunner(spec, loaded, options)
+        for w in caught:
+            say(f"  {spec.backend} {spec.precision}: warning: {w.message}")
+    except BackendUnavailableError as err:
+        row.status, row.reason = STATUS_UNAVAILABLE, str(err)
+        if spec.backend == "tensorrt":
+            from engines.backends.tensorrt_backend import tensorrt_unavailable_reason
+
+            row.reason = tensorrt_unavailable_reason() or row.reason
+        return None, row
+    except Exception as err:  # a broken backend must not take the other rows down
+        row.status, row.reason = STATUS_FAILED, f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}"
+        return None, row
+    row.variant = runner.variant
+    row.setup_s = time.perf_counter() - t0
+    return runner, row
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def _conditions() -> dict:
+    from benchmarks.cpu_speed import busy_processes
+
+    return {"load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+            "busy_processes": busy_processes()}
+
+
+def run_bench(opts: BenchOptions) -> BenchResult:
+    """Measure every row on the same frames, interleaved; return the typed result."""
+    import torch
+
+    from benchmarks.inputs import load_inputs
+
+    threads = opts.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    loaded, model_source = load_bench_model(opts)
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    before = _conditions()
+    device = collect_device_info(threads)
+    say(f"splinecam bench: {device.label}; {loaded.config.name} ({model_source}); {threads} threads")
+    info = model_info(loaded, model_source)
+    say(f"  {info.parameters['total'] / 1e6:.1f} M parameters, {info.gflops_per_frame:.1f} GFLOPs per frame "
+        f"(official demo), {info.gflops_per_frame_cached:.1f} with the source cached")
+    result = BenchResult(device=device.to_dict(), model=info, inputs={}, created=started, command=opts.command,
+                         note=opts.note,
+                         settings={"frames": opts.frames, "warmup": opts.warmup, "threads": threads,
+                                   "mode": "relative", "interleaved": True, "device": opts.device})
+    if opts.pipeline:
+        from benchmarks.pipeline import run_pipelines
+
+        result.pipeline = run_pipelines(opts, loaded)
+        result.inputs = {"description": f"{opts.pipeline} as the camera"}
+        result.model = info
+        result.conditions = {"start": before, "end": _conditions()}
+        return result
+
+    inputs = load_inputs(loaded.config.image_size, opts.frames, opts.driving, opts.source)
+    result.inputs = inputs.to_dict()
+    say(f"  inputs: {inputs.description}, {len(inputs.frames)} frames (+{opts.warmup} warm-up) per row")
+
+    baseline_device = _device_for("torch", opts.device)
+    runners: list[Runner] = []
+    rows: list[RowResult] = []
+    t0 = time.perf_counter()
+    base = OfficialBaseline(loaded, baseline_device)
+    base.setup(inputs.source, inputs.frames[0])
+    base_row = RowResult(base.spec.backend, "fp32", baseline_device, variant=base.variant, baseline=True,
+                         setup_s=time.perf_counter() - t0)
+    runners.append(base)
+    rows.append(base_row)
+    for spec in row_specs(opts.backends, opts.precisions, opts.device):
+        say(f"  setting up {spec.backend} {spec.precision} on {spec.device} …")
+        runner, row = build_runner(spec, loaded, threads)
+        if runner is not None:
+            try:
+                t_setup = time.perf_counter()
+                runner.setup(inputs.source, inputs.frames[0])
+                row.setup_s = (row.setup_s or 0.0) + time.perf_counter() - t_setup
+                runners.append(runner)
+            except Exception as err:
+                row.status = STATUS_FAILED
+                row.reason = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}"
+                row.variant = runner.variant
+                runner = None
+        if runner is None:
+            say(f"    {row.status}: {row.reason}")
+        rows.append(row)
+
+    active_rows = [r for r in rows if r.ok]
+    total = len(runners) * (opts.warmup + len(inputs.frames))
+    progress = Progress("bench", total)
+    try:
+        measured = measure(runners, inputs.frames, opts.warmup, tick=lambda label: progress.update(1, label))
+    finally:
+        progress.close()
+        for r in runners[1:]:
+            r.close()
+
+    ref = measured[0].outputs
+    if measured[0].error or not ref:
+        from engines.errors import SplinecamError
+
+        raise SplinecamError(f"the baseline failed: {measured[0].error}")
+    for row, m in zip(active_rows, measured):
+        if m.error:
+            row.status, row.reason = STATUS_FAILED, m.error
+            continue
+        row.frames = len(m.ms)
+        row.ms_per_frame_median, row.ms_per_frame_p90, row.ms_per_frame_mean = summarise_times(m.ms)
+        row.fps = 1000.0 / row.ms_per_frame_median
+        row.stages_ms = m.stage_means()
+        row.max_abs_diff_vs_fp32 = max_abs_diff(m.outputs, ref)
+        row.psnr_vs_fp32 = None if row.precision == "fp32" else round(sequence_psnr(m.outputs, ref), 2)
+    base_ms = base_row.ms_per_frame_median
+    for row in rows:
+        if row.ok and row.ms_per_frame_median:
+            row.speedup_vs_baseline = round(base_ms / row.ms_per_frame_median, 3)
+            for k in ("ms_per_frame_median", "ms_per_frame_p90", "ms_per_frame_mean"):
+                setattr(row, k, round(getattr(row, k), 2))
+            row.fps = round(row.fps, 3)
+        if row.setup_s is not None:
+            row.setup_s = round(row.setup_s, 2)
+    result.results = rows
+    result.conditions = {"start": before, "end": _conditions(),
+                         "duration_s": round(time.perf_counter() - t0, 1)}
+    return result

@@ -1,0 +1,102 @@
+"""The benchmarks package's subcommand: ``splinecam bench``."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from engines.errors import SplinecamError
+
+DEFAULT_FRAMES = 30
+
+
+def _list(allowed: tuple[str, ...]):
+    def parse(text: str) -> list[str]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [t for t in items if t not in allowed]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"{text!r}: give a comma-separated list of {', '.join(allowed)}")
+        return items
+    return parse
+
+
+def register(subparsers) -> None:
+    from engines.backends import BACKENDS, PRECISIONS
+    from engines.model_options import add_model_arguments
+
+    p = subparsers.add_parser(
+        "bench", help="frames per second per backend, precision and stage, against the official demo",
+        description="Measure every backend and precision this machine can run (others are listed as unavailable, "
+                    "with the reason) on the same driving frames, interleaved frame by frame, against the official "
+                    "demo's per-frame work (torch fp32 eager, uncached) measured in the same run. Prints a table; "
+                    "--json keeps the run (device, model, per-row ms/frame, fps, stages, PSNR vs fp32, speed-up). "
+                    "--config alone benchmarks random weights with perturbed norm layers; with neither --config "
+                    "nor --checkpoint, the bundled weights. --pipeline CLIP measures the whole live pipeline "
+                    "instead, with the clip as the camera.")
+    add_model_arguments(p, backends=False)
+    g = p.add_argument_group("what to run")
+    g.add_argument("--backends", type=_list(BACKENDS), metavar="LIST",
+                   help=f"comma-separated, from {','.join(BACKENDS)} (default: all)")
+    g.add_argument("--precisions", type=_list(PRECISIONS + ("auto",)), metavar="LIST",
+                   help=f"comma-separated, from {','.join(PRECISIONS)} (default: every one a backend has)")
+    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="device of torch / onnxruntime rows and of the baseline (default: cuda when available)")
+    g.add_argument("--frames", type=int, metavar="N",
+                   help=f"timed frames per row (default {DEFAULT_FRAMES}); with --pipeline: stop after N output "
+                        f"frames (default: the whole clip)")
+    g.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed frames per row first (default 3)")
+    g.add_argument("--threads", type=int, metavar="N", help="torch / onnxruntime threads (default: all cores)")
+    g.add_argument("--driving", metavar="VIDEO",
+                   help="driving frames from this video, resized to the model size (default: the bundled webcam "
+                        "clip, or synthetic frames)")
+    g.add_argument("--source", metavar="IMG", help="the avatar (default: the bundled one, or the first frame)")
+    g.add_argument("--pipeline", metavar="CLIP",
+                   help="run the whole live pipeline (tracking, networks, composition) on CLIP as the camera and "
+                        "report its fps and end-to-end latency percentiles")
+    g.add_argument("--pipeline-unpaced", action="store_true",
+                   help="with --pipeline: read every frame as fast as processed (default: paced like a camera, "
+                        "frames dropped when processing is slower)")
+    g.add_argument("--output-size", default="1280x720", metavar="WxH", help="with --pipeline: output size")
+    g.add_argument("--seed", type=int, default=0, help="seed of the random weights with --config alone")
+    o = p.add_argument_group("output")
+    o.add_argument("--json", metavar="OUT.json", help="write the results as JSON")
+    o.add_argument("--plot", metavar="OUT.png", help="write a PNG chart of the results")
+    o.add_argument("--note", default="", help="measurement conditions to keep with the JSON "
+                                              "(e.g. 'background training paused')")
+    p.set_defaults(func=run_bench_command)
+
+
+def run_bench_command(args: argparse.Namespace) -> int:
+    from benchmarks.bench import BenchOptions, run_bench
+    from benchmarks.report import format_table
+
+    for name in ("frames", "warmup", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "warmup" else 1):
+            raise SplinecamError(f"--{name} {value}: must be {'≥ 0' if name == 'warmup' else 'at least 1'}")
+    if args.precisions and "auto" in args.precisions and not args.pipeline:
+        raise SplinecamError("--precisions auto is for --pipeline; name the precisions to measure")
+    size = (1280, 720)
+    if args.pipeline:
+        from live.compose import parse_size
+
+        size = parse_size(args.output_size)
+    opts = BenchOptions(
+        checkpoint=args.checkpoint, config=args.config, backends=args.backends, precisions=args.precisions,
+        device=args.device, frames=args.frames or DEFAULT_FRAMES, warmup=args.warmup, threads=args.threads,
+        driving=args.driving, source=args.source, seed=args.seed, note=args.note,
+        command="splinecam " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"]
+        else "splinecam bench",
+        pipeline=args.pipeline, pipeline_frames=args.frames, pipeline_unpaced=args.pipeline_unpaced,
+        output_size=size)
+    result = run_bench(opts)
+    data = result.to_dict()
+    print(format_table(data))
+    if args.json:
+        print(f"wrote {result.write(args.json)}")
+    if args.plot:
+        from benchmarks.plot import plot_result
+
+        print(f"wrote {plot_result(data, args.plot)}")
+    return 0

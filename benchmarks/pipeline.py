@@ -1,0 +1,96 @@
+"""``splinecam bench --pipeline CLIP``: the whole live pipeline with a clip standing in for the camera.
+
+Runs ``live.pipeline.LivePipeline`` — capture thread, face tracking and crop, keypoints,
+smoothing, relative normalisation, generator, composition to ``--output-size``, sinks — with no
+virtual camera and no preview, and reports its own metrics (``live/metrics.py``): processed FPS,
+end-to-end latency (capture stamp → handed to the sinks) p50 / p95, per-stage times.
+
+By default the clip is paced like a camera (``--realtime``: read at its own frame rate, newest
+frame wins, frames the processing cannot keep up with are dropped — what a webcam does), so the
+latency is what a call would see. ``--pipeline-unpaced`` reads every frame as fast as the loop
+takes them instead (latency = processing time, nothing dropped).
+
+The avatar is ``--source`` or the bundled demo avatar (live/assets/mona.jpg); the backend is
+``auto`` unless ``--backends`` / ``--precisions`` name some (one run per combination).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from benchmarks.results import STATUS_FAILED, STATUS_UNAVAILABLE, PipelineResult
+from engines.errors import BackendUnavailableError, SplinecamError
+from engines.tpsmm.checkpoint import LoadedModel
+
+DEFAULT_AVATAR = Path(__file__).resolve().parents[1] / "live" / "assets" / "mona.jpg"
+
+
+def _say(msg: str) -> None:
+    from benchmarks.bench import say
+
+    say(msg)
+
+
+def run_pipeline(clip: str | Path, loaded: LoadedModel, backend: str = "auto", precision: str = "auto",
+                 device: str = "auto", avatar: str | Path | None = None, max_frames: int | None = None,
+                 paced: bool = True, output_size: tuple[int, int] = (1280, 720)) -> PipelineResult:
+    """One live run on ``clip``; a backend that cannot run here gives status "unavailable"."""
+    from engines.backends import create_backend, resolve_choice
+    from live.pipeline import LiveOptions, LivePipeline
+
+    clip = Path(clip).expanduser()
+    if not clip.is_file():
+        raise SplinecamError(f"--pipeline {clip}: no such video (give a clip that stands in for the camera)")
+    avatar = Path(avatar) if avatar else DEFAULT_AVATAR
+    try:
+        b, d, p = resolve_choice(backend, device, precision)
+    except BackendUnavailableError as err:
+        return _not_run(clip, backend, precision, device, paced, output_size, STATUS_UNAVAILABLE, str(err))
+    t0 = time.perf_counter()
+    try:
+        impl = create_backend(loaded, b, d, p, progress=lambda msg: _say(f"  {b} {p}: {msg}"))
+    except BackendUnavailableError as err:
+        return _not_run(clip, b, p, d, paced, output_size, STATUS_UNAVAILABLE, str(err))
+    opts = LiveOptions(avatar=str(avatar), camera=str(clip), camera_size=None, camera_fps=None,
+                       output_size=output_size, fps=None, virtual_camera=False, preview=False, record=None,
+                       max_frames=max_frames, metrics=None, realtime=paced, loop=False)
+    try:
+        pipe = LivePipeline.build(opts, impl, say=lambda s: None)
+        setup_s = time.perf_counter() - t0
+        _say(f"  live pipeline: {impl.describe()} on {clip.name} "
+             f"({'paced like a camera' if paced else 'unpaced'}), output {output_size[0]}x{output_size[1]} …")
+        summary = pipe.run()
+    finally:
+        impl.close()
+    return PipelineResult(
+        clip=clip.name, backend=b, precision=p, device=d, paced=paced, output_size=summary.get("output_size", ""),
+        fps_processed=summary["fps"]["processed"], fps_output=summary["fps"]["output"],
+        latency_ms=summary["latency_ms"], stages_ms=summary["stages_ms"], frames=summary["frames"],
+        duration_s=summary.get("duration_s", 0.0), setup_s=round(setup_s, 2), variant=impl.describe())
+
+
+def _not_run(clip: Path, backend: str, precision: str, device: str, paced: bool, size: tuple[int, int],
+             status: str, reason: str) -> PipelineResult:
+    return PipelineResult(clip=clip.name, backend=backend, precision=precision, device=device, paced=paced,
+                          output_size=f"{size[0]}x{size[1]}", fps_processed=None, fps_output=None, latency_ms={},
+                          stages_ms={}, frames={}, duration_s=0.0, setup_s=0.0, status=status, reason=reason)
+
+
+def run_pipelines(opts, loaded: LoadedModel) -> list[PipelineResult]:
+    """One pipeline run per requested backend × precision (``auto`` × ``auto`` by default)."""
+    out = []
+    for b in opts.backends or ["auto"]:
+        for p in opts.precisions or ["auto"]:
+            try:
+                res = run_pipeline(opts.pipeline, loaded, b, p, opts.device, opts.source, opts.pipeline_frames,
+                                   not opts.pipeline_unpaced, opts.output_size)
+            except SplinecamError:
+                raise
+            except Exception as err:  # one broken backend must not hide the others' figures
+                res = _not_run(Path(opts.pipeline), b, p, opts.device, not opts.pipeline_unpaced, opts.output_size,
+                               STATUS_FAILED, f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}")
+            if res.status != "ok":
+                _say(f"    {res.status}: {res.reason}")
+            out.append(res)
+    return out

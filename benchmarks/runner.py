@@ -1,0 +1,194 @@
+"""Row runners and the interleaved measurement.
+
+A runner turns one (S,S,3) uint8 driving frame into one (S,S,3) uint8 output frame and says how
+long each stage took. Two kinds:
+
+- :class:`OfficialBaseline`: the official demo's per-frame work — ``TPSMM.kp_detector(driving)``
+  then ``TPSMM.animate`` (dense motion + the whole inpainting network, source encoder included),
+  torch float32 eager, uncached; source keypoints once; no background. ``animate``'s two calls are
+  made (and timed) one after the other: ``dense_motion`` and ``inpainting`` stages.
+- :class:`BackendRunner`: a splinecam backend from ``create_backend`` — ``keypoints`` + ``generate``
+  (host TPS solve, dense motion, inpainting decoder on the cached source).
+
+Both normalise keypoints the same way (relative mode, ``live.normalise.KeypointNormaliser``,
+reference = the first frame), so outputs are comparable frame for frame. :func:`measure`
+interleaves the rows frame by frame in a rotating order, so drift and neighbours' load hit every
+row alike.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from engines.tpsmm.checkpoint import LoadedModel
+from live.normalise import KeypointNormaliser
+
+Stages = dict[str, float]
+
+
+@dataclass
+class RowSpec:
+    """What to run: backend name ("torch-official" for the baseline), precision, device."""
+
+    backend: str
+    precision: str
+    device: str
+    baseline: bool = False
+
+
+class Runner:
+    """Base: ``setup`` once, then ``frame`` per driving frame."""
+
+    spec: RowSpec
+    variant: str = ""
+
+    def setup(self, source: np.ndarray, reference: np.ndarray) -> None:
+        """source (S,S,3) uint8 avatar; reference (S,S,3) uint8 calibration frame (relative mode)."""
+        raise NotImplementedError
+
+    def frame(self, driving: np.ndarray) -> tuple[np.ndarray, Stages]:
+        """(S,S,3) uint8 → ((S,S,3) uint8 output, {stage: ms})."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def _nchw(image: np.ndarray, device="cpu"):
+    """(S,S,3) uint8 → contiguous (1,3,S,S) float32 in [0,1]. Contiguous NCHW matters: a permuted
+    view would run the float32 network in channels_last, many times slower on CPU."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device).float() / 255.0
+
+
+class OfficialBaseline(Runner):
+    """torch fp32 eager, uncached: kp_detector + dense motion + inpainting every frame.
+
+    ``device``: cpu, or cuda on a GPU machine (where the official demo runs). On CUDA each stage
+    ends with a synchronize so its time is its own.
+    """
+
+    variant = "torch fp32 eager, uncached: TPSMM.kp_detector + TPSMM.animate per frame (official demo)"
+
+    def __init__(self, loaded: LoadedModel, device: str = "cpu"):
+        import torch
+
+        from benchmarks.results import BASELINE_BACKEND
+
+        self.spec = RowSpec(BASELINE_BACKEND, "fp32", device, baseline=True)
+        self.device = torch.device(device)
+        self.model = copy.deepcopy(loaded.model).float().to(self.device).eval()
+        self._sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+
+    def setup(self, source, reference):
+        import torch
+
+        with torch.inference_mode():
+            self.source = _nchw(source, self.device)
+            self.kp_source = self.model.kp_detector(self.source)
+            kp_ref = self.model.kp_detector(_nchw(reference, self.device))[0].cpu().numpy()
+        self.normaliser = KeypointNormaliser(self.kp_source[0].cpu().numpy(), "relative")
+        self.normaliser.calibrate(kp_ref)
+
+    def frame(self, driving):
+        import torch
+
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            kp = self.model.kp_detector(_nchw(driving, self.device))[0].cpu().numpy()
+            t1 = time.perf_counter()
+            kp_norm = torch.from_numpy(self.normaliser(kp))[None].to(self.device)
+            t2 = time.perf_counter()
+            # TPSMM.animate, its two calls timed apart
+            motion = self.model.dense_motion_network(self.source, kp_norm, self.kp_source, None)
+            self._sync()
+            t3 = time.perf_counter()
+            pred = self.model.inpainting_network(self.source, motion).prediction
+            out = pred[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+            t4 = time.perf_counter()
+        return out, {"keypoints": (t1 - t0) * 1e3, "normalise": (t2 - t1) * 1e3,
+                     "dense_motion": (t3 - t2) * 1e3, "inpainting": (t4 - t3) * 1e3}
+
+
+class BackendRunner(Runner):
+    """A backend built by ``engines.backends.create_backend`` on a private copy of the model."""
+
+    def __init__(self, spec: RowSpec, loaded: LoadedModel, options: dict | None = None):
+        from engines.backends import create_backend
+
+        self.spec = spec
+        # a private copy: a backend may change its model (dtype, memory format)
+        mine = copy.copy(loaded)
+        mine.model = copy.deepcopy(loaded.model)
+        self.backend = create_backend(mine, spec.backend, spec.device, spec.precision, **(options or {}))
+        self.variant = self.backend.describe()
+
+    def setup(self, source, reference):
+        self.state = self.backend.prepare_source(source)
+        self.normaliser = KeypointNormaliser(self.state.kp, "relative")
+        self.normaliser.calibrate(self.backend.keypoints(reference))
+
+    def frame(self, driving):
+        t0 = time.perf_counter()
+        kp = self.backend.keypoints(driving)
+        t1 = time.perf_counter()
+        kp_norm = self.normaliser(kp)
+        t2 = time.perf_counter()
+        out = self.backend.generate(self.state, kp_norm)
+        t3 = time.perf_counter()
+        return out, {"keypoints": (t1 - t0) * 1e3, "normalise": (t2 - t1) * 1e3, "generate": (t3 - t2) * 1e3}
+
+    def close(self):
+        self.backend.close()
+
+
+@dataclass
+class Measurement:
+    """Per-frame totals (ms), per-stage times (ms) and outputs ((S,S,3) uint8) of one runner."""
+
+    ms: list[float] = field(default_factory=list)
+    stages: dict[str, list[float]] = field(default_factory=dict)
+    outputs: list[np.ndarray] = field(default_factory=list)
+    error: str | None = None
+
+    def stage_means(self) -> dict[str, float]:
+        return {k: round(float(np.mean(v)), 3) for k, v in self.stages.items()}
+
+
+def measure(runners: list[Runner], frames: list[np.ndarray], warmup: int,
+            tick: Callable[[str], None] | None = None) -> list[Measurement]:
+    """Warm up, then time every runner on every frame, interleaved in a rotating order.
+
+    Frame i is run by all runners before frame i+1, starting with runner i mod R. A runner that
+    raises is recorded (``error``) and dropped from later rounds; the others go on.
+    """
+    results = [Measurement() for _ in runners]
+    n = len(runners)
+    alive = list(range(n))
+    schedule = [(True, frames[w % len(frames)]) for w in range(warmup)] + [(False, f) for f in frames]
+    for k, (is_warmup, frame) in enumerate(schedule):
+        order = [alive[(j + k) % len(alive)] for j in range(len(alive))] if alive else []
+        for idx in order:
+            runner, m = runners[idx], results[idx]
+            try:
+                t0 = time.perf_counter()
+                out, stages = runner.frame(frame)
+                ms = (time.perf_counter() - t0) * 1e3
+            except Exception as exc:  # reported in the row, the run goes on
+                m.error = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                alive.remove(idx)
+                continue
+            if not is_warmup:
+                m.ms.append(ms)
+                m.outputs.append(out)
+                for name, v in stages.items():
+                    m.stages.setdefault(name, []).append(v)
+            if tick:
+                tick(runner.spec.backend + " " + runner.spec.precision)
+    return results
