@@ -144,6 +144,15 @@ def row_specs(backends: list[str] | None, precisions: list[str] | None, device: 
     return specs
 
 
+def unavailable_reason(backend: str, err: Exception) -> str:
+    """The one-line reason a row cannot run; for TensorRT the root cause (not installed / no GPU)."""
+    if backend == "tensorrt":
+        from engines.backends.tensorrt_backend import tensorrt_unavailable_reason
+
+        return tensorrt_unavailable_reason() or str(err)
+    return str(err)
+
+
 def build_runner(spec: RowSpec, loaded: LoadedModel, threads: int | None) -> tuple[Runner | None, RowResult]:
     """A runner for a row, or None and the row marked unavailable / failed (one-line reason)."""
     from engines.backends import resolve_choice
@@ -161,11 +170,7 @@ def build_runner(spec: RowSpec, loaded: LoadedModel, threads: int | None) -> tup
         for w in caught:
             say(f"  {spec.backend} {spec.precision}: warning: {w.message}")
     except BackendUnavailableError as err:
-        row.status, row.reason = STATUS_UNAVAILABLE, str(err)
-        if spec.backend == "tensorrt":
-            from engines.backends.tensorrt_backend import tensorrt_unavailable_reason
-
-            row.reason = tensorrt_unavailable_reason() or row.reason
+        row.status, row.reason = STATUS_UNAVAILABLE, unavailable_reason(spec.backend, err)
         return None, row
     except Exception as err:  # a broken backend must not take the other rows down
         row.status, row.reason = STATUS_FAILED, f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}"

@@ -8,7 +8,9 @@ end-to-end latency (capture stamp → handed to the sinks) p50 / p95, per-stage 
 By default the clip is paced like a camera (``--realtime``: read at its own frame rate, newest
 frame wins, frames the processing cannot keep up with are dropped — what a webcam does), so the
 latency is what a call would see. ``--pipeline-unpaced`` reads every frame as fast as the loop
-takes them instead (latency = processing time, nothing dropped).
+takes them instead (latency = processing time, nothing dropped). Without ``--frames`` the clip runs
+once; with ``--frames N`` it loops until N frames were sent (paced: N output frames at the clip's
+rate, i.e. N / fps seconds).
 
 The avatar is ``--source`` or the bundled demo avatar (live/assets/mona.jpg); the backend is
 ``auto`` unless ``--backends`` / ``--precisions`` name some (one run per combination).
@@ -36,6 +38,7 @@ def run_pipeline(clip: str | Path, loaded: LoadedModel, backend: str = "auto", p
                  device: str = "auto", avatar: str | Path | None = None, max_frames: int | None = None,
                  paced: bool = True, output_size: tuple[int, int] = (1280, 720)) -> PipelineResult:
     """One live run on ``clip``; a backend that cannot run here gives status "unavailable"."""
+    from benchmarks.bench import unavailable_reason
     from engines.backends import create_backend, resolve_choice
     from live.pipeline import LiveOptions, LivePipeline
 
@@ -46,15 +49,16 @@ def run_pipeline(clip: str | Path, loaded: LoadedModel, backend: str = "auto", p
     try:
         b, d, p = resolve_choice(backend, device, precision)
     except BackendUnavailableError as err:
-        return _not_run(clip, backend, precision, device, paced, output_size, STATUS_UNAVAILABLE, str(err))
+        return _not_run(clip, backend, precision, device, paced, output_size, STATUS_UNAVAILABLE,
+                        unavailable_reason(backend, err))
     t0 = time.perf_counter()
     try:
         impl = create_backend(loaded, b, d, p, progress=lambda msg: _say(f"  {b} {p}: {msg}"))
     except BackendUnavailableError as err:
-        return _not_run(clip, b, p, d, paced, output_size, STATUS_UNAVAILABLE, str(err))
+        return _not_run(clip, b, p, d, paced, output_size, STATUS_UNAVAILABLE, unavailable_reason(b, err))
     opts = LiveOptions(avatar=str(avatar), camera=str(clip), camera_size=None, camera_fps=None,
                        output_size=output_size, fps=None, virtual_camera=False, preview=False, record=None,
-                       max_frames=max_frames, metrics=None, realtime=paced, loop=False)
+                       max_frames=max_frames, metrics=None, realtime=paced, loop=max_frames is not None)
     try:
         pipe = LivePipeline.build(opts, impl, say=lambda s: None)
         setup_s = time.perf_counter() - t0

@@ -22,7 +22,7 @@ def plot_result(data: dict, out: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from benchmarks.report import device_label, row_label
+    from benchmarks.report import _f, device_label, row_label
 
     rows = [r for r in data.get("results") or [] if r.get("status") == "ok"]
     skipped = [r for r in data.get("results") or [] if r.get("status") != "ok"]
@@ -39,7 +39,7 @@ def plot_result(data: dict, out: str | Path) -> Path:
         for bar, p in zip(bars, pipes):
             lat = p.get("latency_ms") or {}
             ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
-                    f"  {bar.get_width():.2f} fps, latency p50 {lat.get('p50')} / p95 {lat.get('p95')} ms",
+                    f"  {bar.get_width():.2f} fps, latency p50 {_f(lat.get('p50'), '.0f')} / p95 {_f(lat.get('p95'), '.0f')} ms",
                     va="center", fontsize=8)
         ax.set_xlabel("frames per second (live pipeline, processed)")
         ax.set_xlim(0, max(fps + [1]) * 1.9)

@@ -59,13 +59,14 @@ def format_table(data: dict) -> str:
         if p.get("status") != "ok":
             lines.append(f"pipeline {p.get('backend')} {p.get('precision')}: {p.get('status')}: {p.get('reason')}")
             continue
-        lat = p.get("latency_ms") or {}
+        lat, fr = p.get("latency_ms") or {}, p.get("frames") or {}
         stages = " ".join(f"{k} {v:.1f}" for k, v in (p.get("stages_ms") or {}).items())
         lines.append(f"pipeline ({p.get('variant') or p.get('backend')}, {p.get('clip')}, "
                      f"{'paced like a camera' if p.get('paced') else 'unpaced'}, out {p.get('output_size')}): "
                      f"{_f(p.get('fps_processed'), '.2f')} fps processed, {_f(p.get('fps_output'), '.2f')} sent; "
                      f"latency p50 {_f(lat.get('p50'), '.0f')} ms, p95 {_f(lat.get('p95'), '.0f')} ms; "
-                     f"frames {p.get('frames')}")
+                     f"{fr.get('processed')} of {fr.get('captured')} frames processed, {fr.get('dropped')} dropped, "
+                     f"{fr.get('no_face')} without a face")
         lines.append(f"  stages (ms/frame): {stages}")
     return "\n".join(lines)
 
