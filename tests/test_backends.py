@@ -55,19 +55,14 @@ def torch_cached(golden_model, golden_io):
 
 
 @pytest.fixture(scope="module")
-def uncached(golden_model, golden_io, torch_cached):
-    """TPSMM.animate (uncached, torch fp32), all frames of each case in one batch: case → (N,3,S,S)."""
-    model = golden_model.model
-    src, _ = torch_cached
-    source = torch.from_numpy(nchw(golden_io["source"]))
+def torch_refs(golden_io, torch_cached):
+    """torch fp32 predictions (cached source, batch 1) for every frame of every case: case → [(1,3,S,S)].
+    The cached path equals the uncached TPSMM.animate within 1e-5 (test below)."""
     refs = {}
-    with torch.no_grad():
-        for pred_key, kp_key, bg_key in CASES:
-            kps = torch.from_numpy(golden_io[kp_key])
-            n = len(kps)
-            bg = None if bg_key is None else torch.from_numpy(golden_io[bg_key])
-            # the same source keypoints as the cached path (the TPS solve magnifies 1e-7 differences)
-            refs[pred_key] = model.animate(source.expand(n, -1, -1, -1), src.kp.expand(n, -1, -1), kps, bg).numpy()
+    for pred_key, kp_key, bg_key in CASES:
+        kps = golden_io[kp_key]
+        refs[pred_key] = [torch_prediction(torch_cached, kps[i], None if bg_key is None else golden_io[bg_key][i])
+                          for i in range(len(kps))]
     return refs
 
 
@@ -81,14 +76,14 @@ def torch_prediction(torch_cached, kp_driving: np.ndarray, bg: np.ndarray | None
 
 
 @pytest.mark.parametrize("pred_key,kp_key,bg_key", CASES)
-def test_onnxruntime_matches_torch_fp32(ort_backend, uncached, golden_io, pred_key, kp_key, bg_key):
+def test_onnxruntime_matches_torch_fp32(ort_backend, torch_refs, golden_io, pred_key, kp_key, bg_key):
     state = ort_backend.encode_source(nchw(golden_io["source"]))
     assert np.abs(state.kp - golden_io["kp_source"][0]).max() <= 1e-5
     kps = golden_io[kp_key]
     for i in range(len(kps)):
         bg = None if bg_key is None else golden_io[bg_key][i]
         got = ort_backend.predict(state, kps[i], bg)
-        assert np.abs(got[0] - uncached[pred_key][i]).max() <= ORT_TOL, f"{pred_key}[{i}] vs torch"
+        assert np.abs(got - torch_refs[pred_key][i]).max() <= ORT_TOL, f"{pred_key}[{i}] vs torch"
         assert np.abs(got[0] - golden_io[pred_key][i]).max() <= ORT_TOL, f"{pred_key}[{i}] vs official"
 
 
@@ -107,7 +102,7 @@ def test_cached_source_matches_uncached_animate(golden_model, torch_cached, gold
     src, _ = torch_cached
     source = torch.from_numpy(nchw(golden_io["source"]))
     kps = golden_io[kp_key]
-    for i in sorted({0, len(kps) - 1}):  # first and last frame of each case, batch 1 on both paths
+    for i in [len(kps) - 1]:  # the last frame of each case (the first is ~identical motion), batch 1 on both paths
         bg = None if bg_key is None else golden_io[bg_key][i]
         uncached = golden_model.model.animate(source, src.kp, torch.from_numpy(kps[i][None]),
                                               None if bg is None else torch.from_numpy(bg[None]))

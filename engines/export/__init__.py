@@ -5,7 +5,8 @@
 
 The graphs and their I/O contracts are described in :mod:`engines.export.graphs`; the manifest in
 :mod:`engines.export.manifest`; plans and their cache in :mod:`engines.engine_cache` and
-:mod:`engines.backends.tensorrt_backend`.
+:mod:`engines.backends.tensorrt_backend`. :mod:`engines.export.torch_inductor` is the other
+compiled form: torch → inductor C++/oneDNN kernels, the fastest CPU path (torch bf16 on CPU).
 """
 
 from engines.export.graph_checks import TENSORRT10_ONNX_OPS, GraphReport, inspect_graph

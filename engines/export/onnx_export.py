@@ -45,13 +45,20 @@ def _tensor_infos(names: list[str], tensors) -> list[TensorInfo]:
     return [TensorInfo(n, tuple(int(d) for d in t.shape), _DTYPE_NAMES[t.dtype]) for n, t in zip(names, tensors)]
 
 
-def _fold_in_place(path: Path) -> None:
+def _fold_in_place(path: Path) -> list[TensorInfo]:
+    """Fold constants, store shape-inferred, and return the graph outputs (name, shape, dtype)."""
     import onnx
 
     from engines.export.onnx_fold import fold_constants
 
-    model = fold_constants(onnx.load(str(path)))
-    onnx.save(onnx.shape_inference.infer_shapes(model), str(path))
+    model = onnx.shape_inference.infer_shapes(fold_constants(onnx.load(str(path))))
+    onnx.save(model, str(path))
+    outputs = []
+    for value in model.graph.output:
+        tt = value.type.tensor_type
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name
+        outputs.append(TensorInfo(value.name, tuple(int(d.dim_value) for d in tt.shape.dim), dtype))
+    return outputs
 
 
 def export_onnx(loaded: LoadedModel, out_dir: str | Path, precision: str = "fp32", opset: int = DEFAULT_OPSET,
@@ -83,15 +90,12 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, precision: str = "fp32
         t0 = time.perf_counter()
         say(f"[{i}/{len(specs)}] exporting {spec.name} ({precision}, opset {opset}) …")
         path = out / f"{spec.name}.onnx"
-        with torch.no_grad():
-            outputs = spec.module(*spec.example_inputs)
-        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
         with warnings.catch_warnings(), redirect_stdout(io.StringIO()), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(spec.module, spec.example_inputs, str(path), dynamo=False, opset_version=opset,
                               input_names=spec.input_names, output_names=spec.output_names,
                               do_constant_folding=True)
-        _fold_in_place(path)
+        outputs = _fold_in_place(path)
         report = inspect_graph(path)
         if not report.ok:
             raise ExportError(f"{path}: {report.problems[0]} (and {len(report.problems) - 1} more problems)"
@@ -99,7 +103,7 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, precision: str = "fp32
         manifest.graphs[spec.name] = GraphInfo(
             name=spec.name, file=path.name, sha256=file_sha256(path),
             inputs=_tensor_infos(spec.input_names, spec.example_inputs),
-            outputs=_tensor_infos(spec.output_names, outputs))
+            outputs=outputs)
         say(f"      {spec.name}.onnx: {path.stat().st_size / 1e6:.1f} MB, {sum(report.ops.values())} nodes, "
             f"{time.perf_counter() - t0:.1f} s")
     manifest.write(out)
