@@ -140,7 +140,7 @@ def test_train_writes_checkpoint_logs_and_exports(tiny_config, prepared, tmp_pat
 
     run = tmp_path / "run"
     assert main(["train", "--config", str(tiny_config), "--data", str(prepared), "--out", str(run),
-                 "--max-steps", "3", "--warmstart-steps", "2", *COMMON]) == 0
+                 "--max-steps", "3", "--warmstart-steps", "2", "--landmark-augment", *COMMON]) == 0
     ckpt = torch.load(run / "checkpoint.pth", weights_only=True)
     assert ckpt["step"] == 3 and "optimizer" in ckpt and "rng" in ckpt and "scheduler" in ckpt
     assert "random-fixed-vgg19" in ckpt["meta"]["perceptual"]
@@ -269,3 +269,23 @@ def test_resume_can_shorten_the_lr_schedule():
     opt.step()
     sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(2e-5)
+
+
+def test_augmented_landmarks_follow_the_image():
+    """A bright pixel at a landmark lands where the augmented target says after the random affine."""
+    import torch.nn.functional as F
+
+    from training.losses import random_affine
+
+    size = 65
+    theta = random_affine(4, generator=torch.Generator().manual_seed(3))
+    q = torch.tensor([0.25, -0.5])
+    img = torch.zeros(4, 1, size, size)
+    img[:, :, round((q[1].item() + 1) / 2 * (size - 1)), round((q[0].item() + 1) / 2 * (size - 1))] = 1
+    warped = F.grid_sample(img, F.affine_grid(theta, [4, 1, size, size], align_corners=True), align_corners=True)
+    a, t = theta[:, :, :2], theta[:, :, 2:]
+    target = torch.linalg.solve(a, q.view(1, 2, 1) - t).squeeze(-1)
+    for i in range(4):
+        y, x = divmod(int(warped[i, 0].argmax()), size)
+        got = torch.tensor([x, y]) / (size - 1) * 2 - 1
+        assert (got - target[i]).abs().max() < 3 / size

@@ -84,6 +84,9 @@ def register(subparsers) -> None:
     p.add_argument("--warmstart-steps", type=int, default=0,
                    help="regress the keypoints onto face-mesh landmarks for N steps first")
     p.add_argument("--warmstart-lr", type=float, default=1e-3)
+    p.add_argument("--landmark-augment", action="store_true",
+                   help="landmark loss also on randomly rotated/zoomed/shifted frames (keypoints generalise "
+                        "to unseen faces and poses)")
     p.add_argument("--landmark-weight", type=float, help="weight of the landmark loss in the main loop")
     p.add_argument("--pixel-weight", type=float, help="weight of the pixel pyramid L1 loss")
     p.add_argument("--seed", type=int, default=0)

@@ -82,6 +82,7 @@ class TrainOptions:
     vis_every: int = 200
     warmstart_steps: int = 0
     warmstart_lr: float = 1e-3
+    landmark_augment: bool = False
     landmark_weight: float | None = None
     pixel_weight: float | None = None
     seed: int = 0
@@ -161,8 +162,9 @@ class FullModel(nn.Module):
     """The networks + losses of one training step (what DDP wraps). Returns (loss dict, generated)."""
 
     def __init__(self, model: TPSMM, schedule: TrainSchedule, perceptual: nn.Module, bf16: bool,
-                 landmark_indices: torch.Tensor | None):
+                 landmark_indices: torch.Tensor | None, geometric_aug: bool = False):
         super().__init__()
+        self.geometric_aug = geometric_aug
         self.kp_detector = model.kp_detector
         self.bg_predictor = model.bg_predictor
         self.dense_motion_network = model.dense_motion_network
@@ -174,6 +176,11 @@ class FullModel(nn.Module):
         self.num_tps = model.config.num_tps
         self.register_buffer("landmark_indices", landmark_indices if landmark_indices is not None
                              else torch.zeros(0, dtype=torch.long), persistent=False)
+
+    @staticmethod
+    def _aug_gen(batch) -> torch.Generator:
+        # deterministic per batch (resumable): seeded from the batch's pixels
+        return torch.Generator().manual_seed(int(batch["driving"][:, :, ::17, ::17].sum().item() * 1000) % (2**31))
 
     def amp(self):
         return torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
@@ -188,7 +195,12 @@ class FullModel(nn.Module):
             with self.amp():
                 kp = self.kp_detector(both).float()
             lms = torch.cat([batch["source_landmarks"], batch["driving_landmarks"]])
-            out["landmark"] = L.landmark_loss(kp, lms, self.landmark_indices)
+            plain = L.landmark_loss(kp, lms, self.landmark_indices)
+            out["landmark"] = plain
+            if self.geometric_aug:
+                theta = L.random_affine(both.shape[0], generator=self._aug_gen(batch))
+                out["landmark"] = plain + L.augmented_landmark_loss(self.kp_detector, both, lms, self.landmark_indices,
+                                                                    theta, self.amp())
             return out, {}
         with self.amp():
             kp_source = self.kp_detector(source).float()
@@ -234,7 +246,12 @@ class FullModel(nn.Module):
         if lw["landmark"] and self.landmark_indices.numel():
             both = torch.cat([kp_source, kp_driving])
             lms = torch.cat([batch["source_landmarks"], batch["driving_landmarks"]])
-            out["landmark"] = lw["landmark"] * L.landmark_loss(both, lms, self.landmark_indices)
+            value = L.landmark_loss(both, lms, self.landmark_indices)
+            if self.geometric_aug:
+                theta = L.random_affine(driving.shape[0], generator=self._aug_gen(batch))
+                value = value + L.augmented_landmark_loss(self.kp_detector, driving, batch["driving_landmarks"],
+                                                          self.landmark_indices, theta, self.amp())
+            out["landmark"] = lw["landmark"] * value
         generated = {"prediction": prediction.detach(), "kp_source": kp_source.detach(),
                      "kp_driving": kp_driving.detach(), "occlusion": motion.occlusion_maps[-1].detach().float()}
         return out, generated
@@ -514,7 +531,7 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
         landmark_indices = torch.as_tensor(resume_data["landmark_indices"], dtype=torch.long)
     elif opts.warmstart_steps or schedule.loss_weights.get("landmark"):
         landmark_indices = torch.from_numpy(choose_landmarks(mean_face([c.landmarks for c in clips]), cfg.num_tps))
-    full = FullModel(model, schedule, perceptual, opts.bf16, landmark_indices).to(opts.device)
+    full = FullModel(model, schedule, perceptual, opts.bf16, landmark_indices, opts.landmark_augment).to(opts.device)
     for m in model.submodules().values():
         m.train()
 
