@@ -10,7 +10,7 @@ never loaded.
 
 Layout under the cache root (``$SPLINECAM_CACHE``, else ``~/.cache/splinecam``)::
 
-    onnx/<model_hash[:16]>-<precision>-opset<N>-v<splinecam version>/   manifest.json + *.onnx
+    onnx/<model_hash[:16]>-<precision>-opset<N>-v<version>-<exporter[:8]>/   manifest.json + *.onnx
     tensorrt/<graph>-<precision>-sm<cc>-trt<version>-<digest[:16]>.plan  (+ .plan.json)
 """
 
@@ -32,11 +32,32 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "splinecam"
 
 
+EXPORTER_SOURCES = ("tpsmm/networks.py", "tpsmm/layers.py", "tpsmm/geometry.py", "tpsmm/frame_generator.py",
+                    "export/graphs.py", "export/onnx_export.py", "export/onnx_fold.py")
+
+
+def exporter_fingerprint() -> str:
+    """sha256 of the code that decides what an exported graph computes, and of torch's version.
+
+    Part of the cached export's directory name: an export made by other code is never reused.
+    """
+    import torch
+
+    h = hashlib.sha256(torch.__version__.encode())
+    engines = Path(__file__).resolve().parent
+    for rel in EXPORTER_SOURCES:
+        with_path = engines / rel
+        h.update(rel.encode())
+        h.update(with_path.read_bytes() if with_path.is_file() else b"")
+    return h.hexdigest()
+
+
 def onnx_export_dir(model_hash: str, precision: str, opset: int, root: Path | None = None) -> Path:
     """The cached ONNX export of one model at one precision (written by ``export_onnx``)."""
     from splinecam import __version__
 
-    return (root or cache_root()) / "onnx" / f"{model_hash[:16]}-{precision}-opset{opset}-v{__version__}"
+    name = f"{model_hash[:16]}-{precision}-opset{opset}-v{__version__}-{exporter_fingerprint()[:8]}"
+    return (root or cache_root()) / "onnx" / name
 
 
 def plan_dir(root: Path | None = None) -> Path:

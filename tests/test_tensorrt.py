@@ -154,3 +154,14 @@ def test_tensorrt_overlapped_pipeline(tmp_path, golden_model, golden_io):
     assert [r.index for r in done] == list(range(len(frames)))
     for r, f in zip(done, frames):
         assert np.abs(r.frame.astype(int) - backend.generate(state, backend.keypoints(f)).astype(int)).max() <= 2
+
+
+def test_cached_export_dir_names_model_precision_and_exporter(tmp_path, monkeypatch):
+    import engines.engine_cache as ec
+
+    a = ec.onnx_export_dir("ab" * 32, "fp16", 17, tmp_path)
+    assert a.parent == tmp_path / "onnx" and a.name.startswith("abababababababab-fp16-opset17-v")
+    assert ec.onnx_export_dir("ab" * 32, "fp32", 17, tmp_path) != a
+    assert ec.onnx_export_dir("cd" * 32, "fp16", 17, tmp_path) != a
+    monkeypatch.setattr(ec, "exporter_fingerprint", lambda: "f" * 64)  # other exporter code → another directory
+    assert ec.onnx_export_dir("ab" * 32, "fp16", 17, tmp_path) != a
