@@ -252,3 +252,17 @@ def test_compiled_bf16_cpu_path_keeps_35db(golden_model, golden_io):
             got = backend.generate(state, kp).astype(np.float32) / 255
             mse = float(np.mean((got - want.transpose(1, 2, 0)) ** 2))
             assert 10 * np.log10(1 / mse) >= 35.0, pred_key
+
+
+def test_onnxruntime_fp16_graphs_keep_35db(tmp_path_factory, golden_model, golden_io):
+    """The fp16 graphs (what TensorRT builds from) stay ≥ 35 dB PSNR against the official outputs."""
+    from engines.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    backend = OnnxRuntimeBackend(golden_model, "cpu", "fp16", onnx_dir=golden_export(tmp_path_factory, golden_model, "fp16"))
+    state = backend.encode_source(nchw(golden_io["source"]))
+    assert state.tensors["source_feat0"].dtype == np.float16 and state.tensors["source_heat"].dtype == np.float32
+    for pred_key, kp_key, bg_key in CASES:
+        i = len(golden_io[kp_key]) - 1
+        got = backend.predict(state, golden_io[kp_key][i], None if bg_key is None else golden_io[bg_key][i])
+        mse = float(np.mean((got[0].astype(np.float64) - golden_io[pred_key][i]) ** 2))
+        assert 10 * np.log10(1 / mse) >= 35.0, pred_key
