@@ -23,8 +23,11 @@ faces; they are corrected to the short-range framing so one crop calibration hol
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Iterable, Protocol, Sequence
@@ -213,6 +216,47 @@ def _check_image(image: np.ndarray) -> None:
 # ----------------------------------------------------------------------------- detection
 
 
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """mediapipe's C++ chatter (TensorFlow Lite delegates, absl warnings) goes to file descriptor 2
+    whatever Python's logging says: send fd 2 to /dev/null for the duration of the block. Used only
+    around building a graph and its first inferences, where that chatter is printed."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class _QuietGraph:
+    """A mediapipe solution whose construction and first ``quiet_calls`` inferences run with the
+    native stderr silenced (that is when it prints its start-up lines); later calls run as is."""
+
+    def __init__(self, factory, quiet_calls: int = 2):
+        with native_stderr_silenced():
+            self._graph = factory()
+        self._quiet_left = quiet_calls
+
+    def process(self, image):
+        if self._quiet_left > 0:
+            self._quiet_left -= 1
+            with native_stderr_silenced():
+                return self._graph.process(image)
+        return self._graph.process(image)
+
+    def close(self) -> None:
+        self._graph.close()
+
+
 class Detector(Protocol):
     """Anything with ``detect(image_rgb) -> list[FaceBox]`` (e.g. a fake in tests)."""
 
@@ -238,8 +282,8 @@ class FaceDetector:
         if model is None:
             import mediapipe as mp  # imported late: it is slow to import
 
-            model = mp.solutions.face_detection.FaceDetection(
-                model_selection=selection, min_detection_confidence=self.min_score)
+            model = _QuietGraph(lambda: mp.solutions.face_detection.FaceDetection(
+                model_selection=selection, min_detection_confidence=self.min_score))
             self._models[selection] = model
         return model
 
@@ -582,9 +626,9 @@ class FaceMesh:
         if self._mesh is None:
             import mediapipe as mp
 
-            self._mesh = mp.solutions.face_mesh.FaceMesh(
+            self._mesh = _QuietGraph(lambda: mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=self.static, max_num_faces=1, refine_landmarks=False,
-                min_detection_confidence=self.min_score)
+                min_detection_confidence=self.min_score))
         h, w = image_rgb.shape[:2]
         result = self._mesh.process(np.ascontiguousarray(image_rgb))
         if not result.multi_face_landmarks:

@@ -334,9 +334,9 @@ class VideoWriter:
     def _mux_audio(self) -> None:
         muxed = self._tmp.with_name(self._tmp.name.replace(".part", ".mux"))
         cmd = [ffmpeg_exe(), "-y", "-hide_banner", "-nostdin", "-loglevel", "error",
-               "-i", str(self._tmp), "-i", str(self.audio_from),
+               "-i", str(self._tmp), "-t", f"{self.frames_written / self.fps:.6f}", "-i", str(self.audio_from),
                "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac",
-               "-shortest", "-movflags", "+faststart", *self._format, str(muxed)]
+               "-movflags", "+faststart", *self._format, str(muxed)]
         res = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
         if res.returncode != 0:
             muxed.unlink(missing_ok=True)

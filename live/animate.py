@@ -87,14 +87,24 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
 
 
-def animate(backend: Backend, opts: AnimateOptions) -> AnimateResult:
-    """Animate ``opts.source`` with ``opts.driving`` into ``opts.out``; returns what was written."""
+@dataclass
+class AnimationInputs:
+    """The checked inputs of one animation: the source as the networks see it ((S,S,3): uint8 face
+    crop, or float32 [0,1] official resize) and the driving frames, same form, re-readable."""
+
+    source: np.ndarray
+    frames: _Frames
+    fps: float
+    has_audio: bool
+
+
+def prepare_inputs(opts: AnimateOptions, size: int) -> AnimationInputs:
+    """Read and crop the inputs at the model size S; raises the user errors (no face, unreadable
+    file) before any network is built."""
     if opts.crop not in CROPS:
         raise SplinecamError(f"unknown --crop {opts.crop!r}: use face or none")
-    size = backend.size
     source_image = read_image(opts.source)
     reader = VideoReader(opts.driving)
-
     if opts.crop == "face":
         face = find_face(source_image, what=f"the source image {opts.source}")
         source = crop_image(source_image, crop_box_for_face(face), size)
@@ -102,15 +112,22 @@ def animate(backend: Backend, opts: AnimateOptions) -> AnimateResult:
     else:
         source = official_resize(source_image, size)
         driving_crop = None
-    frames = _Frames(reader, size, driving_crop, opts.max_frames)
+    return AnimationInputs(source, _Frames(reader, size, driving_crop, opts.max_frames), reader.fps, reader.has_audio)
 
-    state = backend.prepare_source(source)
+
+def animate(backend: Backend, opts: AnimateOptions, inputs: AnimationInputs | None = None) -> AnimateResult:
+    """Animate ``opts.source`` with ``opts.driving`` into ``opts.out``; returns what was written."""
+    size = backend.size
+    inputs = inputs or prepare_inputs(opts, size)
+    frames = inputs.frames
+
+    state = backend.prepare_source(inputs.source)
     avd_fn = backend.avd if backend.has_avd else None
     normaliser = KeypointNormaliser(state.kp, opts.mode, avd_fn)
 
     reference = 0
     if opts.find_best_frame:
-        reference = find_best_frame(_to_uint8(source), (_to_uint8(f) for f in frames))
+        reference = find_best_frame(_to_uint8(inputs.source), (_to_uint8(f) for f in frames))
     for i, frame in enumerate(frames):
         if i == reference:
             normaliser.calibrate(backend.keypoints(frame))
@@ -120,7 +137,7 @@ def animate(backend: Backend, opts: AnimateOptions) -> AnimateResult:
 
     out_size = (opts.output_size, opts.output_size) if opts.crop == "face" else (size, size)
     written = 0
-    with VideoWriter(opts.out, reader.fps, out_size, audio_from=opts.driving) as writer, \
+    with VideoWriter(opts.out, inputs.fps, out_size, audio_from=opts.driving) as writer, \
             Progress(f"animate {Path(opts.out).name}", frames.total()) as progress:
         for frame in frames:
             kp = normaliser(backend.keypoints(frame))
@@ -130,4 +147,4 @@ def animate(backend: Backend, opts: AnimateOptions) -> AnimateResult:
             writer.write(pred)
             written += 1
             progress.update()
-    return AnimateResult(written, reader.fps, out_size, reference, reader.has_audio, Path(opts.out))
+    return AnimateResult(written, inputs.fps, out_size, reference, inputs.has_audio, Path(opts.out))

@@ -37,13 +37,18 @@ def register(subparsers) -> None:
 
 
 def run_animate(args: argparse.Namespace) -> int:
-    from live.animate import AnimateOptions, animate
+    from engines.errors import SplinecamError
+    from live.animate import AnimateOptions, animate, prepare_inputs
 
     loaded = load_model_from_args(args)
-    backend = backend_from_args(args, loaded)
+    if args.mode == "avd" and not loaded.has_avd:
+        raise SplinecamError(f"--mode avd needs a checkpoint with an AVD network ({loaded.path} has none): "
+                             f"use --mode relative or standard")
     opts = AnimateOptions(Path(args.source), Path(args.driving), Path(args.out), args.mode, args.find_best_frame,
                           args.crop, args.max_frames, args.output_size)
-    result = animate(backend, opts)
+    inputs = prepare_inputs(opts, loaded.config.image_size)  # user errors before any compiling
+    backend = backend_from_args(args, loaded)
+    result = animate(backend, opts, inputs)
     print(f"wrote {result.out}: {result.frames} frames of {result.size[0]}x{result.size[1]} at {result.fps:g} fps"
           f"{' with audio' if result.audio else ''} (reference frame {result.reference_frame}, "
           f"backend {backend.describe()})")

@@ -7,7 +7,6 @@ them without the rest of splinecam.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import signal
@@ -145,27 +144,6 @@ def _quiet_libraries() -> None:
         logging.basicConfig(level=logging.WARNING, format="splinecam: %(message)s")
 
 
-@contextlib.contextmanager
-def _native_stderr_silenced():
-    """mediapipe's C++ start-up chatter (TensorFlow Lite delegates, absl warnings) goes to file
-    descriptor 2 whatever Python's logging says: send it to /dev/null while its graphs are built.
-    Python's own errors are raised, and printed after this block."""
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def _sigterm_as_interrupt() -> None:
     def handler(signum, frame):  # a service manager's stop ends the run like Ctrl-C
         raise KeyboardInterrupt
@@ -229,8 +207,7 @@ def _run(options, args, say=print) -> tuple[dict, object]:
         if options.mode == "avd" and not backend.has_avd:
             raise SplinecamError("--mode avd needs a checkpoint with an AVD network (this one has none): "
                                  "use --mode relative or standard")
-        with _native_stderr_silenced():
-            pipeline = LivePipeline.build(options, backend, source=source, say=say)
+        pipeline = LivePipeline.build(options, backend, source=source, say=say)
     except BaseException:
         source.close()
         raise

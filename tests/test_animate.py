@@ -74,7 +74,8 @@ def test_animate_crop_face_with_best_frame(tmp_path):
     out = tmp_path / "face.mp4"
     res = run_cli("animate", *GOLDEN_ARGS, "--source", str(DATA / "avatars" / "mona.jpg"),
                   "--driving", str(DATA / "clips" / "webcam" / "lp-d12.mp4"), "--max-frames", "6",
-                  "--find-best-frame", "--output-size", "384", "--out", str(out), cwd=tmp_path)
+                  "--find-best-frame", "--output-size", "384", "--out", str(out), "--backend", "torch",
+                  "--precision", "fp32", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert VideoReader(out).size == (384, 384)
     assert count_frames(out) == 6
