@@ -124,7 +124,14 @@ def readme_table(files: list[tuple[Path, dict]]) -> str:
                          f"{p.get('precision')} | – | {_f(p.get('fps_processed'), '.2f')} | – | "
                          f"latency p50 {_f(lat.get('p50'), '.0f')} / p95 {_f(lat.get('p95'), '.0f')} ms | "
                          f"[{path.name}](results/{path.name}) |")
-    return "\n".join(lines)
+    runs = ["", "Runs:", ""]
+    for path, data in files:
+        note = f" — {data['note']}" if data.get("note") else ""
+        inputs = (data.get("inputs") or {}).get("description", "")
+        runs.append(f"- [{path.name}](results/{path.name}) ({(data.get('created') or '')[:16]}): "
+                    f"`{data.get('command') or 'splinecam bench'}`; model: {(data.get('model') or {}).get('source')}; "
+                    f"inputs: {inputs}{note}")
+    return "\n".join(lines + (runs if files else []))
 
 
 def update_readme(readme: Path = README, directory: Path = RESULTS_DIR) -> str:

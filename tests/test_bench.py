@@ -199,7 +199,7 @@ def test_readme_table_from_kept_runs(bench_run, tmp_path):
     text = readme.read_text()
     assert "old table" not in text and "intro" in text and "after" in text
     ok_rows = [r for r in data["results"] if r["status"] == "ok"]
-    assert table.count("[cpu-tiny.json]") == len(ok_rows) and "other.json" not in table
+    assert table.count("[cpu-tiny.json](results/cpu-tiny.json) |") == len(ok_rows) and "other.json" not in table
     assert "official demo (baseline)" in table
     printed = format_table(data)
     assert "baseline: official demo" in printed and "unavailable" in printed
