@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from benchmarks.device_info import collect_device_info
 from benchmarks.results import (STATUS_FAILED, STATUS_UNAVAILABLE, BenchResult, ModelInfo, RowResult,
                                 max_abs_diff, sequence_psnr, summarise_times)
-from benchmarks.runner import BackendRunner, OfficialBaseline, RowSpec, Runner, measure
+from benchmarks.runner import BackendRunner, OfficialBaseline, RowSpec, Runner, large_motion_keypoints, measure
 from engines.errors import BackendUnavailableError, CheckpointError
 from engines.progress import Progress
 from engines.tpsmm.checkpoint import LoadedModel
@@ -258,24 +258,31 @@ def run_bench(opts: BenchOptions) -> BenchResult:
         measured = measure(runners, inputs.frames, opts.warmup, tick=lambda label: progress.update(1, label))
     finally:
         progress.close()
-        for r in runners[1:]:
-            r.close()
 
     ref = measured[0].outputs
     if measured[0].error or not ref:
         from engines.errors import SplinecamError
 
         raise SplinecamError(f"the baseline failed: {measured[0].error}")
-    for row, m in zip(active_rows, measured):
+    kp_large = large_motion_keypoints(base.source_keypoints(), opts.seed)
+    ref_large = base.generate_kp(kp_large)
+    for row, m, runner in zip(active_rows, measured, runners):
         if m.error:
             row.status, row.reason = STATUS_FAILED, m.error
             continue
+        if row.precision != "fp32":
+            try:
+                row.psnr_large_motion_vs_fp32 = round(sequence_psnr([runner.generate_kp(kp_large)], [ref_large]), 2)
+            except Exception as err:  # quality extra: never fails the row
+                say(f"  {row.label}: large-motion frame failed ({err})")
         row.frames = len(m.ms)
         row.ms_per_frame_median, row.ms_per_frame_p90, row.ms_per_frame_mean = summarise_times(m.ms)
         row.fps = 1000.0 / row.ms_per_frame_median
         row.stages_ms = m.stage_means()
         row.max_abs_diff_vs_fp32 = max_abs_diff(m.outputs, ref)
         row.psnr_vs_fp32 = None if row.precision == "fp32" else round(sequence_psnr(m.outputs, ref), 2)
+    for r in runners[1:]:
+        r.close()
     base_ms = base_row.ms_per_frame_median
     for row in rows:
         if row.ok and row.ms_per_frame_median:

@@ -44,17 +44,21 @@ def format_table(data: dict) -> str:
                      f"{(data.get('settings') or {}).get('threads')} threads")
     results = data.get("results") or []
     if results:
-        head = f"{'row':28s} {'device':6s} {'ms/frame':>9s} {'p90':>8s} {'fps':>7s} {'×base':>6s} {'PSNR dB':>8s}  stages (ms)"
+        head = (f"{'row':28s} {'device':6s} {'ms/frame':>9s} {'p90':>8s} {'fps':>7s} {'×base':>6s} {'PSNR dB':>8s} "
+                f"{'PSNR lm':>8s}  stages (ms)")
         lines += [head, "-" * len(head)]
+        foot = "PSNR dB: vs the baseline's fp32 frames (mean); PSNR lm: one frame under a large keypoint motion"
         for r in results:
             if r.get("status") != "ok":
                 lines.append(f"{row_label(r):28s} {r.get('device', ''):6s} {r.get('status')}: {r.get('reason')}")
                 continue
             stages = " ".join(f"{k} {v:.1f}" for k, v in (r.get("stages_ms") or {}).items())
             psnr = "fp32" if r.get("psnr_vs_fp32") is None else f"{r['psnr_vs_fp32']:.1f}"
+            lm = "" if r.get("psnr_large_motion_vs_fp32") is None else f"{r['psnr_large_motion_vs_fp32']:.1f}"
             lines.append(f"{row_label(r):28s} {r.get('device', ''):6s} {_f(r.get('ms_per_frame_median'), '9.1f')} "
                          f"{_f(r.get('ms_per_frame_p90'), '8.1f')} {_f(r.get('fps'), '7.2f')} "
-                         f"{_f(r.get('speedup_vs_baseline'), '6.2f')} {psnr:>8s}  {stages}")
+                         f"{_f(r.get('speedup_vs_baseline'), '6.2f')} {psnr:>8s} {lm:>8s}  {stages}")
+        lines.append(foot)
     for p in data.get("pipeline") or []:
         if p.get("status") != "ok":
             lines.append(f"pipeline {p.get('backend')} {p.get('precision')}: {p.get('status')}: {p.get('reason')}")
@@ -100,7 +104,7 @@ def device_label(dev: dict) -> str:
 def readme_table(files: list[tuple[Path, dict]]) -> str:
     """A markdown table: one line per measured row of every kept run (unavailable rows omitted)."""
     head = ("| device | threads | model | GFLOPs/frame | backend | precision | ms/frame (median) | fps | × official demo "
-            "| PSNR vs fp32 (dB) | run |\n|---|---|---|---|---|---|---|---|---|---|---|")
+            "| PSNR vs fp32 (dB): frames / large motion | run |\n|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for path, data in files:
         dev, model, settings = data.get("device") or {}, data.get("model") or {}, data.get("settings") or {}
@@ -111,6 +115,8 @@ def readme_table(files: list[tuple[Path, dict]]) -> str:
             if "compiled" in (r.get("variant") or ""):
                 name += " (compiled)"
             psnr = "fp32" if r.get("psnr_vs_fp32") is None else f"{r['psnr_vs_fp32']:.1f}"
+            if r.get("psnr_large_motion_vs_fp32") is not None:
+                psnr += f" / {r['psnr_large_motion_vs_fp32']:.1f}"
             lines.append(f"| {device_label(dev)} | {settings.get('threads')} | {model.get('config')} | "
                          f"{model.get('gflops_per_frame')} | {name} | {r['precision']} | "
                          f"{r['ms_per_frame_median']:.0f} | {r['fps']:.2f} | {r['speedup_vs_baseline']:.2f} | {psnr} | "

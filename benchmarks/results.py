@@ -54,7 +54,9 @@ class RowResult:
     ms_per_frame_*: wall time of keypoints + normalise + generate for one frame (uint8 in, uint8
     out); fps = 1000 / ms_per_frame_median; stages_ms: mean ms per stage; psnr_vs_fp32: mean
     over frames of the PSNR (dB, 99 for identical frames) against the baseline's float32 torch
-    frames, None for fp32 rows; max_abs_diff_vs_fp32: the largest uint8 difference to them;
+    frames, None for fp32 rows; psnr_large_motion_vs_fp32: the same for one generated frame under
+    a large seeded keypoint motion (``runner.large_motion_keypoints``, untimed);
+    max_abs_diff_vs_fp32: the largest uint8 difference to the baseline's frames;
     speedup_vs_baseline: baseline median / this row's median. status "unavailable" / "failed"
     rows carry a one-line ``reason`` and None figures.
     """
@@ -74,6 +76,7 @@ class RowResult:
     fps: float | None = None
     stages_ms: dict[str, float] = field(default_factory=dict)
     psnr_vs_fp32: float | None = None
+    psnr_large_motion_vs_fp32: float | None = None
     max_abs_diff_vs_fp32: int | None = None
     speedup_vs_baseline: float | None = None
 

@@ -55,8 +55,22 @@ class Runner:
         """(S,S,3) uint8 → ((S,S,3) uint8 output, {stage: ms})."""
         raise NotImplementedError
 
+    def generate_kp(self, kp_driving: np.ndarray) -> np.ndarray:
+        """Generator only, for given normalised driving keypoints (K,2) → (S,S,3) uint8."""
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
+
+
+def large_motion_keypoints(kp_source: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Source keypoints (K,2) under a seeded large motion: zoom ±5 %, a common shift ~0.05 and
+    per-point jitter ~0.03 (of the [-1,1] frame) — random-weight keypoint detectors barely move
+    on real frames, so this exercises the warps the way a real head turn does."""
+    rng = np.random.default_rng(seed)
+    kp = np.asarray(kp_source, np.float32)
+    shift = rng.normal(0, 0.05, size=(1, 2)) + rng.normal(0, 0.03, size=kp.shape)
+    return np.clip(kp * (1 + rng.normal(0, 0.05)) + shift, -1, 1).astype(np.float32)
 
 
 def _nchw(image: np.ndarray, device="cpu"):
@@ -115,6 +129,17 @@ class OfficialBaseline(Runner):
         return out, {"keypoints": (t1 - t0) * 1e3, "normalise": (t2 - t1) * 1e3,
                      "dense_motion": (t3 - t2) * 1e3, "inpainting": (t4 - t3) * 1e3}
 
+    def generate_kp(self, kp_driving: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            kp = torch.from_numpy(np.asarray(kp_driving, np.float32))[None].to(self.device)
+            pred = self.model.animate(self.source, self.kp_source, kp)
+            return pred[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+    def source_keypoints(self) -> np.ndarray:
+        return self.kp_source[0].cpu().numpy()
+
 
 class BackendRunner(Runner):
     """A backend built by ``engines.backends.create_backend`` on a private copy of the model."""
@@ -143,6 +168,9 @@ class BackendRunner(Runner):
         out = self.backend.generate(self.state, kp_norm)
         t3 = time.perf_counter()
         return out, {"keypoints": (t1 - t0) * 1e3, "normalise": (t2 - t1) * 1e3, "generate": (t3 - t2) * 1e3}
+
+    def generate_kp(self, kp_driving: np.ndarray) -> np.ndarray:
+        return self.backend.generate(self.state, kp_driving)
 
     def close(self):
         self.backend.close()

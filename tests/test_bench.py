@@ -89,9 +89,10 @@ def test_psnr_and_speedup_bookkeeping(bench_run):
     assert len(rows) >= 2
     for r in rows:
         if r["precision"] == "fp32":
-            assert r["psnr_vs_fp32"] is None
+            assert r["psnr_vs_fp32"] is None and r["psnr_large_motion_vs_fp32"] is None
         else:
             assert r["psnr_vs_fp32"] is not None and r["psnr_vs_fp32"] > 10
+            assert r["psnr_large_motion_vs_fp32"] is not None and r["psnr_large_motion_vs_fp32"] > 10
         assert r["speedup_vs_baseline"] == pytest.approx(base["ms_per_frame_median"] / r["ms_per_frame_median"],
                                                          rel=2e-2)
         assert r["fps"] == pytest.approx(1000.0 / r["ms_per_frame_median"], rel=2e-2)
