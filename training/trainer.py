@@ -587,6 +587,8 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
     if opts.max_steps is not None:
         total_steps = min(total_steps, opts.max_steps)
 
+    if resume_data is not None:
+        init_from = (resume_data.get("meta") or {}).get("init")
     meta = {"config_name": cfg.name, "perceptual": perceptual.kind, "image_size": image_size,
             "world_size": d.world, "bf16": opts.bf16, "init": init_from}
     if d.main:
