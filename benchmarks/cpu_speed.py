@@ -105,46 +105,67 @@ def cpu_description() -> dict:
             "python_version": platform.python_version()}
 
 
-@contextlib.contextmanager
-def paused_processes(pattern: str | None) -> Iterator[list[int]]:
-    """SIGSTOP every other process whose command line matches ``pattern``; SIGCONT them afterwards, always."""
-    pids: list[int] = []
-    if pattern:
+class Pauser:
+    """SIGSTOPs other processes whose command line matches a pattern; ``refresh()`` also catches ones
+    started since (a training run restarted mid-benchmark); ``resume()`` SIGCONTs them all."""
+
+    def __init__(self, pattern: str | None):
+        self.pattern = pattern
+        self.stopped: list[int] = []
+
+    def refresh(self) -> list[int]:
+        if not self.pattern:
+            return []
         out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
         me = {os.getpid(), os.getppid()}
+        new = []
         for line in out.splitlines():
             pid_s, _, args = line.strip().partition(" ")
-            if pid_s.isdigit() and int(pid_s) not in me and re.search(pattern, args) and "cpu_speed" not in args:
-                pids.append(int(pid_s))
-    stopped = []
-    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+            if (pid_s.isdigit() and int(pid_s) not in me and int(pid_s) not in self.stopped
+                    and re.search(self.pattern, args) and "cpu_speed" not in args):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid_s), signal.SIGSTOP)
+                    self.stopped.append(int(pid_s))
+                    new.append(int(pid_s))
+        if new:
+            print(f"paused {new} (matching {self.pattern!r}) for the benchmark", flush=True)
+        return new
 
-    def resume(*_):
-        for pid in stopped:
+    def __iter__(self):  # behaves as the list of paused pids
+        return iter(list(self.stopped))
+
+    def __repr__(self) -> str:
+        return repr(self.stopped)
+
+    def resume(self) -> None:
+        for pid in self.stopped:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
 
+
+@contextlib.contextmanager
+def paused_processes(pattern: str | None) -> Iterator[Pauser]:
+    """Pause matching processes for the duration of the block; SIGCONT them afterwards, always
+    (also when this process is stopped by SIGTERM / SIGINT)."""
+    pauser = Pauser(pattern)
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
     def on_signal(signum, frame):
-        resume()
+        pauser.resume()
         signal.signal(signum, previous[signum])
         os.kill(os.getpid(), signum)
 
     try:
         for s in previous:
             signal.signal(s, on_signal)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGSTOP)
-                stopped.append(pid)
-        if stopped:
-            print(f"paused {stopped} (matching {pattern!r}) for the benchmark", flush=True)
-        yield stopped
+        pauser.refresh()
+        yield pauser
     finally:
-        resume()
+        pauser.resume()
         for s, h in previous.items():
             signal.signal(s, h)
-        if stopped:
-            print(f"resumed {stopped}", flush=True)
+        if pauser.stopped:
+            print(f"resumed {pauser.stopped}", flush=True)
 
 
 def busy_processes(min_cpu: float = 20.0, window_s: float = 1.0) -> list[str]:
@@ -174,6 +195,15 @@ def busy_processes(min_cpu: float = 20.0, window_s: float = 1.0) -> list[str]:
         if pct >= min_cpu:
             busy.append(f"{pid} {name} {pct:.0f}%")
     return busy
+
+
+def _matches(busy_entry: str, pattern: str) -> bool:
+    """Whether the process of a busy_processes() entry ("pid name pct%") has a command line matching pattern."""
+    try:
+        cmdline = Path(f"/proc/{busy_entry.split()[0]}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    return re.search(pattern, cmdline) is not None
 
 
 # ------------------------------------------------------------------------------------ variants
@@ -319,6 +349,7 @@ class SpeedReport:
     paused_pids: list[int]
     busy_processes_at_start: list[str]
     busy_processes_at_end: list[str]
+    busy_processes_per_round: list[list[str]]
     started: str
     duration_s: float
     notes: list[str] = field(default_factory=list)
@@ -326,8 +357,11 @@ class SpeedReport:
 
 def measure_cpu_speed(config: str = "vox-256", seed: int = 0, rounds: int = 3,
                       variants: tuple[str, ...] = DEFAULT_VARIANTS, threads: int = 2,
-                      progress: Callable[[str], None] = print) -> SpeedReport:
-    """Set every variant up, then time baseline and variants frame by frame, interleaved."""
+                      progress: Callable[[str], None] = print, before_round: Callable[[], object] | None = None
+                      ) -> SpeedReport:
+    """Set every variant up, then time baseline and variants frame by frame, interleaved.
+
+    ``before_round`` runs (untimed) before each frame of each round (e.g. :meth:`Pauser.refresh`)."""
     import torch
 
     from engines.tpsmm.random_weights import perturbed_random_model
@@ -348,8 +382,11 @@ def measure_cpu_speed(config: str = "vox-256", seed: int = 0, rounds: int = 3,
         runner.frame(driving[0])  # warm-up, untimed
         results[runner.name] = VariantResult(runner.name, runner.backend, runner.precision, time.perf_counter() - t0)
     first_round: dict[str, list[tuple[int, np.ndarray]]] = {runner.name: [] for runner in runners}
+    busy_rounds: list[list[str]] = []
     for r in range(rounds):
         for i, frame in enumerate(driving):
+            if before_round:
+                before_round()
             k = r * len(driving) + i
             order = runners[k % len(runners):] + runners[:k % len(runners)]
             for runner in order:
@@ -357,6 +394,7 @@ def measure_cpu_speed(config: str = "vox-256", seed: int = 0, rounds: int = 3,
                 results[runner.name].ms.append(ms)
                 if r == 0:
                     first_round[runner.name].append((i, out))
+        busy_rounds.append(busy_processes(window_s=0.5))
         progress(f"round {r + 1}/{rounds}: " + ", ".join(
             f"{n} {statistics.median(v.ms):.0f} ms" for n, v in results.items()))
     # quality: every variant's first-round outputs against the baseline's, plus one large motion
@@ -382,6 +420,7 @@ def measure_cpu_speed(config: str = "vox-256", seed: int = 0, rounds: int = 3,
         fastest=fastest.name if fastest else None, fastest_speedup=fastest.speedup_vs_baseline if fastest else None,
         device=cpu_description(), load_average_start=load_start, load_average_end=list(os.getloadavg()),
         paused_pids=[], busy_processes_at_start=busy, busy_processes_at_end=busy_processes(),
+        busy_processes_per_round=busy_rounds,
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t_start)), duration_s=time.time() - t_start)
 
 
@@ -401,13 +440,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "cpu_speed.json"))
+    parser.add_argument("--wait-quiet", type=float, default=0, metavar="S",
+                        help="first wait up to S seconds until no other process uses ≥ 20%% of a core")
     parser.add_argument("--pause-training", action="store_true",
                         help=f"SIGSTOP processes matching {TRAINING_PATTERN!r} during the run (always resumed)")
     args = parser.parse_args(argv)
-    with paused_processes(TRAINING_PATTERN if args.pause_training else None) as paused:
+    deadline = time.time() + args.wait_quiet
+    while args.wait_quiet and time.time() < deadline:
+        busy = [b for b in busy_processes() if not (args.pause_training and _matches(b, TRAINING_PATTERN))]
+        if not busy:
+            break
+        print(f"waiting for a quiet CPU: {', '.join(busy)}", flush=True)
+        time.sleep(10)
+    with paused_processes(TRAINING_PATTERN if args.pause_training else None) as pauser:
         report = measure_cpu_speed(args.config, args.seed, args.rounds, tuple(v for v in args.variants.split(",") if v),
-                                   args.threads)
-        report.paused_pids = paused
+                                   args.threads, before_round=pauser.refresh)
+        report.paused_pids = list(pauser.stopped)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(asdict(report), indent=2))
