@@ -168,6 +168,8 @@ def build_runner(spec: RowSpec, loaded: LoadedModel, threads: int | None) -> tup
             warnings.simplefilter("always")
             runner = BackendRunner(spec, loaded, options)
         for w in caught:
+            if issubclass(w.category, (ResourceWarning, DeprecationWarning)):
+                continue
             say(f"  {spec.backend} {spec.precision}: warning: {w.message}")
     except BackendUnavailableError as err:
         row.status, row.reason = STATUS_UNAVAILABLE, unavailable_reason(spec.backend, err)
