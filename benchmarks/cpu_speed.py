@@ -106,8 +106,9 @@ def cpu_description() -> dict:
 
 
 class Pauser:
-    """SIGSTOPs other processes whose command line matches a pattern; ``refresh()`` also catches ones
-    started since (a training run restarted mid-benchmark); ``resume()`` SIGCONTs them all."""
+    """SIGSTOPs other processes whose command line matches a pattern; ``refresh()`` stops them again
+    (someone may have resumed one) and catches ones started since (a training run restarted
+    mid-benchmark); ``resume()`` SIGCONTs them all."""
 
     def __init__(self, pattern: str | None):
         self.pattern = pattern
@@ -121,12 +122,13 @@ class Pauser:
         new = []
         for line in out.splitlines():
             pid_s, _, args = line.strip().partition(" ")
-            if (pid_s.isdigit() and int(pid_s) not in me and int(pid_s) not in self.stopped
-                    and re.search(self.pattern, args) and "cpu_speed" not in args):
+            if (pid_s.isdigit() and int(pid_s) not in me and re.search(self.pattern, args)
+                    and "cpu_speed" not in args):
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid_s), signal.SIGSTOP)
-                    self.stopped.append(int(pid_s))
-                    new.append(int(pid_s))
+                    os.kill(int(pid_s), signal.SIGSTOP)  # again, if already stopped: idempotent
+                    if int(pid_s) not in self.stopped:
+                        self.stopped.append(int(pid_s))
+                        new.append(int(pid_s))
         if new:
             print(f"paused {new} (matching {self.pattern!r}) for the benchmark", flush=True)
         return new
@@ -143,10 +145,38 @@ class Pauser:
                 os.kill(pid, signal.SIGCONT)
 
 
+BENCH_LOCK = Path(os.environ.get("TMPDIR", "/tmp")) / "splinecam-benchmark.lock"
+
+
+@contextlib.contextmanager
+def benchmark_lock() -> Iterator[None]:
+    """One benchmark at a time on this machine (an exclusive flock on BENCH_LOCK; waits for it)."""
+    import fcntl
+
+    with open(BENCH_LOCK, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another benchmark to finish ({BENCH_LOCK}) …", flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 @contextlib.contextmanager
 def paused_processes(pattern: str | None) -> Iterator[Pauser]:
     """Pause matching processes for the duration of the block; SIGCONT them afterwards, always
-    (also when this process is stopped by SIGTERM / SIGINT)."""
+    (also when this process is stopped by SIGTERM / SIGINT). Holds :func:`benchmark_lock`, so two
+    benchmarks never pause / resume the same processes under each other."""
+    with benchmark_lock():
+        with _paused(pattern) as pauser:
+            yield pauser
+
+
+@contextlib.contextmanager
+def _paused(pattern: str | None) -> Iterator[Pauser]:
     pauser = Pauser(pattern)
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
 
@@ -445,17 +475,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pause-training", action="store_true",
                         help=f"SIGSTOP processes matching {TRAINING_PATTERN!r} during the run (always resumed)")
     args = parser.parse_args(argv)
-    deadline = time.time() + args.wait_quiet
-    while args.wait_quiet and time.time() < deadline:
-        busy = [b for b in busy_processes() if not (args.pause_training and _matches(b, TRAINING_PATTERN))]
-        if not busy:
-            break
-        print(f"waiting for a quiet CPU: {', '.join(busy)}", flush=True)
-        time.sleep(10)
-    with paused_processes(TRAINING_PATTERN if args.pause_training else None) as pauser:
-        report = measure_cpu_speed(args.config, args.seed, args.rounds, tuple(v for v in args.variants.split(",") if v),
-                                   args.threads, before_round=pauser.refresh)
-        report.paused_pids = list(pauser.stopped)
+    with benchmark_lock():
+        deadline = time.time() + args.wait_quiet
+        while args.wait_quiet and time.time() < deadline:
+            busy = [b for b in busy_processes() if not (args.pause_training and _matches(b, TRAINING_PATTERN))]
+            if not busy:
+                break
+            print(f"waiting for a quiet CPU: {', '.join(busy)}", flush=True)
+            time.sleep(10)
+        with _paused(TRAINING_PATTERN if args.pause_training else None) as pauser:
+            report = measure_cpu_speed(args.config, args.seed, args.rounds,
+                                       tuple(v for v in args.variants.split(",") if v), args.threads,
+                                       before_round=pauser.refresh)
+            report.paused_pids = list(pauser.stopped)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(asdict(report), indent=2))
