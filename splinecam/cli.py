@@ -27,13 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"splinecam {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for package in PACKAGES:
-        try:
-            module = importlib.import_module(f"{package}.cli")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{package}.cli":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"{package}.cli").register(sub)
     return parser
 
 
