@@ -55,16 +55,18 @@ def resolve_choice(backend: str, device: str, precision: str) -> tuple[str, str,
     * CPU, everything ``auto``: on a CPU with AVX-512 bf16 or AMX, ``torch`` + ``bf16``, which on
       the CPU is the compiled path (:class:`engines.export.torch_inductor.CompiledTorchBackend`:
       source cached; generator in bfloat16, channels_last, compiled by inductor with frozen,
-      pre-packed weights; keypoint detector, TPS and Gaussians float32). Measured 6× faster per
-      frame than the official demo's float32 work at 54 dB PSNR. Its first start compiles for one
-      to two minutes (cached afterwards); if compiling fails (no C++ compiler …) ``auto`` falls back
-      to ``onnxruntime`` fp32 with a warning. On other CPUs: ``torch`` + ``fp32``.
+      pre-packed weights; keypoint detector, TPS and Gaussians float32): measured 218 ms per frame,
+      5.9× the official demo's float32 per-frame work (1280 ms), at 54.6 dB PSNR. The other CPU
+      choices measured 920–1110 ms (ONNX Runtime fp32 938 ms, exact; eager torch fp32 with the
+      source cached 1109 ms). Its first start compiles for about a minute (cached afterwards); if
+      compiling fails (no C++ compiler …) ``auto`` falls back to ``onnxruntime`` fp32 with a warning.
+      On CPUs without bf16: ``torch`` + ``fp32`` (not measured on such a CPU).
     * CPU with an explicit precision and backend ``auto``: ``fp32`` → ``torch`` (exact, no
       export or compile step); ``bf16`` → ``torch`` (compiled as above); ``fp16`` → ``onnxruntime``
       (its fp16 graphs are the only CPU fp16 path; about as fast as its fp32 here, 57 dB).
     * ``--backend torch --precision bf16`` on CPU: compiled as above; if compiling fails, the eager
       autocast path with a warning — it runs the keypoint detector in bf16 too and measured
-      31–35 dB, under the 35 dB floor. ``SPLINECAM_TORCH_COMPILE=0`` asks for the eager path.
+      31–37 dB (28.7 dB on a large motion), under the 35 dB floor. ``SPLINECAM_TORCH_COMPILE=0`` asks for the eager path.
     * CUDA, backend ``auto``: ``tensorrt`` when TensorRT 10.12+ is installed, else
       ``onnxruntime`` when its CUDA execution provider is present, else ``torch``; precision
       ``auto``: ``fp16`` (fp16 networks, float32 TPS / Gaussian maths). Not measured: no GPU was
