@@ -101,13 +101,26 @@ def device_label(dev: dict) -> str:
     return f"{dev.get('cpu_model') or 'CPU'}{', ' + isa if isa else ''}"
 
 
+def weights_label(model: dict) -> str:
+    """config plus where the weights came from: random / bundled / a checkpoint file name."""
+    source = model.get("source") or ""
+    tag = ("random weights" if source.startswith("random") else
+           "bundled weights" if source.startswith("bundled") else Path(source.split(" ", 1)[-1]).name)
+    return f"{model.get('config')} ({tag})"
+
+
 def readme_table(files: list[tuple[Path, dict]]) -> str:
-    """A markdown table: one line per measured row of every kept run (unavailable rows omitted)."""
-    head = ("| device | threads | model | GFLOPs/frame | backend | precision | ms/frame (median) | fps | × official demo "
-            "| PSNR vs fp32 (dB): frames / large motion | run |\n|---|---|---|---|---|---|---|---|---|---|---|")
-    lines = [head]
+    """Markdown: a table of the measured rows of every kept run (unavailable rows omitted), a
+    table of the live-pipeline runs, and the list of runs (command, model, inputs, note)."""
+    lines = ["| device | threads | model | GFLOPs/frame | backend | precision | ms/frame (median) | fps "
+             "| × official demo | PSNR vs fp32 (dB): frames / large motion | run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    pipes = ["| device | threads | model | backend | camera clip | pacing | output | fps (processed) "
+             "| latency p50 / p95 (ms) | frames processed / dropped | run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for path, data in files:
         dev, model, settings = data.get("device") or {}, data.get("model") or {}, data.get("settings") or {}
+        link = f"[{path.name}](results/{path.name})"
         for r in data.get("results") or []:
             if r.get("status") != "ok":
                 continue
@@ -117,27 +130,31 @@ def readme_table(files: list[tuple[Path, dict]]) -> str:
             psnr = "fp32" if r.get("psnr_vs_fp32") is None else f"{r['psnr_vs_fp32']:.1f}"
             if r.get("psnr_large_motion_vs_fp32") is not None:
                 psnr += f" / {r['psnr_large_motion_vs_fp32']:.1f}"
-            lines.append(f"| {device_label(dev)} | {settings.get('threads')} | {model.get('config')} | "
-                         f"{model.get('gflops_per_frame')} | {name} | {r['precision']} | "
+            lines.append(f"| {device_label(dev)} | {settings.get('threads')} | {weights_label(model)} | "
+                         f"{_f(model.get('gflops_per_frame'), '.1f')} | {name} | {r['precision']} | "
                          f"{r['ms_per_frame_median']:.0f} | {r['fps']:.2f} | {r['speedup_vs_baseline']:.2f} | {psnr} | "
-                         f"[{path.name}](results/{path.name}) |")
+                         f"{link} |")
         for p in data.get("pipeline") or []:
             if p.get("status") != "ok":
                 continue
-            lat = p.get("latency_ms") or {}
-            lines.append(f"| {device_label(dev)} | {settings.get('threads')} | {model.get('config')} | "
-                         f"{model.get('gflops_per_frame')} | live pipeline: {p.get('variant') or p.get('backend')} | "
-                         f"{p.get('precision')} | – | {_f(p.get('fps_processed'), '.2f')} | – | "
-                         f"latency p50 {_f(lat.get('p50'), '.0f')} / p95 {_f(lat.get('p95'), '.0f')} ms | "
-                         f"[{path.name}](results/{path.name}) |")
-    runs = ["", "Runs:", ""]
+            lat, fr = p.get("latency_ms") or {}, p.get("frames") or {}
+            pipes.append(f"| {device_label(dev)} | {settings.get('threads')} | {weights_label(model)} | "
+                         f"{p.get('variant') or p.get('backend')} | {p.get('clip')} | "
+                         f"{'like a camera' if p.get('paced') else 'unpaced'} | {p.get('output_size')} | "
+                         f"{_f(p.get('fps_processed'), '.2f')} | {_f(lat.get('p50'), '.0f')} / {_f(lat.get('p95'), '.0f')} | "
+                         f"{fr.get('processed')} / {fr.get('dropped')} | {link} |")
+    out = lines
+    if len(pipes) > 2:
+        out += ["", "Live pipeline (`--pipeline`):", ""] + pipes
+    if files:
+        out += ["", "Runs:", ""]
     for path, data in files:
         note = f" — {data['note']}" if data.get("note") else ""
         inputs = (data.get("inputs") or {}).get("description", "")
-        runs.append(f"- [{path.name}](results/{path.name}) ({(data.get('created') or '')[:16]}): "
-                    f"`{data.get('command') or 'splinecam bench'}`; model: {(data.get('model') or {}).get('source')}; "
-                    f"inputs: {inputs}{note}")
-    return "\n".join(lines + (runs if files else []))
+        out.append(f"- [{path.name}](results/{path.name}) ({(data.get('created') or '')[:16]}): "
+                   f"`{data.get('command') or 'splinecam bench'}`; model: {(data.get('model') or {}).get('source')}; "
+                   f"inputs: {inputs}{note}")
+    return "\n".join(out)
 
 
 def update_readme(readme: Path = README, directory: Path = RESULTS_DIR) -> str:
