@@ -36,10 +36,8 @@ COMPILE_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def _compile(module: torch.nn.Module):
-    import torch._inductor.config as inductor_config
-
-    inductor_config.freezing = True  # constant-fold and pre-pack weights (inference only)
-    return torch.compile(module, dynamic=False)
+    # freezing: constant-fold and pre-pack the weights (inference only); set per compile, not globally
+    return torch.compile(module, dynamic=False, options={"freezing": True})
 
 
 class CompiledTorchBackend(TorchBackend):
