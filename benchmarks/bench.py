@@ -215,9 +215,11 @@ def run_bench(opts: BenchOptions) -> BenchResult:
     if opts.pipeline:
         from benchmarks.pipeline import run_pipelines
 
+        result.settings = {"threads": threads, "device": opts.device, "pipeline_frames": opts.pipeline_frames,
+                           "paced": not opts.pipeline_unpaced, "output_size": f"{opts.output_size[0]}x{opts.output_size[1]}",
+                           "mode": "relative"}
         result.pipeline = run_pipelines(opts, loaded)
         result.inputs = {"description": f"{opts.pipeline} as the camera"}
-        result.model = info
         result.conditions = {"start": before, "end": _conditions()}
         return result
 

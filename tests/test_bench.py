@@ -244,3 +244,18 @@ def _tiny_cfg():
     from engines.tpsmm.config import config_from_dict
 
     return config_from_dict(yaml.safe_load(TINY_YAML), "tiny-64")
+
+
+def test_pipeline_reports_fps_and_latency(tiny_config):
+    """--pipeline: the live pipeline on the bundled webcam clip; TensorRT reported unavailable."""
+    from benchmarks.pipeline import DEFAULT_AVATAR, run_pipeline
+    from engines.tpsmm.random_weights import perturbed_random_model
+
+    clip = DEFAULT_AVATAR.parent / "webcam.mp4"
+    loaded = perturbed_random_model(str(tiny_config), 0)
+    res = run_pipeline(clip, loaded, "torch", "fp32", "cpu", max_frames=4, paced=False, output_size=(320, 240))
+    assert res.status == "ok" and res.frames["processed"] >= 4 and res.fps_processed > 0
+    assert res.latency_ms["p50"] is not None and res.latency_ms["p95"] >= res.latency_ms["p50"]
+    assert {"keypoints", "generate"} <= set(res.stages_ms) and res.output_size == "320x240"
+    trt = run_pipeline(clip, loaded, "tensorrt", "fp16", "auto")
+    assert trt.status == "unavailable" and trt.reason and trt.fps_processed is None
