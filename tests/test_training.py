@@ -130,7 +130,7 @@ def test_losses_finite_and_decrease(tiny_config, prepared):
         opt.zero_grad()
         total.backward()
         opt.step()
-        totals.append(float(total))
+        totals.append(float(total.detach()))
     assert totals[-1] < totals[0]
 
 

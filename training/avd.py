@@ -66,7 +66,7 @@ def clip_keypoints(kp_detector, clips, image_size: int, batch: int = 32) -> list
     for clip in clips:
         kps = []
         for i in range(0, len(clip.frames), batch):
-            frames = np.asarray(clip.frames[i:i + batch])
+            frames = np.array(clip.frames[i:i + batch])
             if frames.shape[1] != image_size:
                 frames = np.stack([cv2.resize(f, (image_size, image_size), interpolation=cv2.INTER_AREA) for f in frames])
             x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255

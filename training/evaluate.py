@@ -88,7 +88,7 @@ def load_items(data: str | Path, size: int) -> list[tuple[str, np.ndarray]]:
             frames = np.asarray(clip.frames)
             if frames.shape[1] != size:
                 frames = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
-            items.append((clip.name, frames))
+            items.append((clip.name, np.array(frames)))
         return items
     for video in list_videos(data):
         frames, _ = read_video(video)

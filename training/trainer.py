@@ -31,6 +31,7 @@ import random
 import signal
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -651,7 +652,7 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
             warm_step += 1
             wall += time.time() - t0
             if d.main and (warm_step % opts.log_every == 0 or warm_step == opts.warmstart_steps):
-                v = float(losses["landmark"])
+                v = float(losses["landmark"].detach())
                 _append_csv(run_dir / "warmstart.csv", ["step", "landmark_l1", "wall_s"], [warm_step, f"{v:.6f}", f"{wall:.1f}"])
                 log(f"warm-start {warm_step}/{opts.warmstart_steps}: landmark L1 {v:.4f} (grid units)")
             if due():
@@ -692,8 +693,8 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
                 step_in_epoch += 1
                 dt = time.time() - t0
                 wall += dt
-                vals = {k: float(v) for k, v in losses.items()}
-                total = float(loss)
+                vals = {k: float(v.detach()) for k, v in losses.items()}
+                total = float(loss.detach())
                 if not math.isfinite(total):
                     raise SplinecamError(f"loss became {total} at step {step}: lower --lr or use fp32 (no --bf16)")
                 for k, v in vals.items():
@@ -733,7 +734,9 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
                 epoch_sums, epoch_count = {}, 0
                 scheduler.step()
                 if sched_bg:
-                    sched_bg.step()
+                    with warnings.catch_warnings():  # before bg_start its optimizer has not stepped yet
+                        warnings.simplefilter("ignore", UserWarning)
+                        sched_bg.step()
                 continue
             break
     finally:
