@@ -147,12 +147,12 @@ def train_avd(args) -> Path:
         optimizer.step()
         step += 1
         wall += time.time() - t0
-        if not math.isfinite(float(loss)):
-            raise SplinecamError(f"AVD loss became {float(loss)} at step {step}")
+        if not math.isfinite(float(loss.detach())):
+            raise SplinecamError(f"AVD loss became {float(loss.detach())} at step {step}")
         _append_csv(run_dir / "losses.csv", ["step", "epoch", "lr", "reconstruction_kp"],
-                    [step, epoch, f"{optimizer.param_groups[0]['lr']:.3g}", f"{float(loss):.6f}"])
+                    [step, epoch, f"{optimizer.param_groups[0]['lr']:.3g}", f"{float(loss.detach()):.6f}"])
         if step % args.log_every == 0 or step == 1:
-            log(f"AVD step {step}/{total} ep {epoch} | kp reconstruction L1 {float(loss):.5f}")
+            log(f"AVD step {step}/{total} ep {epoch} | kp reconstruction L1 {float(loss.detach()):.5f}")
         if step % steps_per_epoch == 0:
             epoch += 1
             scheduler.step()
