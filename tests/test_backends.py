@@ -8,6 +8,8 @@ import os
 
 import numpy as np
 import pytest
+
+from engines.backends.torch_backend import _cpu_has_bf16
 import torch
 
 from engines.backends import create_backend, resolve_choice
@@ -239,8 +241,7 @@ def test_cpu_bf16_uses_the_compiled_path_and_falls_back(monkeypatch, golden_mode
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("SPLINECAM_RUN_SLOW") != "1",
-                    reason="compiles with inductor for 1-2 min: set SPLINECAM_RUN_SLOW=1 (benchmarks/cpu_speed.py covers it)")
+@pytest.mark.skipif(not _cpu_has_bf16(), reason="the compiled bf16 path is the auto choice only on CPUs with AVX-512 bf16 / AMX")
 def test_compiled_bf16_cpu_path_keeps_35db(golden_model, golden_io):
     """Compiles golden-small with inductor (a minute or more on 2 cores)."""
     import copy
