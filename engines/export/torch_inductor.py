@@ -36,8 +36,20 @@ COMPILE_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def _compile(module: torch.nn.Module):
-    # freezing: constant-fold and pre-pack the weights (inference only); set per compile, not globally
-    return torch.compile(module, dynamic=False, options={"freezing": True})
+    """torch.compile for inference; call the result inside :func:`_freezing` (compiles happen lazily)."""
+    return torch.compile(module, dynamic=False)
+
+
+def _freezing():
+    """Inductor's ``freezing`` (weights constant-folded and pre-packed), for the compiles of this call only.
+
+    Set as the global inductor config around each compiled call rather than through
+    ``torch.compile(options=…)``: measured on vox-256 the options route produced a generator 15 %
+    slower (253 vs 218 ms per frame), so not every freezing pass sees it.
+    """
+    import torch._inductor.config as inductor_config
+
+    return inductor_config.patch(freezing=True)
 
 
 class CompiledTorchBackend(TorchBackend):
@@ -89,7 +101,8 @@ class CompiledTorchBackend(TorchBackend):
     @torch.no_grad()  # not inference_mode: these tensors feed the compiled graph
     def prepare_source(self, image: np.ndarray) -> SourceState:
         x = self._input(image)
-        kp = self._kp(self._input(image, torch.float32)).float()  # float32 source keypoints
+        with _freezing():
+            kp = self._kp(self._input(image, torch.float32)).float()  # float32 source keypoints
         dm = self.fast.dense_motion_network
         small = dm.downsample(x)  # once per avatar: eager is fine
         heat = kp2gaussian(kp, small.shape[2], small.shape[3], dm.kp_variance)
@@ -98,7 +111,7 @@ class CompiledTorchBackend(TorchBackend):
 
     @torch.no_grad()
     def keypoints(self, frame: np.ndarray) -> np.ndarray:
-        with self.timer.time("keypoints"):
+        with self.timer.time("keypoints"), _freezing():
             return self._kp(self._input(frame, torch.float32))[0].float().cpu().numpy()
 
     @torch.no_grad()
@@ -113,7 +126,8 @@ class CompiledTorchBackend(TorchBackend):
         kp = torch.from_numpy(np.asarray(kp_driving, dtype=np.float32))[None]
         tps = solve_tps(kp, src.kp, self.config.num_tps)
         bg = torch.eye(3)[None] if bg_param is None else torch.from_numpy(np.asarray(bg_param, np.float32))[None]
-        return self._gen(*src.as_inputs(), kp, tps.theta, tps.control_params, bg)
+        with _freezing():
+            return self._gen(*src.as_inputs(), kp, tps.theta, tps.control_params, bg)
 
     @torch.inference_mode()
     def background(self, source: SourceState, frame: np.ndarray) -> np.ndarray:
