@@ -55,10 +55,10 @@ def resolve_choice(backend: str, device: str, precision: str) -> tuple[str, str,
     * CPU, everything ``auto``: on a CPU with AVX-512 bf16 or AMX, ``torch`` + ``bf16``, which on
       the CPU is the compiled path (:class:`engines.export.torch_inductor.CompiledTorchBackend`:
       source cached; generator in bfloat16, channels_last, compiled by inductor with frozen,
-      pre-packed weights; keypoint detector, TPS and Gaussians float32): measured 218 ms per frame,
-      5.9× the official demo's float32 per-frame work (1280 ms), at 54.6 dB PSNR. The other CPU
-      choices measured 920–1110 ms (ONNX Runtime fp32 938 ms, exact; eager torch fp32 with the
-      source cached 1109 ms). Its first start compiles for about a minute (cached afterwards); if
+      pre-packed weights; keypoint detector, TPS and Gaussians float32): measured 224 ms per frame,
+      5.8× the official demo's float32 per-frame work (1289 ms), at 54.6 dB PSNR. The other CPU
+      choices measured 911–1117 ms (ONNX Runtime fp32 957 ms, exact; eager torch fp32 with the
+      source cached 1117 ms; eager autocast bf16 453 ms but under 35 dB). Its first start compiles for about a minute (cached afterwards); if
       compiling fails (no C++ compiler …) ``auto`` falls back to ``onnxruntime`` fp32 with a warning.
       On CPUs without bf16: ``torch`` + ``fp32`` (not measured on such a CPU).
     * CPU with an explicit precision and backend ``auto``: ``fp32`` → ``torch`` (exact, no

@@ -45,7 +45,7 @@ def _freezing():
 
     Set as the global inductor config around each compiled call rather than through
     ``torch.compile(options=…)``: measured on vox-256 the options route produced a generator 15 %
-    slower (253 vs 218 ms per frame), so not every freezing pass sees it.
+    slower (253 vs 224 ms per frame), so not every freezing pass sees it.
     """
     import torch._inductor.config as inductor_config
 
