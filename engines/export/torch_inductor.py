@@ -37,6 +37,10 @@ COMPILE_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 def _compile(module: torch.nn.Module):
     """torch.compile for inference; call the result inside :func:`_freezing` (compiles happen lazily)."""
+    import logging
+
+    # the CUDA build of torch warns "No CUDA runtime is found" while building CPU kernels: not ours to show
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     return torch.compile(module, dynamic=False)
 
 
