@@ -6,7 +6,7 @@ Writes keypoints / source_encoder / generator / background ``.onnx`` files and `
 (inputs, outputs, shapes, dtypes, opset, model hash, config, splinecam version). ``--tensorrt``
 also builds a plan per graph into the engine cache (keyed by GPU, compute capability, TensorRT
 version, precision and model hash); it needs an NVIDIA GPU and TensorRT, and says so in one line
-otherwise. ``python -m engines.cli export …`` runs the same command without the main dispatcher.
+otherwise. ``python -m engines.cli export …`` is the same as ``splinecam export …``.
 """
 
 from __future__ import annotations
@@ -62,17 +62,10 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m engines.cli export …``), same behaviour as ``splinecam export``."""
-    from engines.errors import SplinecamError
+    """``python -m engines.cli …`` is ``splinecam …``: the one dispatcher (splinecam/cli.py)."""
+    from splinecam.cli import main as splinecam_main
 
-    parser = argparse.ArgumentParser(prog="splinecam")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except SplinecamError as exc:
-        print(f"splinecam: error: {exc}", file=sys.stderr)
-        return 2
+    return splinecam_main(argv)
 
 
 if __name__ == "__main__":

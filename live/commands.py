@@ -1,7 +1,6 @@
 """The live subcommands: ``live`` (webcam → avatar → virtual camera), ``demo``, ``cameras``.
 
-``add_live_commands(subparsers)`` is called by live/cli.py's ``register``; ``python -m live`` runs
-them without the rest of splinecam.
+``add_live_commands(subparsers)`` is called by live/cli.py's ``register``.
 """
 
 from __future__ import annotations

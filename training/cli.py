@@ -135,17 +135,10 @@ def register(subparsers) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engines.errors import SplinecamError
+    """``python -m training.cli …`` is ``splinecam …``: the one dispatcher (splinecam/cli.py)."""
+    from splinecam.cli import main as splinecam_main
 
-    parser = argparse.ArgumentParser(prog="python -m training.cli", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except SplinecamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return splinecam_main(argv)
 
 
 if __name__ == "__main__":
