@@ -110,8 +110,18 @@ class Backend(abc.ABC):
         """Normalised driving keypoints (K,2) [+ background (3,3)] → (S,S,3) uint8 RGB frame."""
 
     def avd(self, kp_source: np.ndarray, kp_driving: np.ndarray) -> np.ndarray:
-        """AVD normalisation (K,2),(K,2) → (K,2). Runs in torch on the host for every backend."""
-        raise NotImplementedError
+        """AVD normalisation (K,2),(K,2) → (K,2): a small MLP, run in torch float32 on the host for
+        every backend (subclasses keep their LoadedModel as ``self.loaded``)."""
+        import torch
+
+        from engines.errors import BackendUnavailableError
+
+        if not self.has_avd:
+            raise BackendUnavailableError("this checkpoint has no AVD network: use --mode relative or standard")
+        with torch.inference_mode():
+            ks = torch.from_numpy(np.asarray(kp_source, np.float32))[None]
+            kd = torch.from_numpy(np.asarray(kp_driving, np.float32))[None]
+            return self.loaded.model.avd_network(ks, kd)[0].float().numpy()
 
     def background(self, source: SourceState, frame: np.ndarray) -> np.ndarray:
         """Background affine motion of a driving frame: (3,3) float32."""

@@ -161,16 +161,6 @@ class OnnxRuntimeBackend(Backend):
         with self.timer.time("generate"):
             return nchw_to_image(self.predict(source, kp_driving, bg_param))
 
-    def avd(self, kp_source: np.ndarray, kp_driving: np.ndarray) -> np.ndarray:
-        import torch
-
-        if not self.has_avd:
-            raise BackendUnavailableError("this checkpoint has no AVD network: use --mode relative or standard")
-        with torch.inference_mode():
-            ks = torch.from_numpy(np.asarray(kp_source, np.float32))[None]
-            kd = torch.from_numpy(np.asarray(kp_driving, np.float32))[None]
-            return self.loaded.model.avd_network(ks, kd)[0].float().numpy()
-
     def background(self, source: SourceState, frame: np.ndarray) -> np.ndarray:
         if not self.has_bg or "background" not in self.sessions:
             return np.eye(3, dtype=np.float32)

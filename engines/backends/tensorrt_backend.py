@@ -270,16 +270,6 @@ class TensorRTBackend(Backend):
                 out = self._gen_out["prediction"][0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu()
             return out.numpy()
 
-    def avd(self, kp_source: np.ndarray, kp_driving: np.ndarray) -> np.ndarray:
-        import torch
-
-        if not self.has_avd:
-            raise BackendUnavailableError("this checkpoint has no AVD network: use --mode relative or standard")
-        with torch.inference_mode():
-            ks = torch.from_numpy(np.asarray(kp_source, np.float32))[None]
-            kd = torch.from_numpy(np.asarray(kp_driving, np.float32))[None]
-            return self.loaded.model.avd_network(ks, kd)[0].float().numpy()
-
     def background(self, source: SourceState, frame: np.ndarray) -> np.ndarray:
         import torch
 

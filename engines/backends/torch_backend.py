@@ -35,6 +35,7 @@ class TorchBackend(Backend):
 
     def __init__(self, loaded: LoadedModel, device: str = "cpu", precision: str = "fp32"):
         super().__init__(loaded.config, device, precision, loaded.has_avd)
+        self.loaded = loaded
         if device == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailableError("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
         if precision == "fp16" and device != "cuda":
