@@ -249,11 +249,11 @@ def test_vgg_loads_torchvision_layout(tmp_path):
 
 
 def test_lite_256_is_at_most_a_fifth_of_vox_256():
-    from training.flops import frame_flops
+    from engines.tpsmm.flops import count_network_flops
 
-    lite = frame_flops("lite-256", image_size=128)
-    vox = frame_flops("vox-256", image_size=128)
-    assert lite.total * 5 <= vox.total
+    lite = count_network_flops("lite-256", image_size=128)
+    vox = count_network_flops("vox-256", image_size=128)
+    assert lite.training_frame * 5 <= vox.training_frame
 
 
 def test_resume_can_shorten_the_lr_schedule():
