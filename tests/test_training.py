@@ -272,20 +272,35 @@ def test_resume_can_shorten_the_lr_schedule():
 
 
 def test_augmented_landmarks_follow_the_image():
-    """A bright pixel at a landmark lands where the augmented target says after the random affine."""
-    import torch.nn.functional as F
+    """Bright pixels at two landmarks land where the augmented targets say, flips included (a flipped
+    landmark is re-indexed by the mirror map), for several random draws."""
+    import numpy as np
 
-    from training.losses import random_affine
+    from training.keypoints import LandmarkAugmentation, augment
 
-    size = 65
-    theta = random_affine(4, generator=torch.Generator().manual_seed(3))
-    q = torch.tensor([0.25, -0.5])
-    img = torch.zeros(4, 1, size, size)
-    img[:, :, round((q[1].item() + 1) / 2 * (size - 1)), round((q[0].item() + 1) / 2 * (size - 1))] = 1
-    warped = F.grid_sample(img, F.affine_grid(theta, [4, 1, size, size], align_corners=True), align_corners=True)
-    a, t = theta[:, :, :2], theta[:, :, 2:]
-    target = torch.linalg.solve(a, q.view(1, 2, 1) - t).squeeze(-1)
-    for i in range(4):
-        y, x = divmod(int(warped[i, 0].argmax()), size)
-        got = torch.tensor([x, y]) / (size - 1) * 2 - 1
-        assert (got - target[i]).abs().max() < 3 / size
+    size = 129
+    lms = torch.full((6, 468, 2), float("nan"))
+    lms[:, 0] = torch.tensor([0.25, -0.5])   # landmark 0 …
+    lms[:, 1] = torch.tensor([-0.25, -0.5])  # … and its mirror twin 1
+    mirror = torch.arange(468)
+    mirror[0], mirror[1] = 1, 0
+    img = torch.zeros(6, 3, size, size)
+    for k, ch in ((0, 0), (1, 1)):  # landmark 0 lit in red, 1 in green
+        x, y = ((lms[0, k] + 1) / 2 * (size - 1)).round().long().tolist()
+        img[:, ch, y - 1:y + 2, x - 1:x + 2] = 1
+    plain = LandmarkAugmentation(contrast=(1, 1), saturation=(1, 1), brightness=0, channel_gain=0, blur_p=0,
+                                 cutout_p=0, noise=0)
+    out, moved = augment(img, lms, mirror, np.random.default_rng(5), plain)
+    assert torch.isnan(moved[:, 2:]).all()  # unknown stays unknown
+    flipped = 0
+    for i in range(6):
+        for k, ch in ((0, 0), (1, 1)):
+            target = moved[i, k]
+            # after a flip the red blob (landmark 0) sits where landmark 1 now is
+            x, y = ((target + 1) / 2 * (size - 1)).round().long().tolist()
+            red, green = out[i, 0, y, x].item(), out[i, 1, y, x].item()
+            assert max(red, green) > 0.3, (i, k)
+            flipped += red > green if k == 1 else 0
+    assert 0 < flipped < 6  # the seed draws both flipped and plain samples
+
+

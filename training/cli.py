@@ -83,10 +83,11 @@ def register(subparsers) -> None:
     p.add_argument("--vis-every", type=int, default=200, help="visualisation PNG every N steps (0: never)")
     p.add_argument("--warmstart-steps", type=int, default=0,
                    help="regress the keypoints onto face-mesh landmarks for N steps first")
-    p.add_argument("--warmstart-lr", type=float, default=1e-3)
+    p.add_argument("--warmstart-lr", type=float, default=1e-3, help="peak lr of the warm start (cosine decay)")
+    p.add_argument("--warmstart-batch", type=int, default=16, help="frames per warm-start step (default 16)")
     p.add_argument("--landmark-augment", action="store_true",
-                   help="landmark loss also on randomly rotated/zoomed/shifted frames (keypoints generalise "
-                        "to unseen faces and poses)")
+                   help="landmark supervision on augmented frames too (rotation/zoom/shift, mirrored flips, "
+                        "colour, blur, cut-outs): keypoints that follow unseen faces")
     p.add_argument("--landmark-weight", type=float, help="weight of the landmark loss in the main loop")
     p.add_argument("--pixel-weight", type=float, help="weight of the pixel pyramid L1 loss")
     p.add_argument("--seed", type=int, default=0)

@@ -74,50 +74,6 @@ def background_loss(bg_param: torch.Tensor, bg_param_reverse: torch.Tensor) -> t
     return (eye - value).abs().mean()
 
 
-def landmark_loss(kp: torch.Tensor, landmarks: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """mean|kp − landmarks[indices]| over samples with known landmarks (warm start / auxiliary).
-
-    kp (N,K,2), landmarks (N,468,2) in grid coordinates (NaN = unknown), indices (K,) long.
-    """
-    target = landmarks[:, indices].to(kp.dtype)
-    valid = torch.isfinite(target).all(dim=2).all(dim=1)
-    if not bool(valid.any()):
-        return kp.sum() * 0
-    return (kp[valid].float() - target[valid].float()).abs().mean()
-
-
-def random_affine(batch: int, rotation_deg: float = 25.0, scale: float = 0.2, shift: float = 0.15,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random similarity transforms as sampling matrices (N,2,3): output point p samples the input at
-    A·p + t (rotation ±rotation_deg, zoom ×[1−scale, 1+scale], shift ±shift in grid units)."""
-    u = torch.rand(batch, 4, generator=generator) * 2 - 1
-    angle = u[:, 0] * rotation_deg * torch.pi / 180
-    zoom = 1 + u[:, 1] * scale
-    cos, sin = torch.cos(angle) * zoom, torch.sin(angle) * zoom
-    return torch.stack([torch.stack([cos, -sin, u[:, 2] * shift], 1), torch.stack([sin, cos, u[:, 3] * shift], 1)], 1)
-
-
-def augmented_landmark_loss(kp_detector: nn.Module, images: torch.Tensor, landmarks: torch.Tensor,
-                            indices: torch.Tensor, theta: torch.Tensor, amp=None) -> torch.Tensor:
-    """Landmark regression on randomly rotated / zoomed / shifted images (N,3,S,S), landmarks moved
-    along (N,468,2): the detector has to localise the face instead of recalling each training
-    identity's average face (with few identities it otherwise does not generalise)."""
-    import contextlib
-
-    theta = theta.to(images)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=True)
-    warped = F.grid_sample(images, grid, padding_mode="border", align_corners=True)
-    a, t = theta[:, :, :2], theta[:, :, 2:]
-    target = landmarks[:, indices].to(images)  # q = A p + t  →  p = A⁻¹ (q − t)
-    target = torch.linalg.solve(a, (target.transpose(1, 2) - t)).transpose(1, 2)
-    with (amp or contextlib.nullcontext()):
-        kp = kp_detector(warped).float()
-    valid = torch.isfinite(target).all(dim=2).all(dim=1) & (target.abs() <= 1).all(dim=2).all(dim=1)
-    if not bool(valid.any()):
-        return kp.sum() * 0
-    return (kp[valid] - target[valid]).abs().mean()
-
-
 def random_scale(kp: torch.Tensor, scale: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Official AVD ``random_scale``: multiply x and y by independent factors in [1−s, 1+s]. (N,K,2)."""
     theta = torch.rand(kp.shape[0], 2, generator=generator) * (2 * scale) + (1 - scale)

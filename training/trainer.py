@@ -49,6 +49,7 @@ from engines.tpsmm.geometry import RandomTPS, kp2gaussian, solve_tps
 from engines.tpsmm.networks import TPSMM
 from training import losses as L
 from training.data import Augmentation, PairDataset, load_clips
+from training.keypoints import augment, landmark_batch, landmark_l1, mirror_permutation
 from training.landmarks import choose_landmarks, mean_face
 from training.vgg import build_perceptual_net
 
@@ -83,6 +84,7 @@ class TrainOptions:
     vis_every: int = 200
     warmstart_steps: int = 0
     warmstart_lr: float = 1e-3
+    warmstart_batch: int = 16
     landmark_augment: bool = False
     landmark_weight: float | None = None
     pixel_weight: float | None = None
@@ -163,7 +165,8 @@ class FullModel(nn.Module):
     """The networks + losses of one training step (what DDP wraps). Returns (loss dict, generated)."""
 
     def __init__(self, model: TPSMM, schedule: TrainSchedule, perceptual: nn.Module, bf16: bool,
-                 landmark_indices: torch.Tensor | None, geometric_aug: bool = False):
+                 landmark_indices: torch.Tensor | None, geometric_aug: bool = False,
+                 mirror: torch.Tensor | None = None):
         super().__init__()
         self.geometric_aug = geometric_aug
         self.kp_detector = model.kp_detector
@@ -177,32 +180,28 @@ class FullModel(nn.Module):
         self.num_tps = model.config.num_tps
         self.register_buffer("landmark_indices", landmark_indices if landmark_indices is not None
                              else torch.zeros(0, dtype=torch.long), persistent=False)
-
-    @staticmethod
-    def _aug_gen(batch) -> torch.Generator:
-        # deterministic per batch (resumable): seeded from the batch's pixels
-        return torch.Generator().manual_seed(int(batch["driving"][:, :, ::17, ::17].sum().item() * 1000) % (2**31))
+        self.register_buffer("mirror", mirror if mirror is not None else torch.arange(468), persistent=False)
 
     def amp(self):
         return torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
 
     def forward(self, batch: dict[str, torch.Tensor], epoch: int, transform: RandomTPS | None,
-                warmstart: bool = False):
+                aug_rng: np.random.Generator | None = None, warmstart: bool = False):
+        """One step's weighted losses. ``aug_rng`` draws the landmark augmentation (``--landmark-augment``);
+        with ``warmstart`` the batch is ``images`` (N,3,S,S) + ``landmarks`` (N,468,2) from
+        :func:`training.keypoints.landmark_batch` and only the keypoint detector is trained."""
         lw = self.schedule.loss_weights
-        source, driving = batch["source"], batch["driving"]
         out: dict[str, torch.Tensor] = {}
         if warmstart:
-            both = torch.cat([source, driving])
+            images, lms = batch["images"], batch["landmarks"]
+            if self.geometric_aug and aug_rng is not None:
+                images, lms = augment(images.cpu(), lms.cpu(), self.mirror.cpu(), aug_rng)
+                images, lms = images.to(self.mirror.device), lms.to(self.mirror.device)
             with self.amp():
-                kp = self.kp_detector(both).float()
-            lms = torch.cat([batch["source_landmarks"], batch["driving_landmarks"]])
-            plain = L.landmark_loss(kp, lms, self.landmark_indices)
-            out["landmark"] = plain
-            if self.geometric_aug:
-                theta = L.random_affine(both.shape[0], generator=self._aug_gen(batch))
-                out["landmark"] = plain + L.augmented_landmark_loss(self.kp_detector, both, lms, self.landmark_indices,
-                                                                    theta, self.amp())
+                kp = self.kp_detector(images).float()
+            out["landmark"] = landmark_l1(kp, lms, self.landmark_indices)
             return out, {}
+        source, driving = batch["source"], batch["driving"]
         with self.amp():
             kp_source = self.kp_detector(source).float()
             kp_driving = self.kp_detector(driving).float()
@@ -247,11 +246,12 @@ class FullModel(nn.Module):
         if lw["landmark"] and self.landmark_indices.numel():
             both = torch.cat([kp_source, kp_driving])
             lms = torch.cat([batch["source_landmarks"], batch["driving_landmarks"]])
-            value = L.landmark_loss(both, lms, self.landmark_indices)
-            if self.geometric_aug:
-                theta = L.random_affine(driving.shape[0], generator=self._aug_gen(batch))
-                value = value + L.augmented_landmark_loss(self.kp_detector, driving, batch["driving_landmarks"],
-                                                          self.landmark_indices, theta, self.amp())
+            value = landmark_l1(both, lms, self.landmark_indices)
+            if self.geometric_aug and aug_rng is not None:
+                images, moved = augment(driving.cpu(), batch["driving_landmarks"].cpu(), self.mirror.cpu(), aug_rng)
+                with self.amp():
+                    kp_aug = self.kp_detector(images.to(driving.device)).float()
+                value = value + landmark_l1(kp_aug, moved, self.landmark_indices)
             out["landmark"] = lw["landmark"] * value
         generated = {"prediction": prediction.detach(), "kp_source": kp_source.detach(),
                      "kp_driving": kp_driving.detach(), "occlusion": motion.occlusion_maps[-1].detach().float()}
@@ -459,16 +459,25 @@ def model_from_training_checkpoint(data: dict) -> TPSMM:
     return model
 
 
-def init_weights_from(model: TPSMM, path: str) -> str:
-    """``--init``: weights from a training checkpoint, a splinecam safetensors or an official .pth.tar."""
+def init_weights_from(model: TPSMM, path: str) -> tuple[str, list[int] | None]:
+    """``--init``: weights from a training checkpoint, a splinecam safetensors or an official .pth.tar.
+
+    Returns (path, the landmark indices the initialising run tied its keypoints to, or None)."""
     p = Path(path)
+    indices = None
     if p.suffix == ".safetensors" or p.name.endswith(".pth.tar"):
+        import json
+
         from engines.tpsmm.checkpoint import load_checkpoint
 
         loaded = load_checkpoint(p, model.config)
         src = loaded.model
+        record = (loaded.metadata or {}).get("training_json")
+        indices = json.loads(record).get("landmark_indices") if record else None
     else:
-        src = model_from_training_checkpoint(read_training_checkpoint(p))
+        data = read_training_checkpoint(p)
+        src = model_from_training_checkpoint(data)
+        indices = data.get("landmark_indices")
     for name, module in model.submodules().items():
         other = getattr(src, name, None)
         if other is None:
@@ -477,7 +486,7 @@ def init_weights_from(model: TPSMM, path: str) -> str:
             module.load_state_dict(other.state_dict())
         except RuntimeError:
             raise CheckpointError(f"--init {p}: its {name} does not match this config's shapes") from None
-    return str(p)
+    return str(p), indices
 
 
 # ----------------------------------------------------------------------------- the run
@@ -522,17 +531,23 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
     clips = load_clips(opts.data)
     model = TPSMM(cfg)
     model.avd_network = None  # trained by train-avd
-    init_from = None
+    init_from, init_indices = None, None
     if opts.init and not resume_data:
-        init_from = init_weights_from(model, opts.init)
+        init_from, init_indices = init_weights_from(model, opts.init)
 
     perceptual = build_perceptual_net(opts.vgg_weights, opts.perceptual_width)
     landmark_indices = None
     if resume_data is not None and resume_data.get("landmark_indices") is not None:
         landmark_indices = torch.as_tensor(resume_data["landmark_indices"], dtype=torch.long)
+    elif init_indices is not None:  # keep the keypoint ↔ landmark assignment of the initialising run
+        landmark_indices = torch.as_tensor(init_indices, dtype=torch.long)
     elif opts.warmstart_steps or schedule.loss_weights.get("landmark"):
         landmark_indices = torch.from_numpy(choose_landmarks(mean_face([c.landmarks for c in clips]), cfg.num_tps))
-    full = FullModel(model, schedule, perceptual, opts.bf16, landmark_indices, opts.landmark_augment).to(opts.device)
+    mirror = None
+    if landmark_indices is not None:
+        mirror = torch.from_numpy(mirror_permutation(mean_face([c.landmarks for c in clips])))
+    full = FullModel(model, schedule, perceptual, opts.bf16, landmark_indices, opts.landmark_augment,
+                     mirror).to(opts.device)
     for m in model.submodules().values():
         m.train()
 
@@ -637,15 +652,16 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
     old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
 
     try:
-        # ---- warm start of the keypoint detector on face-mesh landmarks
-        warm_bs = per_rank
+        # ---- warm start of the keypoint detector on face-mesh landmarks (cosine-decayed lr; every draw
+        #      is a function of (seed, warm step, rank), so a resumed warm start repeats the killed one)
         while warm_step < opts.warmstart_steps and not stop["flag"]:
             t0 = time.time()
-            dataset.set_epoch(-1 - warm_step)
-            idx = [(warm_step * warm_bs * d.world + d.rank * warm_bs + i) % len(dataset) for i in range(warm_bs)]
-            batch = torch.utils.data.default_collate([dataset[i] for i in idx])
-            batch = {k: v.to(opts.device) for k, v in batch.items()}
-            losses, _ = ddp(batch, 0, None, warmstart=True)
+            rng = np.random.default_rng([seed, warm_step, d.rank])
+            images, lms = landmark_batch(clips, opts.warmstart_batch, image_size, rng)
+            for group in opt_warm.param_groups:
+                group["lr"] = opts.warmstart_lr * 0.5 * (1 + math.cos(math.pi * warm_step / opts.warmstart_steps))
+            batch = {"images": images.to(opts.device), "landmarks": lms.to(opts.device)}
+            losses, _ = ddp(batch, 0, None, aug_rng=rng, warmstart=True)
             opt_warm.zero_grad(set_to_none=True)
             losses["landmark"].backward()
             opt_warm.step()
@@ -677,7 +693,7 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
                 tp = schedule.transform_params
                 transform = RandomTPS.sample(batch["driving"].shape[0], tp["sigma_affine"], tp["sigma_tps"],
                                              tp["points_tps"], generator=rt_tps, device=opts.device)
-                losses, gen = ddp(batch, epoch, transform)
+                losses, gen = ddp(batch, epoch, transform, aug_rng=np.random.default_rng([seed, step, d.rank]))
                 loss = sum(losses.values())
                 optimizer.zero_grad(set_to_none=True)
                 if opt_bg:
