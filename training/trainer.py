@@ -459,10 +459,19 @@ def model_from_training_checkpoint(data: dict) -> TPSMM:
     return model
 
 
-def init_weights_from(model: TPSMM, path: str) -> tuple[str, list[int] | None]:
-    """``--init``: weights from a training checkpoint, a splinecam safetensors or an official .pth.tar.
+@dataclass
+class InitResult:
+    """What ``--init`` loaded: the path, the landmark indices its run tied the keypoints to (or None),
+    and per module the parameter groups it did not have (trained from scratch, e.g. a new head)."""
 
-    Returns (path, the landmark indices the initialising run tied its keypoints to, or None)."""
+    path: str
+    landmark_indices: list[int] | None
+    fresh: dict[str, list[str]]
+
+
+def init_weights_from(model: TPSMM, path: str) -> InitResult:
+    """``--init``: weights from a training checkpoint, a splinecam safetensors or an official .pth.tar.
+    Tensors present in both must have equal shapes; tensors only in ``model`` stay fresh."""
     p = Path(path)
     indices = None
     if p.suffix == ".safetensors" or p.name.endswith(".pth.tar"):
@@ -478,15 +487,23 @@ def init_weights_from(model: TPSMM, path: str) -> tuple[str, list[int] | None]:
         data = read_training_checkpoint(p)
         src = model_from_training_checkpoint(data)
         indices = data.get("landmark_indices")
+    fresh_groups: dict[str, list[str]] = {}
     for name, module in model.submodules().items():
         other = getattr(src, name, None)
         if other is None:
             continue
-        try:
-            module.load_state_dict(other.state_dict())
-        except RuntimeError:
-            raise CheckpointError(f"--init {p}: its {name} does not match this config's shapes") from None
-    return str(p), indices
+        ours, theirs = module.state_dict(), other.state_dict()
+        for key in ours.keys() & theirs.keys():
+            if ours[key].shape != theirs[key].shape:
+                raise CheckpointError(f"--init {p}: {name}.{key} is {tuple(theirs[key].shape)} there, "
+                                      f"{tuple(ours[key].shape)} in this config")
+        fresh = sorted(ours.keys() - theirs.keys())
+        if fresh and len(fresh) == len(ours):
+            raise CheckpointError(f"--init {p}: its {name} shares no weights with this config")
+        module.load_state_dict({k: v for k, v in theirs.items() if k in ours}, strict=False)
+        if fresh:  # e.g. a new keypoint head on an initialised backbone
+            fresh_groups[name] = sorted({k.split(".")[0] for k in fresh})
+    return InitResult(str(p), indices, fresh_groups)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -533,7 +550,10 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
     model.avd_network = None  # trained by train-avd
     init_from, init_indices = None, None
     if opts.init and not resume_data:
-        init_from, init_indices = init_weights_from(model, opts.init)
+        loaded_init = init_weights_from(model, opts.init)
+        init_from, init_indices = loaded_init.path, loaded_init.landmark_indices
+        for name, groups in loaded_init.fresh.items():
+            log(f"--init {init_from}: {name} initialised except {', '.join(groups)} (not in it: trained from scratch)")
 
     perceptual = build_perceptual_net(opts.vgg_weights, opts.perceptual_width)
     landmark_indices = None

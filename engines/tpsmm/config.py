@@ -52,12 +52,21 @@ class KeypointParams:
     """Keypoint detector / background predictor backbone.
 
     ``width`` scales every ResNet18 channel count (64 in the official model); ``depth`` is the
-    number of BasicBlocks per stage (2 in ResNet18). Only our own configs change them; the official
+    number of BasicBlocks per stage (2 in ResNet18). ``head`` is how keypoints come out of the
+    backbone: ``fc`` (official: global pooling + a linear layer regressing all coordinates) or
+    ``heatmap`` (ours: one spatial-softmax heatmap per keypoint at S/8, coordinates by soft-argmax;
+    translation-equivariant, so it follows faces it never saw far better; see
+    :class:`engines.tpsmm.networks.HeatmapHead`). Only our own configs change them; the official
     configs have no such section and get the ResNet18 defaults, so official checkpoints load.
     """
 
     width: int = 64
     depth: int = 2
+    head: str = "fc"
+
+    def __post_init__(self) -> None:
+        if self.head not in ("fc", "heatmap"):
+            raise ValueError(f"kp_detector_params.head must be 'fc' or 'heatmap', not {self.head!r}")
 
 
 @dataclass(frozen=True)
@@ -137,7 +146,7 @@ def config_from_dict(data: dict[str, Any], name: str) -> ModelConfig:
         dense = DenseMotionParams(**(mp.get("dense_motion_params") or {}))
         avd = AVDParams(**(mp.get("avd_network_params") or {}))
         keypoint = KeypointParams(**(mp.get("kp_detector_params") or {}))
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"config {name!r}: unexpected model parameter ({exc})") from None
     dataset = data.get("dataset_params") or {}
     image_size = data.get("image_size")

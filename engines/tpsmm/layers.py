@@ -183,7 +183,7 @@ class ResNet18(nn.Module):
     smaller values give the lighter backbones of our own configs.
     """
 
-    def __init__(self, in_channels: int, num_outputs: int, width: int = 64, depth: int = 2):
+    def __init__(self, in_channels: int, num_outputs: int | None, width: int = 64, depth: int = 2):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, width, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
@@ -195,10 +195,19 @@ class ResNet18(nn.Module):
             blocks += [BasicBlock(cout, cout) for _ in range(depth - 1)]
             setattr(self, f"layer{stage + 1}", nn.Sequential(*blocks))
             cin = cout
-        self.fc = nn.Linear(cin, num_outputs)
+        # num_outputs None: a backbone only (``stages``), no classifier
+        self.fc = nn.Linear(cin, num_outputs) if num_outputs is not None else None
+
+    def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The four stage outputs: (N, width·2^i, H/2^(i+2), W/2^(i+2)) for i = 0…3."""
+        x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
+        out = []
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = stage(x)
+            out.append(x)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = self.stages(x)[-1]
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         return self.fc(x)

@@ -38,16 +38,56 @@ from engines.tpsmm.layers import (
 
 
 class KPDetector(nn.Module):
-    """ResNet18 regressing K keypoints: image (N,3,S,S) in [0,1] → (N,K,2) in (-1,1), (x, y) order."""
+    """ResNet18 keypoint detector: image (N,3,S,S) in [0,1] → (N,K,2) in (-1,1), (x, y) order.
 
-    def __init__(self, num_tps: int, num_channels: int = 3, width: int = 64, depth: int = 2):
+    ``head="fc"`` is the official detector (sigmoid of a linear regression on pooled features);
+    ``head="heatmap"`` localises each keypoint by soft-argmax over a heatmap (:class:`HeatmapHead`).
+    """
+
+    def __init__(self, num_tps: int, num_channels: int = 3, width: int = 64, depth: int = 2, head: str = "fc"):
         super().__init__()
         self.num_tps = num_tps
-        self.fg_encoder = ResNet18(num_channels, num_tps * 5 * 2, width, depth)
+        self.head = head
+        k = num_tps * 5
+        self.fg_encoder = ResNet18(num_channels, k * 2 if head == "fc" else None, width, depth)
+        self.heatmap_head = HeatmapHead(width, k) if head == "heatmap" else None
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if self.heatmap_head is not None:
+            return self.heatmap_head(self.fg_encoder.stages(image), image.shape[-1])
         out = torch.sigmoid(self.fg_encoder(image)) * 2 - 1
         return out.view(image.shape[0], self.num_tps * 5, 2)
+
+
+class HeatmapHead(nn.Module):
+    """Keypoints from ResNet stages by soft-argmax (ours; not in the official model).
+
+    Stages 2–4 (S/8, S/16, S/32) are merged top-down (1×1 lateral convs, ×2 bilinear upsampling,
+    sums: a small feature pyramid), a 3×3 conv block and a 1×1 conv give one heatmap per keypoint
+    at S/8; a softmax over its cells and the expected cell centre give (x, y) in grid units
+    (pixel centres at ±1, the landmark convention). stages: [(N,w,S/4,S/4), (N,2w,S/8,S/8),
+    (N,4w,S/16,S/16), (N,8w,S/32,S/32)] → (N,K,2) float32.
+    """
+
+    def __init__(self, width: int, num_kp: int, channels: int = 64):
+        super().__init__()
+        self.lateral = nn.ModuleList([nn.Conv2d(width * 2 ** i, channels, 1) for i in (1, 2, 3)])
+        self.block = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU())
+        self.heatmaps = nn.Conv2d(channels, num_kp, 1)
+
+    def forward(self, stages: list[torch.Tensor], image_size: int) -> torch.Tensor:
+        x = self.lateral[2](stages[3])
+        for i in (1, 0):
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False) + self.lateral[i](stages[i + 1])
+        logits = self.heatmaps(self.block(x)).float()
+        n, k, h, w = logits.shape
+        prob = torch.softmax(logits.reshape(n, k, h * w), dim=-1).reshape(n, k, h, w)
+        # centre of cell j in input pixels: (j + 0.5)·S/h; grid: (p − 0.5)/(S − 1)·2 − 1
+        xs = ((torch.arange(w, dtype=torch.float32, device=logits.device) + 0.5) * (image_size / w) - 0.5) / (image_size - 1) * 2 - 1
+        ys = ((torch.arange(h, dtype=torch.float32, device=logits.device) + 0.5) * (image_size / h) - 0.5) / (image_size - 1) * 2 - 1
+        x_kp = (prob.sum(dim=2) * xs).sum(dim=-1)
+        y_kp = (prob.sum(dim=3) * ys).sum(dim=-1)
+        return torch.stack([x_kp, y_kp], dim=-1)
 
 
 class BGMotionPredictor(nn.Module):
@@ -335,7 +375,7 @@ class TPSMM(nn.Module):
         super().__init__()
         self.config = config
         kp = config.keypoint
-        self.kp_detector = KPDetector(config.num_tps, config.num_channels, kp.width, kp.depth)
+        self.kp_detector = KPDetector(config.num_tps, config.num_channels, kp.width, kp.depth, kp.head)
         self.bg_predictor = BGMotionPredictor(config.num_channels, kp.width, kp.depth) if config.bg else None
         dm = config.dense_motion
         self.dense_motion_network = DenseMotionNetwork(
