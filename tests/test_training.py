@@ -304,3 +304,42 @@ def test_augmented_landmarks_follow_the_image():
     assert 0 < flipped < 6  # the seed draws both flipped and plain samples
 
 
+
+
+def test_init_onto_a_new_keypoint_head_then_freeze_it(tiny_config, prepared, tmp_path):
+    """--init from a run with the official fc head onto a heatmap-head config loads the backbone and
+    logs the fresh head; a warm start trains the keypoint detector; with --freeze-keypoints the main
+    loop then leaves it (weights and BatchNorm statistics) untouched and trains the rest."""
+    import copy
+
+    from training.cli import main
+
+    base = tmp_path / "fc"
+    assert main(["train", "--config", str(tiny_config), "--data", str(prepared), "--out", str(base),
+                 "--max-steps", "1", *COMMON]) == 0
+    heat_cfg = copy.deepcopy(TINY)
+    heat_cfg["name"] = "tiny-64-heatmap"
+    heat_cfg["model_params"]["kp_detector_params"]["head"] = "heatmap"
+    cfg_path = tmp_path / "tiny-64-heatmap.yaml"
+    cfg_path.write_text(yaml.safe_dump(heat_cfg))
+
+    def models(run):
+        return torch.load(run / "checkpoint.pth", weights_only=True)["models"]
+
+    warm = tmp_path / "warm"
+    assert main(["train", "--config", str(cfg_path), "--data", str(prepared), "--out", str(warm), "--init",
+                 str(base / "checkpoint.pth"), "--warmstart-steps", "2", "--landmark-augment", "--max-steps", "0",
+                 *COMMON]) == 0
+    assert "kp_detector initialised except heatmap_head" in (warm / "log.txt").read_text()
+    before, init = models(warm), models(base)
+    assert torch.equal(before["dense_motion_network"]["hourglass.encoder.down_blocks.0.conv.weight"],
+                       init["dense_motion_network"]["hourglass.encoder.down_blocks.0.conv.weight"])
+    assert not torch.equal(before["kp_detector"]["fg_encoder.conv1.weight"], init["kp_detector"]["fg_encoder.conv1.weight"])
+
+    frozen = tmp_path / "frozen"
+    assert main(["train", "--config", str(cfg_path), "--data", str(prepared), "--out", str(frozen), "--init",
+                 str(warm / "checkpoint.pth"), "--freeze-keypoints", "--max-steps", "2", *COMMON]) == 0
+    after = models(frozen)
+    for key, value in before["kp_detector"].items():
+        assert torch.equal(value, after["kp_detector"][key]), key
+    assert any(not torch.equal(v, after["dense_motion_network"][k]) for k, v in before["dense_motion_network"].items())

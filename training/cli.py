@@ -89,6 +89,10 @@ def register(subparsers) -> None:
                    help="landmark supervision on augmented frames too (rotation/zoom/shift, mirrored flips, "
                         "colour, blur, cut-outs): keypoints that follow unseen faces")
     p.add_argument("--landmark-weight", type=float, help="weight of the landmark loss in the main loop")
+    p.add_argument("--freeze-keypoints", action="store_true",
+                   help="main loop: keep the keypoint detector as the warm start (or --init) left it; train "
+                        "dense motion and inpainting only (keypoints stay on the landmarks: generalises "
+                        "best with few identities)")
     p.add_argument("--pixel-weight", type=float, help="weight of the pixel pyramid L1 loss")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_train)

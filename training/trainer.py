@@ -10,7 +10,9 @@ predictor, MultiStepLR(epoch_milestones, 0.1) per epoch, gradient clipping (max-
 on the keypoint detector, dense motion and background networks, as the official code does.
 
 Optional warm start (``--warmstart-steps``): before the main loop, the keypoint detector alone is
-regressed onto face-mesh landmarks (see :mod:`training.landmarks`).
+regressed onto face-mesh landmarks (see :mod:`training.landmarks`; with ``--landmark-augment`` on
+heavily augmented frames, :mod:`training.keypoints`). ``--freeze-keypoints`` then keeps it fixed in
+the main loop, which trains dense motion and inpainting on landmark-tied keypoints.
 
 Run directory: ``checkpoint.pth`` (latest, written atomically: tmp + os.replace; models, optimizers,
 scheduler, step, epoch, RNG states, options), ``log.txt``, ``losses.csv`` (per step),
@@ -87,6 +89,7 @@ class TrainOptions:
     warmstart_batch: int = 16
     landmark_augment: bool = False
     landmark_weight: float | None = None
+    freeze_keypoints: bool = False
     pixel_weight: float | None = None
     seed: int = 0
 
@@ -166,9 +169,10 @@ class FullModel(nn.Module):
 
     def __init__(self, model: TPSMM, schedule: TrainSchedule, perceptual: nn.Module, bf16: bool,
                  landmark_indices: torch.Tensor | None, geometric_aug: bool = False,
-                 mirror: torch.Tensor | None = None):
+                 mirror: torch.Tensor | None = None, freeze_keypoints: bool = False):
         super().__init__()
         self.geometric_aug = geometric_aug
+        self.freeze_keypoints = freeze_keypoints
         self.kp_detector = model.kp_detector
         self.bg_predictor = model.bg_predictor
         self.dense_motion_network = model.dense_motion_network
@@ -202,7 +206,7 @@ class FullModel(nn.Module):
             out["landmark"] = landmark_l1(kp, lms, self.landmark_indices)
             return out, {}
         source, driving = batch["source"], batch["driving"]
-        with self.amp():
+        with self.amp(), (torch.no_grad() if self.freeze_keypoints else contextlib.nullcontext()):
             kp_source = self.kp_detector(source).float()
             kp_driving = self.kp_detector(driving).float()
         bg_param = None
@@ -228,7 +232,7 @@ class FullModel(nn.Module):
                 out["perceptual"] = L.perceptual_pyramid_loss(pred_pyr, real_pyr, self.perceptual, lw["perceptual"])
         if lw["pixel"]:
             out["pixel"] = lw["pixel"] * L.pixel_pyramid_loss(pred_pyr, real_pyr)
-        if lw["equivariance_value"] and transform is not None:
+        if lw["equivariance_value"] and transform is not None and not self.freeze_keypoints:
             grid = transform.transform_frame(driving)
             transformed = F.grid_sample(driving, grid, padding_mode="reflection", align_corners=True)
             with self.amp():
@@ -243,7 +247,7 @@ class FullModel(nn.Module):
             with self.amp():
                 reverse = self.bg_predictor(driving, source).float()
             out["bg"] = lw["bg"] * L.background_loss(bg_param, reverse)
-        if lw["landmark"] and self.landmark_indices.numel():
+        if lw["landmark"] and self.landmark_indices.numel() and not self.freeze_keypoints:
             both = torch.cat([kp_source, kp_driving])
             lms = torch.cat([batch["source_landmarks"], batch["driving_landmarks"]])
             value = landmark_l1(both, lms, self.landmark_indices)
@@ -479,7 +483,9 @@ def init_weights_from(model: TPSMM, path: str) -> InitResult:
 
         from engines.tpsmm.checkpoint import load_checkpoint
 
-        loaded = load_checkpoint(p, model.config)
+        # our safetensors carry their own config (which may differ, e.g. in the keypoint head);
+        # an official .pth.tar is read with this run's
+        loaded = load_checkpoint(p, None if p.suffix == ".safetensors" else model.config)
         src = loaded.model
         record = (loaded.metadata or {}).get("training_json")
         indices = json.loads(record).get("landmark_indices") if record else None
@@ -567,7 +573,7 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
     if landmark_indices is not None:
         mirror = torch.from_numpy(mirror_permutation(mean_face([c.landmarks for c in clips])))
     full = FullModel(model, schedule, perceptual, opts.bf16, landmark_indices, opts.landmark_augment,
-                     mirror).to(opts.device)
+                     mirror, opts.freeze_keypoints).to(opts.device)
     for m in model.submodules().values():
         m.train()
 
@@ -695,6 +701,8 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
                 checkpoint("time")
 
         # ---- main loop
+        if opts.freeze_keypoints:  # the warm start trained it; from here it is fixed (BatchNorm statistics too)
+            model.kp_detector.eval().requires_grad_(False)
         warm_wall, start_step = wall, step
         epoch_sums: dict[str, float] = {}
         epoch_count = 0
@@ -719,6 +727,9 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
                 if opt_bg:
                     opt_bg.zero_grad(set_to_none=True)
                 loss.backward()
+                if opts.freeze_keypoints:  # no update, no weight decay (DDP may hand back zero gradients)
+                    for param in model.kp_detector.parameters():
+                        param.grad = None
                 torch.nn.utils.clip_grad_norm_(model.kp_detector.parameters(), max_norm=10, norm_type=math.inf)
                 torch.nn.utils.clip_grad_norm_(model.dense_motion_network.parameters(), max_norm=10, norm_type=math.inf)
                 optimizer.step()
