@@ -479,16 +479,13 @@ def init_weights_from(model: TPSMM, path: str) -> InitResult:
     p = Path(path)
     indices = None
     if p.suffix == ".safetensors" or p.name.endswith(".pth.tar"):
-        import json
-
         from engines.tpsmm.checkpoint import load_checkpoint
 
         # our safetensors carry their own config (which may differ, e.g. in the keypoint head);
         # an official .pth.tar is read with this run's
         loaded = load_checkpoint(p, None if p.suffix == ".safetensors" else model.config)
         src = loaded.model
-        record = (loaded.metadata or {}).get("training_json")
-        indices = json.loads(record).get("landmark_indices") if record else None
+        indices = (loaded.metadata.get("training") or {}).get("landmark_indices")
     else:
         data = read_training_checkpoint(p)
         src = model_from_training_checkpoint(data)
@@ -562,16 +559,18 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
             log(f"--init {init_from}: {name} initialised except {', '.join(groups)} (not in it: trained from scratch)")
 
     perceptual = build_perceptual_net(opts.vgg_weights, opts.perceptual_width)
-    landmark_indices = None
+    landmark_indices, mirror = None, None
     if resume_data is not None and resume_data.get("landmark_indices") is not None:
         landmark_indices = torch.as_tensor(resume_data["landmark_indices"], dtype=torch.long)
     elif init_indices is not None:  # keep the keypoint ↔ landmark assignment of the initialising run
         landmark_indices = torch.as_tensor(init_indices, dtype=torch.long)
     elif opts.warmstart_steps or schedule.loss_weights.get("landmark"):
-        landmark_indices = torch.from_numpy(choose_landmarks(mean_face([c.landmarks for c in clips]), cfg.num_tps))
-    mirror = None
+        landmark_indices = torch.empty(0, dtype=torch.long)  # chosen below, on the data's mean face
     if landmark_indices is not None:
-        mirror = torch.from_numpy(mirror_permutation(mean_face([c.landmarks for c in clips])))
+        face = mean_face([c.landmarks for c in clips])
+        if not landmark_indices.numel():
+            landmark_indices = torch.from_numpy(choose_landmarks(face, cfg.num_tps))
+        mirror = torch.from_numpy(mirror_permutation(face))
     full = FullModel(model, schedule, perceptual, opts.bf16, landmark_indices, opts.landmark_augment,
                      mirror, opts.freeze_keypoints).to(opts.device)
     for m in model.submodules().values():

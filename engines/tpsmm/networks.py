@@ -47,7 +47,6 @@ class KPDetector(nn.Module):
     def __init__(self, num_tps: int, num_channels: int = 3, width: int = 64, depth: int = 2, head: str = "fc"):
         super().__init__()
         self.num_tps = num_tps
-        self.head = head
         k = num_tps * 5
         self.fg_encoder = ResNet18(num_channels, k * 2 if head == "fc" else None, width, depth)
         self.heatmap_head = HeatmapHead(width, k) if head == "heatmap" else None
@@ -82,12 +81,16 @@ class HeatmapHead(nn.Module):
         logits = self.heatmaps(self.block(x)).float()
         n, k, h, w = logits.shape
         prob = torch.softmax(logits.reshape(n, k, h * w), dim=-1).reshape(n, k, h, w)
-        # centre of cell j in input pixels: (j + 0.5)·S/h; grid: (p − 0.5)/(S − 1)·2 − 1
-        xs = ((torch.arange(w, dtype=torch.float32, device=logits.device) + 0.5) * (image_size / w) - 0.5) / (image_size - 1) * 2 - 1
-        ys = ((torch.arange(h, dtype=torch.float32, device=logits.device) + 0.5) * (image_size / h) - 0.5) / (image_size - 1) * 2 - 1
-        x_kp = (prob.sum(dim=2) * xs).sum(dim=-1)
-        y_kp = (prob.sum(dim=3) * ys).sum(dim=-1)
+        x_kp = (prob.sum(dim=2) * _cell_centres(w, image_size, logits.device)).sum(dim=-1)
+        y_kp = (prob.sum(dim=3) * _cell_centres(h, image_size, logits.device)).sum(dim=-1)
         return torch.stack([x_kp, y_kp], dim=-1)
+
+
+def _cell_centres(cells: int, image_size: int, device: torch.device) -> torch.Tensor:
+    """(cells,) grid coordinates of the centres of ``cells`` equal cells across ``image_size`` pixels:
+    cell j is centred at pixel (j + 0.5)·S/cells, and pixel p is (p − 0.5)/(S − 1)·2 − 1 in grid units."""
+    pixels = (torch.arange(cells, dtype=torch.float32, device=device) + 0.5) * (image_size / cells)
+    return (pixels - 0.5) / (image_size - 1) * 2 - 1
 
 
 class BGMotionPredictor(nn.Module):
