@@ -343,3 +343,41 @@ def test_init_onto_a_new_keypoint_head_then_freeze_it(tiny_config, prepared, tmp
     for key, value in before["kp_detector"].items():
         assert torch.equal(value, after["kp_detector"][key]), key
     assert any(not torch.equal(v, after["dense_motion_network"][k]) for k, v in before["dense_motion_network"].items())
+
+
+def test_landmark_training_without_landmarks_is_one_line(tiny_config, prepared, tmp_path, capsys):
+    """Data prepared without landmarks + a warm start: one line naming the fix, exit 2, no traceback."""
+    import json
+    import shutil
+
+    from splinecam.cli import main
+
+    data = tmp_path / "nolm"
+    shutil.copytree(prepared, data)
+    manifest = json.loads((data / "manifest.json").read_text())
+    for clip in manifest["clips"]:
+        clip.pop("landmarks_path", None)
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["train", "--config", str(tiny_config), "--data", str(data), "--out", str(tmp_path / "run"),
+                 "--warmstart-steps", "1", "--max-steps", "0", *COMMON]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--no-landmarks" in err[0] and "Traceback" not in err[0]
+
+
+def test_init_with_mismatched_shapes_is_one_line(tiny_config, prepared, tmp_path, capsys):
+    import copy
+
+    from splinecam.cli import main
+
+    base = tmp_path / "base"
+    assert main(["train", "--config", str(tiny_config), "--data", str(prepared), "--out", str(base),
+                 "--max-steps", "1", *COMMON]) == 0
+    wider = copy.deepcopy(TINY)
+    wider["model_params"]["dense_motion_params"]["block_expansion"] = 16
+    cfg = tmp_path / "wider.yaml"
+    cfg.write_text(yaml.safe_dump(wider))
+    capsys.readouterr()
+    assert main(["train", "--config", str(cfg), "--data", str(prepared), "--out", str(tmp_path / "run"),
+                 "--init", str(base / "checkpoint.pth"), "--max-steps", "1", *COMMON]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dense_motion_network." in err[0] and "pass the --config it was trained with" in err[0]

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.data import Clip
+from training.data import Clip, DataError
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def landmark_batch(clips: list[Clip], batch: int, size: int, rng: np.random.Gene
     """Random frames with landmarks: images (N,3,size,size) float32 in [0,1], landmarks (N,468,2) grid."""
     usable = [c for c in clips if c.landmarks is not None and np.isfinite(c.landmarks).all(axis=(1, 2)).any()]
     if not usable:
-        raise ValueError("no clip has face-mesh landmarks: run prepare-data without --no-landmarks")
+        raise DataError("no clip has face-mesh landmarks: run prepare-data without --no-landmarks")
     images, targets = [], []
     while len(images) < batch:
         clip = usable[int(rng.integers(len(usable)))]

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from training.data import DataError
+
 
 def mean_face(landmarks: list[np.ndarray]) -> np.ndarray:
     """Mean of the per-frame landmarks (each (T,468,2), NaN = missing), centred and scaled: (468,2)."""
-    stack = np.concatenate([lm for lm in landmarks if lm is not None], axis=0)
+    known = [lm for lm in landmarks if lm is not None]
+    stack = np.concatenate(known, axis=0) if known else np.zeros((0, 468, 2), np.float32)
     stack = stack[np.isfinite(stack).all(axis=(1, 2))]
     if len(stack) == 0:
-        raise ValueError("no frame with face-mesh landmarks: cannot warm-start the keypoint detector")
+        raise DataError("no frame of the training data has face-mesh landmarks: cannot tie the keypoints to "
+                        "landmarks; run prepare-data without --no-landmarks, or train without --warmstart-steps "
+                        "and landmark loss")
     stack = stack - stack.mean(axis=1, keepdims=True)
     stack = stack / stack.std(axis=(1, 2), keepdims=True)
     return stack.mean(axis=0)

@@ -499,10 +499,12 @@ def init_weights_from(model: TPSMM, path: str) -> InitResult:
         for key in ours.keys() & theirs.keys():
             if ours[key].shape != theirs[key].shape:
                 raise CheckpointError(f"--init {p}: {name}.{key} is {tuple(theirs[key].shape)} there, "
-                                      f"{tuple(ours[key].shape)} in this config")
+                                      f"{tuple(ours[key].shape)} in this config: pass the --config it was "
+                                      f"trained with, or --init a checkpoint of this config")
         fresh = sorted(ours.keys() - theirs.keys())
         if fresh and len(fresh) == len(ours):
-            raise CheckpointError(f"--init {p}: its {name} shares no weights with this config")
+            raise CheckpointError(f"--init {p}: its {name} shares no weights with this config: pass the "
+                                  f"--config it was trained with, or --init a checkpoint of this config")
         module.load_state_dict({k: v for k, v in theirs.items() if k in ours}, strict=False)
         if fresh:  # e.g. a new keypoint head on an initialised backbone
             fresh_groups[name] = sorted({k.split(".")[0] for k in fresh})
