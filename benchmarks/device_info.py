@@ -5,12 +5,12 @@ Absolute figures mean nothing without this, so every bench JSON carries it (``de
 
 from __future__ import annotations
 
-import os
 import platform
-import re
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
+
+from engines.cpu import cpu_info
 
 
 @dataclass
@@ -25,6 +25,8 @@ class DeviceInfo:
     cpu_cores_logical: int | None
     cpu_cores_physical: int | None
     cpu_flags: list[str] = field(default_factory=list)
+    cpu_isa: str | None = None          # engines.cpu ISA class (avx2 / avx512 / avx512_bf16 / amx)
+    cpu_isa_cap: str | None = None      # the env variable that capped it (an AVX2 stand-in), or None
     threads: int | None = None
     memory_gb: float | None = None
     gpu_name: str | None = None
@@ -51,28 +53,6 @@ class DeviceInfo:
             return self.gpu_name
         cores = f" ({self.cpu_cores_logical} threads)" if self.cpu_cores_logical else ""
         return f"{self.cpu_model or 'unknown CPU'}{cores}"
-
-
-INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
-                     "amx_int8", "neon", "asimd")
-
-
-def _cpuinfo() -> tuple[str | None, int | None, list[str]]:
-    model, physical, flags = None, None, []
-    try:
-        text = open("/proc/cpuinfo").read()
-    except OSError:
-        return platform.processor() or None, None, []
-    m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-    if m:
-        model = m.group(1).strip()
-    cores = {(p, c) for p, c in re.findall(r"physical id\s*:\s*(\d+).*?core id\s*:\s*(\d+)", text, re.S)}
-    physical = len(cores) or None
-    m = re.search(r"^(?:flags|Features)\s*:\s*(.+)$", text, re.M)
-    if m:
-        present = set(m.group(1).split())
-        flags = [f for f in INTERESTING_FLAGS if f in present]
-    return model, physical, flags
 
 
 def _memory_gb() -> float | None:
@@ -110,9 +90,9 @@ def collect_device_info(threads: int | None = None) -> DeviceInfo:
     """Probe this machine (cheap: no network, no model)."""
     import torch
 
-    model, physical, flags = _cpuinfo()
-    info = DeviceInfo(cpu_model=model, cpu_cores_logical=os.cpu_count(), cpu_cores_physical=physical,
-                      cpu_flags=flags, threads=threads or torch.get_num_threads(), memory_gb=_memory_gb(),
+    cpu = cpu_info()
+    info = DeviceInfo(cpu_model=cpu.model, cpu_cores_logical=cpu.logical_cores, cpu_cores_physical=cpu.physical_cores,
+                      cpu_flags=list(cpu.flags), cpu_isa=cpu.isa, cpu_isa_cap=cpu.cap, threads=threads or torch.get_num_threads(), memory_gb=_memory_gb(),
                       torch_version=torch.__version__)
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)

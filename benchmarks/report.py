@@ -97,7 +97,11 @@ def device_label(dev: dict) -> str:
         cc = f", cc {dev['compute_capability']}" if dev.get("compute_capability") else ""
         return f"{dev['gpu_name']}{cc}"
     flags = dev.get("cpu_flags") or []
-    isa = "AMX" if "amx_bf16" in flags else ("AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else ""))
+    names = {"amx": "AMX", "avx512_bf16": "AVX-512 bf16", "avx512": "AVX-512", "avx2": "AVX2", "baseline": ""}
+    isa = names.get(dev.get("cpu_isa") or "") if dev.get("cpu_isa") else (
+        "AMX" if "amx_bf16" in flags else ("AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "")))
+    if dev.get("cpu_isa_cap"):
+        isa += f" stand-in ({dev['cpu_isa_cap']})"
     return f"{dev.get('cpu_model') or 'CPU'}{', ' + isa if isa else ''}"
 
 

@@ -1,7 +1,6 @@
 """Parity with the official implementation: every output in golden-small/io.npz at float32.
 
-Tolerances from reference/README.md: keypoints, bg_param and warped TPS points 1e-5 absolute;
-relative_scale 1e-6 relative; every grid, map and prediction 1e-4 absolute.
+Tolerances: exactly reference/README.md's, read from ``reference_tolerances`` (one place).
 """
 
 from __future__ import annotations
@@ -12,9 +11,7 @@ import torch
 
 from engines.tpsmm.geometry import RandomTPS, relative_keypoints, relative_scale
 from engines.tpsmm.layers import AntiAliasInterpolation2d
-
-KP_TOL = 1e-5
-MAP_TOL = 1e-4
+from tests.reference_tolerances import RELATIVE_SCALE_REL, golden_tol
 
 
 def t(x):
@@ -33,7 +30,9 @@ def images(golden_io):
     return source, driving
 
 
-def close(name, got, want, tol):
+def close(name, got, want):
+    """``got`` matches io.npz array ``name`` (``want``) within the reference tolerance for it."""
+    tol = golden_tol(name)
     got = got.detach().numpy() if isinstance(got, torch.Tensor) else np.asarray(got)
     assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape}"
     err = float(np.abs(got - want).max())
@@ -43,8 +42,8 @@ def close(name, got, want, tol):
 @torch.no_grad()
 def test_keypoints(net, images, golden_io):
     source, driving = images
-    close("kp_source", net.kp_detector(source), golden_io["kp_source"], KP_TOL)
-    close("kp_driving", net.kp_detector(driving), golden_io["kp_driving"], KP_TOL)
+    close("kp_source", net.kp_detector(source), golden_io["kp_source"])
+    close("kp_driving", net.kp_detector(driving), golden_io["kp_driving"])
 
 
 @torch.no_grad()
@@ -53,22 +52,22 @@ def test_relative_and_avd_normalisation(net, golden_io):
     scale, ok = relative_scale(kp_s[0], kp_d[0])
     assert ok
     want = float(golden_io["relative_scale"])
-    assert abs(scale - want) <= 1e-6 * abs(want)
-    close("kp_relative", relative_keypoints(kp_s, kp_d, kp_d[:1], scale).astype(np.float32), golden_io["kp_relative"], KP_TOL)
-    close("kp_avd", net.avd_network(t(kp_s), t(kp_d)), golden_io["kp_avd"], KP_TOL)
+    assert abs(scale - want) <= RELATIVE_SCALE_REL * abs(want)
+    close("kp_relative", relative_keypoints(kp_s, kp_d, kp_d[:1], scale).astype(np.float32), golden_io["kp_relative"])
+    close("kp_avd", net.avd_network(t(kp_s), t(kp_d)), golden_io["kp_avd"])
 
 
 @torch.no_grad()
 def test_background_params(net, images, golden_io):
     source, driving = images
-    close("bg_param", net.bg_predictor(source.expand(len(driving), -1, -1, -1), driving), golden_io["bg_param"], KP_TOL)
+    close("bg_param", net.bg_predictor(source.expand(len(driving), -1, -1, -1), driving), golden_io["bg_param"])
 
 
 @torch.no_grad()
 def test_antialias_pyramid(images, golden_io):
     source, _ = images
     for scale, key in [(0.5, "antialias_0_5"), (0.25, "antialias_0_25"), (0.125, "antialias_0_125")]:
-        close(key, AntiAliasInterpolation2d(3, scale)(source), golden_io[key], MAP_TOL)
+        close(key, AntiAliasInterpolation2d(3, scale)(source), golden_io[key])
 
 
 @torch.no_grad()
@@ -78,15 +77,15 @@ def test_relative_dense_motion_and_prediction(net, images, golden_io):
     src = source.expand(n, -1, -1, -1)
     kp_src = t(golden_io["kp_source"]).expand(n, -1, -1)
     motion = net.dense_motion_network(src, t(golden_io["kp_relative"]), kp_src)
-    close("rel_transformations", motion.transformations, golden_io["rel_transformations"], MAP_TOL)
-    close("rel_deformation", motion.deformation, golden_io["rel_deformation"], MAP_TOL)
-    close("rel_contribution_maps", motion.contribution_maps, golden_io["rel_contribution_maps"], MAP_TOL)
-    close("rel_deformed_source", motion.deformed_source, golden_io["rel_deformed_source"], MAP_TOL)
+    close("rel_transformations", motion.transformations, golden_io["rel_transformations"])
+    close("rel_deformation", motion.deformation, golden_io["rel_deformation"])
+    close("rel_contribution_maps", motion.contribution_maps, golden_io["rel_contribution_maps"])
+    close("rel_deformed_source", motion.deformed_source, golden_io["rel_deformed_source"])
     for i, occ in enumerate(motion.occlusion_maps):
-        close(f"rel_occlusion_{i}", occ, golden_io[f"rel_occlusion_{i}"], MAP_TOL)
+        close(f"rel_occlusion_{i}", occ, golden_io[f"rel_occlusion_{i}"])
     out = net.inpainting_network(src, motion)
-    close("rel_prediction", out.prediction, golden_io["rel_prediction"], MAP_TOL)
-    close("rel_deformed", out.deformed, golden_io["rel_deformed"], MAP_TOL)
+    close("rel_prediction", out.prediction, golden_io["rel_prediction"])
+    close("rel_deformed", out.deformed, golden_io["rel_deformed"])
 
 
 @torch.no_grad()
@@ -96,8 +95,8 @@ def test_standard_mode_with_background(net, images, golden_io):
     src = source.expand(n, -1, -1, -1)
     kp_src = t(golden_io["kp_source"]).expand(n, -1, -1)
     motion = net.dense_motion_network(src, t(golden_io["kp_driving"]), kp_src, t(golden_io["bg_param"]))
-    close("std_bg_deformation", motion.deformation, golden_io["std_bg_deformation"], MAP_TOL)
-    close("std_bg_prediction", net.inpainting_network(src, motion).prediction, golden_io["std_bg_prediction"], MAP_TOL)
+    close("std_bg_deformation", motion.deformation, golden_io["std_bg_deformation"])
+    close("std_bg_prediction", net.inpainting_network(src, motion).prediction, golden_io["std_bg_prediction"])
 
 
 @torch.no_grad()
@@ -105,7 +104,7 @@ def test_avd_prediction(net, images, golden_io):
     source, driving = images
     n = len(driving)
     pred = net.animate(source.expand(n, -1, -1, -1), t(golden_io["kp_source"]).expand(n, -1, -1), t(golden_io["kp_avd"]))
-    close("avd_prediction", pred, golden_io["avd_prediction"], MAP_TOL)
+    close("avd_prediction", pred, golden_io["avd_prediction"])
 
 
 @torch.no_grad()
@@ -115,15 +114,15 @@ def test_large_synthetic_motion(net, images, golden_io):
     n = len(kp_d)
     src = source.expand(n, -1, -1, -1)
     motion = net.dense_motion_network(src, kp_d, t(golden_io["kp_source"]).expand(n, -1, -1))
-    close("synth_transformations", motion.transformations, golden_io["synth_transformations"], MAP_TOL)
-    close("synth_deformation", motion.deformation, golden_io["synth_deformation"], MAP_TOL)
-    close("synth_prediction", net.inpainting_network(src, motion).prediction, golden_io["synth_prediction"], MAP_TOL)
+    close("synth_transformations", motion.transformations, golden_io["synth_transformations"])
+    close("synth_deformation", motion.deformation, golden_io["synth_deformation"])
+    close("synth_prediction", net.inpainting_network(src, motion).prediction, golden_io["synth_prediction"])
 
 
 def test_random_tps(golden_io):
     tps = RandomTPS(t(golden_io["rand_tps_theta"]), t(golden_io["rand_tps_control_points"]),
                     t(golden_io["rand_tps_control_params"]))
     close("rand_tps_warped_kp_source", tps.warp_coordinates(t(golden_io["kp_source"])),
-          golden_io["rand_tps_warped_kp_source"], KP_TOL)
+          golden_io["rand_tps_warped_kp_source"])
     frame = torch.zeros(1, 3, 256, 256)
-    close("rand_tps_frame_grid", tps.transform_frame(frame), golden_io["rand_tps_frame_grid"], MAP_TOL)
+    close("rand_tps_frame_grid", tps.transform_frame(frame), golden_io["rand_tps_frame_grid"])

@@ -178,7 +178,7 @@ def test_sigkill_then_resume_loses_nothing(tiny_config, prepared, tmp_path):
     assert 2 <= killed_at < 8
     r = run_cli(*args, "--out", str(run), "--resume")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert f"resumed from" in (run / "log.txt").read_text()
+    assert "resumed from" in (run / "log.txt").read_text()
     assert read_steps(run) == list(range(1, 9))  # each step logged exactly once
     a = torch.load(run / "checkpoint.pth", weights_only=True)
     b = torch.load(ref / "checkpoint.pth", weights_only=True)

@@ -7,7 +7,6 @@ runs them standalone. Each handler is ``func(args) -> int``; user errors are
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 

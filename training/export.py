@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 
 from engines.errors import CheckpointError
 from training.avd import read_avd_checkpoint

@@ -31,10 +31,9 @@ import math
 import os
 import random
 import signal
-import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +42,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 from engines.errors import CheckpointError, SplinecamError
 from engines.tpsmm.config import ModelConfig, config_from_dict, load_config

@@ -20,7 +20,6 @@ import os
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from engines.errors import CheckpointError

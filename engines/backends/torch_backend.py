@@ -108,8 +108,7 @@ class TorchBackend(Backend):
 
 
 def _cpu_has_bf16() -> bool:
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return torch.backends.mkldnn.is_available()
-    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+    """bf16 in hardware (AVX-512 bf16 / AMX), honouring an ISA cap (engines/cpu.py)."""
+    from engines.cpu import cpu_info
+
+    return cpu_info().has_bf16
