@@ -4,10 +4,10 @@
     result.write("b.json")
 
 Model: ``--checkpoint`` (with ``--config`` if it needs one); ``--config`` alone: random weights with
-perturbed norm layers (``engines.tpsmm.random_weights.perturbed_random_model``, as golden-small was
+perturbed norm layers (``splinecam.engines.tpsmm.random_weights.perturbed_random_model``, as golden-small was
 made) so reduced-precision PSNR means something; neither: the bundled weights.
 
-Rows: the baseline (the official demo's per-frame work, :class:`benchmarks.runner.OfficialBaseline`)
+Rows: the baseline (the official demo's per-frame work, :class:`splinecam.benchmarks.runner.OfficialBaseline`)
 and one row per backend × precision that exists somewhere (torch fp32/bf16/fp16, onnxruntime
 fp32/fp16, tensorrt fp16/fp32; asking for both ``--backends`` and ``--precisions`` gives their full
 cross product). A combination this machine cannot run is a row with status ``unavailable`` and the
@@ -17,18 +17,18 @@ one-line reason, not a crash; a backend that breaks while running is ``failed``,
 from __future__ import annotations
 
 import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
 
-from benchmarks.device_info import collect_device_info
-from benchmarks.results import (STATUS_FAILED, STATUS_UNAVAILABLE, BenchResult, ModelInfo, RowResult,
+from splinecam.benchmarks.device_info import collect_device_info
+from splinecam.benchmarks.results import (STATUS_FAILED, STATUS_UNAVAILABLE, BenchResult, ModelInfo, RowResult,
                                 max_abs_diff, sequence_psnr, summarise_times)
-from benchmarks.runner import BackendRunner, OfficialBaseline, RowSpec, Runner, large_motion_keypoints, measure
-from engines.errors import BackendUnavailableError, CheckpointError
-from engines.progress import Progress
-from engines.tpsmm.checkpoint import LoadedModel
+from splinecam.benchmarks.runner import (BackendRunner, OfficialBaseline, RowSpec, Runner, large_motion_keypoints, measure,
+                                        say, unavailable_reason)
+from splinecam.engines.errors import BackendUnavailableError, CheckpointError
+from splinecam.engines.progress import Progress
+from splinecam.engines.tpsmm.checkpoint import LoadedModel
 
 BACKEND_ORDER = ("torch", "onnxruntime", "tensorrt")
 PRECISION_ORDER = ("fp32", "bf16", "fp16")
@@ -58,10 +58,6 @@ class BenchOptions:
     extra: dict = field(default_factory=dict)
 
 
-def say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 # ----------------------------------------------------------------------------- model
 
 
@@ -72,9 +68,9 @@ def load_bench_model(opts: BenchOptions) -> tuple[LoadedModel, str]:
     has produced them), random lite-256 weights stand in, with a warning: timings are valid,
     pictures are not.
     """
-    from engines.model_options import default_checkpoint
-    from engines.tpsmm.checkpoint import load_checkpoint
-    from engines.tpsmm.random_weights import perturbed_random_model
+    from splinecam.engines.model_options import default_checkpoint
+    from splinecam.engines.tpsmm.checkpoint import load_checkpoint
+    from splinecam.engines.tpsmm.random_weights import perturbed_random_model
 
     if opts.checkpoint:
         loaded = load_checkpoint(opts.checkpoint, opts.config)
@@ -96,7 +92,7 @@ def model_info(loaded: LoadedModel, source: str) -> ModelInfo:
     """Parameters and FLOPs (FlopCounterMode over keypoints + dense motion + inpainting, one frame)."""
     import torch
 
-    from engines.tpsmm.flops import count_network_flops, count_parameters
+    from splinecam.engines.tpsmm.flops import count_network_flops, count_parameters
 
     model = loaded.model
     if next(model.parameters()).device.type != "cpu":  # pragma: no cover - models load on the CPU
@@ -127,10 +123,10 @@ def _device_for(backend: str, device: str) -> str:
 def row_specs(backends: list[str] | None, precisions: list[str] | None, device: str = "auto") -> list[RowSpec]:
     """The backend × precision rows to run, in a fixed order.
 
-    By default the combinations some device supports (``engines.backends.SUPPORTED``); when both
+    By default the combinations some device supports (``splinecam.engines.backends.SUPPORTED``); when both
     lists are given, their full cross product (impossible ones then show as unavailable).
     """
-    from engines.backends import SUPPORTED
+    from splinecam.engines.backends import SUPPORTED
 
     explicit = backends is not None and precisions is not None
     bs = backends or list(BACKEND_ORDER)
@@ -144,18 +140,9 @@ def row_specs(backends: list[str] | None, precisions: list[str] | None, device: 
     return specs
 
 
-def unavailable_reason(backend: str, err: Exception) -> str:
-    """The one-line reason a row cannot run; for TensorRT the root cause (not installed / no GPU)."""
-    if backend == "tensorrt":
-        from engines.backends.tensorrt_backend import tensorrt_unavailable_reason
-
-        return tensorrt_unavailable_reason() or str(err)
-    return str(err)
-
-
 def build_runner(spec: RowSpec, loaded: LoadedModel, threads: int | None) -> tuple[Runner | None, RowResult]:
     """A runner for a row, or None and the row marked unavailable / failed (one-line reason)."""
-    from engines.backends import resolve_choice
+    from splinecam.engines.backends import resolve_choice
 
     row = RowResult(spec.backend, spec.precision, spec.device)
     t0 = time.perf_counter()
@@ -186,7 +173,7 @@ def build_runner(spec: RowSpec, loaded: LoadedModel, threads: int | None) -> tup
 
 
 def _conditions() -> dict:
-    from benchmarks.cpu_speed import busy_processes
+    from splinecam.benchmarks.cpu_speed import busy_processes
 
     return {"load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
             "busy_processes": busy_processes()}
@@ -196,7 +183,7 @@ def run_bench(opts: BenchOptions) -> BenchResult:
     """Measure every row on the same frames, interleaved; return the typed result."""
     import torch
 
-    from benchmarks.inputs import load_inputs
+    from splinecam.benchmarks.inputs import load_inputs
 
     threads = opts.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
@@ -213,7 +200,7 @@ def run_bench(opts: BenchOptions) -> BenchResult:
                          settings={"frames": opts.frames, "warmup": opts.warmup, "threads": threads,
                                    "mode": "relative", "interleaved": True, "device": opts.device})
     if opts.pipeline:
-        from benchmarks.pipeline import run_pipelines
+        from splinecam.benchmarks.pipeline import run_pipelines
 
         result.settings = {"threads": threads, "device": opts.device, "pipeline_frames": opts.pipeline_frames,
                            "paced": not opts.pipeline_unpaced, "output_size": f"{opts.output_size[0]}x{opts.output_size[1]}",
@@ -265,7 +252,7 @@ def run_bench(opts: BenchOptions) -> BenchResult:
 
     ref = measured[0].outputs
     if measured[0].error or not ref:
-        from engines.errors import SplinecamError
+        from splinecam.engines.errors import SplinecamError
 
         raise SplinecamError(f"the baseline failed: {measured[0].error}")
     kp_large = large_motion_keypoints(base.source_keypoints(), opts.seed)

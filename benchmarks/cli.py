@@ -6,7 +6,7 @@ import argparse
 import shlex
 import sys
 
-from engines.errors import SplinecamError
+from splinecam.engines.errors import SplinecamError
 
 DEFAULT_FRAMES = 30
 
@@ -22,8 +22,8 @@ def _list(allowed: tuple[str, ...]):
 
 
 def register(subparsers) -> None:
-    from engines.backends import BACKENDS, PRECISIONS
-    from engines.model_options import add_model_arguments
+    from splinecam.engines.backends import BACKENDS, PRECISIONS
+    from splinecam.engines.model_options import add_model_arguments
 
     p = subparsers.add_parser(
         "bench", help="frames per second per backend, precision and stage, against the official demo",
@@ -68,8 +68,8 @@ def register(subparsers) -> None:
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
-    from benchmarks.bench import BenchOptions, run_bench
-    from benchmarks.report import format_table
+    from splinecam.benchmarks.bench import BenchOptions, run_bench
+    from splinecam.benchmarks.report import format_table
 
     for name in ("frames", "warmup", "threads"):
         value = getattr(args, name)
@@ -79,7 +79,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         raise SplinecamError("--precisions auto is for --pipeline; name the precisions to measure")
     size = (1280, 720)
     if args.pipeline:
-        from live.compose import parse_size
+        from splinecam.live.compose import parse_size
 
         size = parse_size(args.output_size)
     opts = BenchOptions(
@@ -96,7 +96,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
     if args.json:
         print(f"wrote {result.write(args.json)}")
     if args.plot:
-        from benchmarks.plot import plot_result
+        from splinecam.benchmarks.plot import plot_result
 
         print(f"wrote {plot_result(data, args.plot)}")
     return 0

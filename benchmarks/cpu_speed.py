@@ -1,10 +1,10 @@
 """CPU speed: splinecam's CPU backends against the official demo's per-frame work, in one run.
 
-    python -m benchmarks.cpu_speed [--config vox-256] [--rounds 3] [--out benchmarks/results/cpu_speed.json]
+    python -m splinecam.benchmarks.cpu_speed [--config vox-256] [--rounds 3] [--out benchmarks/results/cpu_speed.json]
                                    [--pause-training]
 
 Model: ``--config`` network (vox-256 by default) with random weights whose norm layers are
-perturbed like golden-small (:func:`engines.tpsmm.random_weights.perturbed_random_model`).
+perturbed like golden-small (:func:`splinecam.engines.tpsmm.random_weights.perturbed_random_model`).
 Frames: the official demo pair from ``reference/golden-small/io.npz`` (source + 5 driving frames,
 256×256), quantised to uint8 as a camera delivers them. Every frame is computed in full by every
 variant: no frame skipping, no lower resolution.
@@ -19,7 +19,7 @@ Variants run interleaved frame by frame in a rotating order, so load changes hit
 speed-ups are ratios of medians measured in the same run. Quality: PSNR of each variant's output
 against the baseline's float32 output for the same frame (and, untimed, for a large synthetic
 keypoint motion, since random-weight keypoints barely move). ``--pause-training`` SIGSTOPs
-processes that look like a training run (``torchrun`` / ``splinecam train`` / ``training.trainer``)
+processes that look like a training run (``torchrun`` / ``splinecam train`` / ``splinecam.training.trainer``)
 for the duration and always SIGCONTs them.
 """
 
@@ -80,7 +80,7 @@ def demo_frames() -> tuple[np.ndarray, list[np.ndarray]]:
 def cpu_description() -> dict:
     """CPU model, cores, the flags that matter, library versions (device info for the JSON)."""
     try:
-        from benchmarks.device_info import collect_device_info  # the bench package's, when present
+        from splinecam.benchmarks.device_info import collect_device_info  # the bench package's, when present
 
         import torch
 
@@ -311,19 +311,19 @@ def make_variant(name: str, threads: int) -> Variant:
     onnxruntime-fp32, onnxruntime-fp16."""
     def torch_backend(precision):
         def make(loaded):
-            from engines.backends.torch_backend import TorchBackend
+            from splinecam.engines.backends.torch_backend import TorchBackend
             return TorchBackend(loaded, "cpu", precision)
         return make
 
     def compiled(precision):
         def make(loaded):
-            from engines.export.torch_inductor import CompiledTorchBackend
+            from splinecam.engines.export.torch_inductor import CompiledTorchBackend
             return CompiledTorchBackend(loaded, precision)
         return make
 
     def ort(precision):
         def make(loaded):
-            from engines.backends.onnxruntime_backend import OnnxRuntimeBackend
+            from splinecam.engines.backends.onnxruntime_backend import OnnxRuntimeBackend
             return OnnxRuntimeBackend(loaded, "cpu", precision, threads=threads)
         return make
 
@@ -394,7 +394,7 @@ def measure_cpu_speed(config: str = "vox-256", seed: int = 0, rounds: int = 3,
     ``before_round`` runs (untimed) before each frame of each round (e.g. :meth:`Pauser.refresh`)."""
     import torch
 
-    from engines.tpsmm.random_weights import perturbed_random_model
+    from splinecam.engines.tpsmm.random_weights import perturbed_random_model
 
     torch.set_num_threads(threads)
     t_start = time.time()

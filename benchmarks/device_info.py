@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
 
-from engines.cpu import cpu_info
+from splinecam.engines.cpu import cpu_info
 
 
 @dataclass

@@ -62,7 +62,7 @@ def _cycle(frames: list[np.ndarray], n: int) -> list[np.ndarray]:
 
 def video_frames(path: str | Path, n: int, size: int) -> list[np.ndarray]:
     """The first n frames of a video, resized to (size,size,3) uint8 (cycled if the clip is short)."""
-    from engines.media import VideoReader
+    from splinecam.engines.media import VideoReader
 
     frames = [resize_square(f, size) for f in VideoReader(path).read_all(max_frames=n)]
     return _cycle(frames, n)
@@ -138,7 +138,7 @@ def _bundled(extensions: tuple[str, ...]) -> Path | None:
 def load_inputs(size: int, n: int, driving: str | Path | None = None, source: str | Path | None = None
                 ) -> BenchInputs:
     """The source and n driving frames at size×size (see the module docstring for the order)."""
-    from engines.media import read_image
+    from splinecam.engines.media import read_image
 
     src_img = resize_square(read_image(source), size) if source else None
     clip = Path(driving) if driving else _bundled(VIDEO_EXTENSIONS)

@@ -1,6 +1,6 @@
 """Benchmark of the live loop's own work, with the networks replaced by a pass-through backend.
 
-    python -m benchmarks.live_loop [--frames 10000] [--size 1280x720] [--out benchmarks/results/live_loop.json]
+    python -m splinecam.benchmarks.live_loop [--frames 10000] [--size 1280x720] [--out benchmarks/results/live_loop.json]
 
 Everything around the networks runs for real, in the live pipeline's own threads: capture (H.264
 decode of a 1280×720 clip made from the bundled webcam clip, colour conversion, in the capture
@@ -46,7 +46,7 @@ def rss_mb() -> float:
 
 def make_clip(src: Path, size: tuple[int, int], dst: Path) -> Path:
     """``src`` scaled to the height of ``size`` and padded to its width: a 16:9 "webcam" clip."""
-    from engines.media import ffmpeg_exe
+    from splinecam.engines.media import ffmpeg_exe
 
     w, h = size
     cmd = [ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", "-i", str(src), "-an",
@@ -89,13 +89,13 @@ class RssProbe:
 
 
 def cpu_name() -> str:
-    from engines.cpu import cpu_info
+    from splinecam.engines.cpu import cpu_info
 
     return cpu_info().label
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.live_loop", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m splinecam.benchmarks.live_loop", description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=10_000)
     ap.add_argument("--size", default="1280x720", help="camera and output size (default 1280x720)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "live_loop.json")
@@ -106,12 +106,12 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    from engines.faces import FaceTracker
-    from live.compose import parse_size
-    from live.passthrough import PassThroughBackend
-    from live.pipeline import LiveOptions, LivePipeline
-    from live.sinks import RecorderSink
-    from live.tracking import DETECT_EVERY, FaceCropper
+    from splinecam.engines.faces import FaceTracker
+    from splinecam.live.compose import parse_size
+    from splinecam.live.passthrough import PassThroughBackend
+    from splinecam.live.pipeline import LiveOptions, LivePipeline
+    from splinecam.live.sinks import RecorderSink
+    from splinecam.live.tracking import DETECT_EVERY, FaceCropper
 
     size = parse_size(args.size)
     n = args.frames

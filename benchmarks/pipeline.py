@@ -1,6 +1,6 @@
 """``splinecam bench --pipeline CLIP``: the whole live pipeline with a clip standing in for the camera.
 
-Runs ``live.pipeline.LivePipeline`` — capture thread, face tracking and crop, keypoints,
+Runs ``splinecam.live.pipeline.LivePipeline`` — capture thread, face tracking and crop, keypoints,
 smoothing, relative normalisation, generator, composition to ``--output-size``, sinks — with no
 virtual camera and no preview, and reports its own metrics (``live/metrics.py``): processed FPS,
 end-to-end latency (capture stamp → handed to the sinks) p50 / p95, per-stage times.
@@ -21,26 +21,20 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from benchmarks.results import STATUS_FAILED, STATUS_UNAVAILABLE, PipelineResult
-from engines.errors import BackendUnavailableError, SplinecamError
-from engines.tpsmm.checkpoint import LoadedModel
+from splinecam.benchmarks.runner import say, unavailable_reason
+from splinecam.benchmarks.results import STATUS_FAILED, STATUS_UNAVAILABLE, PipelineResult
+from splinecam.engines.errors import BackendUnavailableError, SplinecamError
+from splinecam.engines.tpsmm.checkpoint import LoadedModel
 
 DEFAULT_AVATAR = Path(__file__).resolve().parents[1] / "live" / "assets" / "mona.jpg"
-
-
-def _say(msg: str) -> None:
-    from benchmarks.bench import say
-
-    say(msg)
 
 
 def run_pipeline(clip: str | Path, loaded: LoadedModel, backend: str = "auto", precision: str = "auto",
                  device: str = "auto", avatar: str | Path | None = None, max_frames: int | None = None,
                  paced: bool = True, output_size: tuple[int, int] = (1280, 720)) -> PipelineResult:
     """One live run on ``clip``; a backend that cannot run here gives status "unavailable"."""
-    from benchmarks.bench import unavailable_reason
-    from engines.backends import create_backend, resolve_choice
-    from live.pipeline import LiveOptions, LivePipeline
+    from splinecam.engines.backends import create_backend, resolve_choice
+    from splinecam.live.pipeline import LiveOptions, LivePipeline
 
     clip = Path(clip).expanduser()
     if not clip.is_file():
@@ -53,7 +47,7 @@ def run_pipeline(clip: str | Path, loaded: LoadedModel, backend: str = "auto", p
                         unavailable_reason(backend, err))
     t0 = time.perf_counter()
     try:
-        impl = create_backend(loaded, b, d, p, progress=lambda msg: _say(f"  {b} {p}: {msg}"))
+        impl = create_backend(loaded, b, d, p, progress=lambda msg: say(f"  {b} {p}: {msg}"))
     except BackendUnavailableError as err:
         return _not_run(clip, b, p, d, paced, output_size, STATUS_UNAVAILABLE, unavailable_reason(b, err))
     opts = LiveOptions(avatar=str(avatar), camera=str(clip), camera_size=None, camera_fps=None,
@@ -62,7 +56,7 @@ def run_pipeline(clip: str | Path, loaded: LoadedModel, backend: str = "auto", p
     try:
         pipe = LivePipeline.build(opts, impl, say=lambda s: None)
         setup_s = time.perf_counter() - t0
-        _say(f"  live pipeline: {impl.describe()} on {clip.name} "
+        say(f"  live pipeline: {impl.describe()} on {clip.name} "
              f"({'paced like a camera' if paced else 'unpaced'}), output {output_size[0]}x{output_size[1]} …")
         summary = pipe.run()
     finally:
@@ -95,6 +89,6 @@ def run_pipelines(opts, loaded: LoadedModel) -> list[PipelineResult]:
                 res = _not_run(Path(opts.pipeline), b, p, opts.device, not opts.pipeline_unpaced, opts.output_size,
                                STATUS_FAILED, f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}")
             if res.status != "ok":
-                _say(f"    {res.status}: {res.reason}")
+                say(f"    {res.status}: {res.reason}")
             out.append(res)
     return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engines.errors import SplinecamError
+from splinecam.engines.errors import SplinecamError
 
 STAGE_COLOURS = {"keypoints": "#4c72b0", "normalise": "#dd8452", "generate": "#55a868", "dense_motion": "#8172b3",
                  "inpainting": "#c44e52"}
@@ -22,7 +22,7 @@ def plot_result(data: dict, out: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from benchmarks.report import _f, device_label, row_label
+    from splinecam.benchmarks.report import _f, device_label, row_label
 
     rows = [r for r in data.get("results") or [] if r.get("status") == "ok"]
     skipped = [r for r in data.get("results") or [] if r.get("status") != "ok"]

@@ -1,7 +1,7 @@
 """Tables from bench JSON: the terminal table of one run, and the README table of all kept runs.
 
-    python -m benchmarks.report            # rewrite the table in benchmarks/README.md from benchmarks/results/*.json
-    python -m benchmarks.report b.json     # print one run's table
+    python -m splinecam.benchmarks.report            # rewrite the table in benchmarks/README.md from benchmarks/results/*.json
+    python -m splinecam.benchmarks.report b.json     # print one run's table
 
 Only files with the ``splinecam-bench/1`` schema are read (other benchmark files in results/ are
 left alone). The README table sits between ``<!-- bench-table:start -->`` and
@@ -79,7 +79,7 @@ def format_table(data: dict) -> str:
 
 
 def bench_files(directory: Path = RESULTS_DIR) -> list[tuple[Path, dict]]:
-    from benchmarks.results import SCHEMA
+    from splinecam.benchmarks.results import SCHEMA
 
     out = []
     for path in sorted(directory.glob("*.json")):
@@ -174,13 +174,13 @@ def update_readme(readme: Path = README, directory: Path = RESULTS_DIR) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m splinecam.benchmarks.report", description=__doc__.split("\n\n")[0])
     ap.add_argument("json", nargs="*", help="print these runs' tables instead of rewriting the README")
     ap.add_argument("--results", type=Path, default=RESULTS_DIR, help="folder of kept runs (default benchmarks/results)")
     ap.add_argument("--readme", type=Path, default=README)
     args = ap.parse_args(argv)
     if args.json:
-        from benchmarks.results import load_result
+        from splinecam.benchmarks.results import load_result
 
         for path in args.json:
             print(f"{path}:\n{format_table(load_result(path))}\n")

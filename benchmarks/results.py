@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.errors import SplinecamError
+from splinecam.engines.errors import SplinecamError
 
 SCHEMA = "splinecam-bench/1"
 BASELINE_BACKEND = "torch-official"
@@ -183,7 +183,7 @@ def summarise_times(ms: list[float]) -> tuple[float, float, float]:
 
 def sequence_psnr(frames: list[np.ndarray], reference: list[np.ndarray]) -> float:
     """Mean over frames of the PSNR (dB) of uint8 frames against reference frames (99 if identical)."""
-    from benchmarks.cpu_speed import psnr
+    from splinecam.benchmarks.cpu_speed import psnr
 
     return float(np.mean([psnr(a.astype(np.float32) / 255.0, b.astype(np.float32) / 255.0)
                           for a, b in zip(frames, reference)]))

@@ -10,7 +10,7 @@ long each stage took. Two kinds:
 - :class:`BackendRunner`: a splinecam backend from ``create_backend`` — ``keypoints`` + ``generate``
   (host TPS solve, dense motion, inpainting decoder on the cached source).
 
-Both normalise keypoints the same way (relative mode, ``live.normalise.KeypointNormaliser``,
+Both normalise keypoints the same way (relative mode, ``splinecam.live.normalise.KeypointNormaliser``,
 reference = the first frame), so outputs are comparable frame for frame. :func:`measure`
 interleaves the rows frame by frame in a rotating order, so drift and neighbours' load hit every
 row alike.
@@ -19,16 +19,31 @@ row alike.
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from engines.tpsmm.checkpoint import LoadedModel
-from live.normalise import KeypointNormaliser
+from splinecam.engines.tpsmm.checkpoint import LoadedModel
+from splinecam.live.normalise import KeypointNormaliser
 
 Stages = dict[str, float]
+
+
+def say(msg: str) -> None:
+    """Progress for the person running a benchmark (stderr, so JSON on stdout stays clean)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def unavailable_reason(backend: str, err: Exception) -> str:
+    """The one-line reason a row cannot run; for TensorRT the root cause (not installed / no GPU)."""
+    if backend == "tensorrt":
+        from splinecam.engines.backends.tensorrt_backend import tensorrt_unavailable_reason
+
+        return tensorrt_unavailable_reason() or str(err)
+    return str(err)
 
 
 @dataclass
@@ -93,7 +108,7 @@ class OfficialBaseline(Runner):
     def __init__(self, loaded: LoadedModel, device: str = "cpu"):
         import torch
 
-        from benchmarks.results import BASELINE_BACKEND
+        from splinecam.benchmarks.results import BASELINE_BACKEND
 
         self.spec = RowSpec(BASELINE_BACKEND, "fp32", device, baseline=True)
         self.device = torch.device(device)
@@ -142,10 +157,10 @@ class OfficialBaseline(Runner):
 
 
 class BackendRunner(Runner):
-    """A backend built by ``engines.backends.create_backend`` on a private copy of the model."""
+    """A backend built by ``splinecam.engines.backends.create_backend`` on a private copy of the model."""
 
     def __init__(self, spec: RowSpec, loaded: LoadedModel, options: dict | None = None):
-        from engines.backends import create_backend
+        from splinecam.engines.backends import create_backend
 
         self.spec = spec
         # a private copy: a backend may change its model (dtype, memory format)

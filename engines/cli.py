@@ -6,19 +6,18 @@ Writes keypoints / source_encoder / generator / background ``.onnx`` files and `
 (inputs, outputs, shapes, dtypes, opset, model hash, config, splinecam version). ``--tensorrt``
 also builds a plan per graph into the engine cache (keyed by GPU, compute capability, TensorRT
 version, precision and model hash); it needs an NVIDIA GPU and TensorRT, and says so in one line
-otherwise. ``python -m engines.cli export …`` is the same as ``splinecam export …``.
+otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
 def register(subparsers) -> None:
     """Add the ``export`` subcommand to the main ``splinecam`` parser."""
-    from engines.model_options import add_model_arguments
+    from splinecam.engines.model_options import add_model_arguments
 
     p = subparsers.add_parser(
         "export", help="export the networks to ONNX (and TensorRT plans with --tensorrt)",
@@ -41,11 +40,11 @@ def _say(msg: str) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from engines.export import export_onnx
-    from engines.model_options import load_model_from_args
+    from splinecam.engines.export import export_onnx
+    from splinecam.engines.model_options import load_model_from_args
 
     if args.tensorrt:  # check first: no point exporting for minutes to fail at the end
-        from engines.backends.tensorrt_backend import require_tensorrt
+        from splinecam.engines.backends.tensorrt_backend import require_tensorrt
 
         require_tensorrt("export --tensorrt", "run export without --tensorrt for the ONNX graphs alone")
     loaded = load_model_from_args(args)
@@ -54,19 +53,8 @@ def run_export(args: argparse.Namespace) -> int:
     manifest = export_onnx(loaded, out, args.precision, progress=_say)
     _say(f"wrote {len(manifest.graphs)} graphs and {out / 'manifest.json'} (model {manifest.model_hash[:12]}…)")
     if args.tensorrt:
-        from engines.backends.tensorrt_backend import ensure_plans
+        from splinecam.engines.backends.tensorrt_backend import ensure_plans
 
         ensure_plans(loaded, args.precision, onnx_dir=out, cache_dir=args.engine_cache, progress=_say)
         _say("TensorRT plans ready")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m engines.cli …`` is ``splinecam …``: the one dispatcher (splinecam/cli.py)."""
-    from splinecam.cli import main as splinecam_main
-
-    return splinecam_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -228,7 +228,7 @@ class CudaStreamDevice(StreamDevice):
         import torch
 
         if not torch.cuda.is_available():
-            from engines.errors import BackendUnavailableError
+            from splinecam.engines.errors import BackendUnavailableError
 
             raise BackendUnavailableError("the CUDA pipeline needs an NVIDIA GPU; none is visible to torch")
         self.torch = torch

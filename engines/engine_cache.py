@@ -54,9 +54,7 @@ def exporter_fingerprint() -> str:
 
 def onnx_export_dir(model_hash: str, precision: str, opset: int, root: Path | None = None) -> Path:
     """The cached ONNX export of one model at one precision (written by ``export_onnx``)."""
-    from splinecam import __version__
-
-    name = f"{model_hash[:16]}-{precision}-opset{opset}-v{__version__}-{exporter_fingerprint()[:8]}"
+    name = f"{model_hash[:16]}-{precision}-opset{opset}-{exporter_fingerprint()[:8]}"
     return (root or cache_root()) / "onnx" / name
 
 

@@ -35,7 +35,7 @@ from typing import Iterable, Protocol, Sequence
 import cv2
 import numpy as np
 
-from engines.errors import FaceNotFoundError
+from splinecam.engines.errors import FaceNotFoundError
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ pip's OpenCV cannot encode H.264 and there is no system FFmpeg. Videos are writt
 (libx264, yuv420p, CRF 18, ``+faststart``) MP4, atomically: to a hidden temporary file next to
 the target, moved into place by ``close()``.
 
-Every failure a user can cause raises :class:`engines.errors.MediaError` with a one-line message
+Every failure a user can cause raises :class:`splinecam.engines.errors.MediaError` with a one-line message
 naming the file.
 """
 
@@ -23,7 +23,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from engines.errors import MediaError
+from splinecam.engines.errors import MediaError
 
 PathLike = str | os.PathLike
 

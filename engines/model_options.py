@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engines.backends import BACKENDS, PRECISIONS, Backend, create_backend
-from engines.errors import CheckpointError
-from engines.tpsmm.checkpoint import LoadedModel, load_checkpoint
+from splinecam.engines.backends import BACKENDS, PRECISIONS, Backend, create_backend
+from splinecam.engines.errors import CheckpointError
+from splinecam.engines.tpsmm.checkpoint import LoadedModel, load_checkpoint
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "lite-256.safetensors"

@@ -18,12 +18,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engines.backends import Backend
-from engines.errors import SplinecamError
-from engines.faces import CropBox, crop_box_for_face, crop_image, find_best_frame, find_face, stable_crop_for_frames
-from engines.media import VideoReader, VideoWriter, read_image
-from engines.progress import Progress
-from live.normalise import KeypointNormaliser
+from splinecam.engines.backends import Backend
+from splinecam.engines.errors import SplinecamError
+from splinecam.engines.faces import CropBox, crop_box_for_face, crop_image, find_best_frame, find_face, stable_crop_for_frames
+from splinecam.engines.media import VideoReader, VideoWriter, read_image
+from splinecam.engines.progress import Progress
+from splinecam.live.normalise import KeypointNormaliser
 
 CROPS = ("face", "none")
 

@@ -37,8 +37,8 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from engines.backends.base import StageTimer
-from engines.errors import MediaError
+from splinecam.engines.backends.base import StageTimer
+from splinecam.engines.errors import MediaError
 
 log = logging.getLogger(__name__)
 

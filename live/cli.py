@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engines.model_options import add_model_arguments, backend_from_args, load_model_from_args
-from live.normalise import MODES
+from splinecam.engines.model_options import add_model_arguments, backend_from_args, load_model_from_args
+from splinecam.live.normalise import MODES
 
 
 def register(subparsers) -> None:
@@ -31,14 +31,14 @@ def register(subparsers) -> None:
     add_model_arguments(p)
     p.set_defaults(func=run_animate)
 
-    from live.commands import add_live_commands
+    from splinecam.live.commands import add_live_commands
 
     add_live_commands(subparsers)  # live, demo, cameras
 
 
 def run_animate(args: argparse.Namespace) -> int:
-    from engines.errors import SplinecamError
-    from live.animate import AnimateOptions, animate, prepare_inputs
+    from splinecam.engines.errors import SplinecamError
+    from splinecam.live.animate import AnimateOptions, animate, prepare_inputs
 
     loaded = load_model_from_args(args)
     if args.mode == "avd" and not loaded.has_avd:

@@ -12,11 +12,11 @@ import signal
 import sys
 from pathlib import Path
 
-from engines.errors import SplinecamError
-from engines.model_options import add_model_arguments, backend_from_args, load_model_from_args
-from live.compose import COMPOSE_MODES, parse_size
-from live.normalise import MODES
-from live.smoothing import DEFAULT_BETA, DEFAULT_MIN_CUTOFF
+from splinecam.engines.errors import SplinecamError
+from splinecam.engines.model_options import add_model_arguments, backend_from_args, load_model_from_args
+from splinecam.live.compose import COMPOSE_MODES, parse_size
+from splinecam.live.normalise import MODES
+from splinecam.live.smoothing import DEFAULT_BETA, DEFAULT_MIN_CUTOFF
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEMO_AVATAR = ASSETS / "mona.jpg"
@@ -156,9 +156,9 @@ def options_from_args(args: argparse.Namespace, state=None):
     """LiveOptions from the parsed flags, remembered values filling what was not given."""
     import numpy as np
 
-    from live.pipeline import LiveOptions
-    from live.smoothing import SmoothingSettings
-    from live.state import LiveState
+    from splinecam.live.pipeline import LiveOptions
+    from splinecam.live.smoothing import SmoothingSettings
+    from splinecam.live.state import LiveState
 
     st = state or LiveState()
     avatar = args.avatar or st.avatar
@@ -187,17 +187,17 @@ def options_from_args(args: argparse.Namespace, state=None):
 
 
 def _run(options, args, say=print) -> tuple[dict, object]:
-    from live.metrics import format_summary
-    from live.pipeline import LivePipeline
+    from splinecam.live.metrics import format_summary
+    from splinecam.live.pipeline import LivePipeline
 
     _quiet_libraries()
     try:
-        from live.compose import ComposeOptions
+        from splinecam.live.compose import ComposeOptions
 
         ComposeOptions(options.output_size, options.compose, options.background)
     except ValueError as err:
         raise SplinecamError(str(err)) from None
-    from live.capture import open_source
+    from splinecam.live.capture import open_source
 
     source = open_source(options.camera, options.camera_size, options.camera_fps)  # a wrong camera fails first
     try:
@@ -224,13 +224,13 @@ def _run(options, args, say=print) -> tuple[dict, object]:
 
 
 def run_live(args: argparse.Namespace) -> int:
-    from live.state import load_state, save_state
+    from splinecam.live.state import load_state, save_state
 
     state = load_state() if args.remember else None
     options = options_from_args(args, state)
     summary, pipeline = _run(options, args)
     if args.remember:
-        from live.state import LiveState
+        from splinecam.live.state import LiveState
 
         save_state(pipeline.state(state or LiveState()))
     return 0
@@ -252,7 +252,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_cameras(args: argparse.Namespace) -> int:
-    from live.capture import list_cameras
+    from splinecam.live.capture import list_cameras
 
     cams = list_cameras()
     if not cams:

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.backends.base import StageTimer
-from engines.errors import SplinecamError
+from splinecam.engines.backends.base import StageTimer
+from splinecam.engines.errors import SplinecamError
 
 NETWORK_STAGES = ("keypoints", "generate")
 

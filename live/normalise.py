@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engines.errors import SplinecamError
-from engines.tpsmm.geometry import relative_keypoints, relative_scale
+from splinecam.engines.errors import SplinecamError
+from splinecam.engines.tpsmm.geometry import relative_keypoints, relative_scale
 
 MODES = ("relative", "avd", "standard")
 

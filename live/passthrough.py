@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engines.backends.base import Backend, SourceState
+from splinecam.engines.backends.base import Backend, SourceState
 
 
 class PassThroughBackend(Backend):

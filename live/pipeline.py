@@ -31,20 +31,20 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.backends.base import Backend
-from engines.errors import SplinecamError
-from live.avatars import AvatarLibrary
-from live.calibration import BestFrameSearch, Match, ghost_overlay
-from live.capture import CaptureThread, CapturedFrame, FrameSource, Pacing, open_source
-from live.compose import ComposeOptions, fit_picture
-from live.hotkeys import Action, Command, command_for_key
-from live.metrics import LiveMetrics
-from live.normalise import MODES, KeypointNormaliser
-from live.preview import OverlayInfo, PreviewWindow
-from live.sinks import OutputFrame, RecorderSink, SinkFanout, SteadySender, open_virtual_camera
-from live.smoothing import OneEuroFilter, SmoothingSettings
-from live.state import LiveState
-from live.tracking import DETECT_EVERY, FaceCropper, PoseFallback
+from splinecam.engines.backends.base import Backend
+from splinecam.engines.errors import SplinecamError
+from splinecam.live.avatars import AvatarLibrary
+from splinecam.live.calibration import BestFrameSearch, Match, ghost_overlay
+from splinecam.live.capture import CaptureThread, CapturedFrame, FrameSource, Pacing, open_source
+from splinecam.live.compose import ComposeOptions, fit_picture
+from splinecam.live.hotkeys import Action, Command, command_for_key
+from splinecam.live.metrics import LiveMetrics
+from splinecam.live.normalise import MODES, KeypointNormaliser
+from splinecam.live.preview import OverlayInfo, PreviewWindow
+from splinecam.live.sinks import OutputFrame, RecorderSink, SinkFanout, SteadySender, open_virtual_camera
+from splinecam.live.smoothing import OneEuroFilter, SmoothingSettings
+from splinecam.live.state import LiveState
+from splinecam.live.tracking import DETECT_EVERY, FaceCropper, PoseFallback
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ class LivePipeline:
               cropper: FaceCropper | None = None, camera_factory=None, say=print) -> "LivePipeline":
         """Open everything for ``options``. Raises SplinecamError (one line) for a missing camera,
         an avatar without a face, … — before any sink is opened."""
-        from engines.faces import FaceTracker
+        from splinecam.engines.faces import FaceTracker
 
         compose = ComposeOptions(options.output_size, options.compose, options.background)
         library = AvatarLibrary.load(options.avatar, backend, compose, options.crop, start=options.avatar_start,

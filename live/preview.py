@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from live.calibration import Match
-from live.hotkeys import HELP_LINES
+from splinecam.live.calibration import Match
+from splinecam.live.hotkeys import HELP_LINES
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 GREEN, RED, YELLOW, WHITE = (80, 220, 80), (60, 60, 240), (40, 220, 240), (240, 240, 240)  # BGR

@@ -32,8 +32,8 @@ from typing import Protocol
 
 import numpy as np
 
-from engines.errors import MediaError
-from live.metrics import LiveMetrics
+from splinecam.engines.errors import MediaError
+from splinecam.live.metrics import LiveMetrics
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class RecorderSink:
 
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int], block: bool = False,
                  max_queue: int = 8, preset: str = "veryfast", metrics: LiveMetrics | None = None):
-        from engines.media import VideoWriter
+        from splinecam.engines.media import VideoWriter
 
         self.path = Path(path)
         self.writer = VideoWriter(self.path, fps, size, preset=preset)

@@ -1,22 +1,29 @@
 """``splinecam``: one console command; each package registers its own subcommands.
 
-    engines    export
-    live       live, demo, animate, cameras
-    training   prepare-data, train, train-avd, evaluate, export-weights
-    benchmarks bench
+    splinecam.live       live, demo, animate, cameras
+    splinecam.engines    export
+    splinecam.training   prepare-data, train, train-avd, evaluate, export-weights
+    splinecam.benchmarks bench
 
-User errors (engines.errors.SplinecamError) print one line, ``splinecam: error: …``, and exit 2.
+The registrations are imported statically here, at the top of the dependency graph; each package's
+``cli`` module keeps its heavy imports inside its handlers, so ``splinecam --help`` stays fast.
+User errors (:class:`splinecam.engines.errors.SplinecamError`) print one line, ``splinecam: error: …``,
+and exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from splinecam import __version__
+from splinecam.benchmarks import cli as benchmarks_cli
+from splinecam.engines import cli as engines_cli
+from splinecam.engines.errors import SplinecamError
+from splinecam.live import cli as live_cli
+from splinecam.training import cli as training_cli
 
-PACKAGES = ("live", "engines", "training", "benchmarks")
+REGISTRARS = (live_cli.register, engines_cli.register, training_cli.register, benchmarks_cli.register)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Start with 'splinecam demo'.")
     parser.add_argument("--version", action="version", version=f"splinecam {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for package in PACKAGES:
-        importlib.import_module(f"{package}.cli").register(sub)
+    for register in REGISTRARS:
+        register(sub)
     return parser
 
 
@@ -37,8 +44,6 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from engines.errors import SplinecamError
-
     try:
         return int(args.func(args) or 0)
     except SplinecamError as exc:

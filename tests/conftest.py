@@ -38,6 +38,6 @@ def golden_io() -> dict:
 
 @pytest.fixture(scope="session")
 def golden_model():
-    from engines.tpsmm.checkpoint import load_checkpoint
+    from splinecam.engines.tpsmm.checkpoint import load_checkpoint
 
     return load_checkpoint(_need(GOLDEN / "checkpoint.pth.tar"), GOLDEN / "config.yaml")

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from engines.backends.torch_backend import TorchBackend
-from engines.media import VideoReader, count_frames, read_image, write_image
-from live.animate import official_resize
-from live.normalise import KeypointNormaliser
+from splinecam.engines.backends.torch_backend import TorchBackend
+from splinecam.engines.media import VideoReader, count_frames, read_image, write_image
+from splinecam.live.animate import official_resize
+from splinecam.live.normalise import KeypointNormaliser
 from tests.conftest import DATA, GOLDEN
 from tests.reference_tolerances import golden_tol
 
@@ -49,7 +49,7 @@ def test_cached_source_matches_uncached(golden_model, golden_io):
     state = backend.prepare_source(golden_io["source"])
     src = torch.from_numpy(golden_io["source"]).permute(2, 0, 1)[None]
     for kp in golden_io["synth_kp_driving"]:
-        from engines.tpsmm.geometry import solve_tps
+        from splinecam.engines.tpsmm.geometry import solve_tps
 
         kd = torch.from_numpy(kp)[None]
         tps = solve_tps(kd, state.tensors.kp, 10)

@@ -8,14 +8,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines.backends.torch_backend import _cpu_has_bf16
-from engines.cpu import cpu_info
+from splinecam.engines.backends.torch_backend import _cpu_has_bf16
+from splinecam.engines.cpu import cpu_info
 import torch
 
-from engines.backends import create_backend, resolve_choice
-from engines.errors import BackendUnavailableError, EngineCacheError
-from engines.tpsmm.frame_generator import FrameGenerator, encode_source
-from engines.tpsmm.geometry import solve_tps
+from splinecam.engines.backends import create_backend, resolve_choice
+from splinecam.engines.errors import BackendUnavailableError, EngineCacheError
+from splinecam.engines.tpsmm.frame_generator import FrameGenerator, encode_source
+from splinecam.engines.tpsmm.geometry import solve_tps
 from tests.reference_tolerances import golden_tol
 
 ORT_TOL = 1e-3
@@ -30,7 +30,7 @@ def golden_export(tmp_path_factory, golden_model, precision: str):
     """The golden-small export, once per session (the same directory test_export.py uses)."""
     from pathlib import Path
 
-    from engines.cli import main
+    from splinecam.cli import main
 
     out = tmp_path_factory.getbasetemp() / f"golden-export-{precision}"
     if not (out / "manifest.json").is_file():
@@ -46,7 +46,7 @@ def nchw(image_hwc: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def ort_backend(tmp_path_factory, golden_model):
-    from engines.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from splinecam.engines.backends.onnxruntime_backend import OnnxRuntimeBackend
 
     directory = golden_export(tmp_path_factory, golden_model, "fp32")
     return OnnxRuntimeBackend(golden_model, "cpu", "fp32", onnx_dir=directory)
@@ -144,7 +144,7 @@ def test_uint8_interface_and_avatar_switch(ort_backend, golden_io):
 def test_export_dir_of_another_model_is_refused(tmp_path_factory, golden_model):
     from dataclasses import replace
 
-    from engines.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from splinecam.engines.backends.onnxruntime_backend import OnnxRuntimeBackend
 
     directory = golden_export(tmp_path_factory, golden_model, "fp32")
     other = replace(golden_model, model_hash="0" * 64)
@@ -161,7 +161,7 @@ def test_create_backend_onnxruntime(tmp_path_factory, golden_model):
 
 
 def test_auto_policy_on_cpu(monkeypatch):
-    import engines.backends as b
+    import splinecam.engines.backends as b
 
     monkeypatch.setattr(b, "_cuda_available", lambda: False)
     monkeypatch.setattr(b, "_cpu_has_bf16", lambda: True)
@@ -174,7 +174,7 @@ def test_auto_policy_on_cpu(monkeypatch):
 
 
 def test_auto_policy_on_cuda(monkeypatch):
-    import engines.backends as b
+    import splinecam.engines.backends as b
 
     monkeypatch.setattr(b, "_cuda_available", lambda: True)
     monkeypatch.setattr(b, "_tensorrt_ready", lambda: True)
@@ -189,7 +189,7 @@ def test_auto_policy_on_cuda(monkeypatch):
 @pytest.mark.parametrize("backend,device,precision", [
     ("onnxruntime", "cpu", "bf16"), ("torch", "cpu", "fp16"), ("tensorrt", "cpu", "auto"), ("nonsense", "cpu", "fp32")])
 def test_impossible_combinations_raise_one_line(monkeypatch, backend, device, precision):
-    import engines.backends as b
+    import splinecam.engines.backends as b
 
     monkeypatch.setattr(b, "_cuda_available", lambda: False)
     with pytest.raises(BackendUnavailableError) as err:
@@ -198,7 +198,7 @@ def test_impossible_combinations_raise_one_line(monkeypatch, backend, device, pr
 
 
 def test_cuda_device_without_gpu(monkeypatch, golden_model):
-    import engines.backends as b
+    import splinecam.engines.backends as b
 
     monkeypatch.setattr(b, "_cuda_available", lambda: False)
     for backend in ("torch", "onnxruntime", "tensorrt", "auto"):
@@ -207,13 +207,13 @@ def test_cuda_device_without_gpu(monkeypatch, golden_model):
 
 
 def test_cpu_bf16_uses_the_compiled_path_and_falls_back(monkeypatch, golden_model):
-    import engines.backends as b
-    import engines.export.torch_inductor as ti
-    from engines.backends.torch_backend import TorchBackend
+    import splinecam.engines.backends as b
+    import splinecam.engines.export.torch_inductor as ti
+    from splinecam.engines.backends.torch_backend import TorchBackend
 
     monkeypatch.setattr(b, "_cpu_has_bf16", lambda: True)
     monkeypatch.setattr(b, "_cuda_available", lambda: False)
-    monkeypatch.setattr("engines.backends.torch_backend._cpu_has_bf16", lambda: True)
+    monkeypatch.setattr("splinecam.engines.backends.torch_backend._cpu_has_bf16", lambda: True)
     made = []
 
     class Fake:
@@ -232,7 +232,7 @@ def test_cpu_bf16_uses_the_compiled_path_and_falls_back(monkeypatch, golden_mode
         backend = create_backend(golden_model, "torch", "cpu", "bf16")
     assert type(backend) is TorchBackend and backend.precision == "bf16"
     ort_made = []
-    monkeypatch.setattr("engines.backends.onnxruntime_backend.OnnxRuntimeBackend",
+    monkeypatch.setattr("splinecam.engines.backends.onnxruntime_backend.OnnxRuntimeBackend",
                         lambda loaded, device, precision, **o: ort_made.append((device, precision)) or "ort")
     with pytest.warns(UserWarning, match="onnxruntime fp32"):
         assert create_backend(golden_model, "auto", "cpu", "auto") == "ort" and ort_made == [("cpu", "fp32")]
@@ -247,7 +247,7 @@ def test_compiled_bf16_cpu_path_keeps_35db(golden_model, golden_io):
     """Compiles golden-small with inductor (a minute or more on 2 cores)."""
     import copy
 
-    from engines.export.torch_inductor import CompiledTorchBackend
+    from splinecam.engines.export.torch_inductor import CompiledTorchBackend
 
     backend = CompiledTorchBackend(copy.deepcopy(golden_model), "bf16", progress=lambda _m: None)
     image = (golden_io["source"] * 255).round().astype(np.uint8)
@@ -262,7 +262,7 @@ def test_compiled_bf16_cpu_path_keeps_35db(golden_model, golden_io):
 
 def test_onnxruntime_fp16_graphs_keep_35db(tmp_path_factory, golden_model, golden_io):
     """The fp16 graphs (what TensorRT builds from) stay ≥ 35 dB PSNR against the official outputs."""
-    from engines.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from splinecam.engines.backends.onnxruntime_backend import OnnxRuntimeBackend
 
     backend = OnnxRuntimeBackend(golden_model, "cpu", "fp16", onnx_dir=golden_export(tmp_path_factory, golden_model, "fp16"))
     state = backend.encode_source(nchw(golden_io["source"]))

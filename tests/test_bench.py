@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.results import SCHEMA
+from splinecam.benchmarks.results import SCHEMA
 
 TINY_YAML = """\
 name: tiny-64
@@ -124,8 +124,8 @@ def test_plot_written(bench_run):
 
 def test_failed_backend_does_not_stop_the_run(tiny_config, monkeypatch):
     """A backend that breaks while building or while running is a "failed" row; the rest go on."""
-    import benchmarks.bench as bench
-    from benchmarks.runner import BackendRunner
+    import splinecam.benchmarks.bench as bench
+    from splinecam.benchmarks.runner import BackendRunner
 
     class Broken(BackendRunner):
         def __init__(self, spec, loaded, options=None):
@@ -149,7 +149,7 @@ def test_failed_backend_does_not_stop_the_run(tiny_config, monkeypatch):
 
 
 def test_measure_interleaves_and_survives_errors():
-    from benchmarks.runner import RowSpec, Runner, measure
+    from splinecam.benchmarks.runner import RowSpec, Runner, measure
 
     calls: list[str] = []
 
@@ -176,7 +176,7 @@ def test_measure_interleaves_and_survives_errors():
 
 
 def test_default_rows_are_the_existing_combinations():
-    from benchmarks.bench import row_specs
+    from splinecam.benchmarks.bench import row_specs
 
     keys = {(s.backend, s.precision) for s in row_specs(None, None)}
     assert keys == {("torch", "fp32"), ("torch", "bf16"), ("torch", "fp16"), ("onnxruntime", "fp32"),
@@ -187,7 +187,7 @@ def test_default_rows_are_the_existing_combinations():
 
 
 def test_readme_table_from_kept_runs(bench_run, tmp_path):
-    from benchmarks.report import END, START, format_table, update_readme
+    from splinecam.benchmarks.report import END, START, format_table, update_readme
 
     data, out = bench_run
     results = tmp_path / "results"
@@ -207,7 +207,7 @@ def test_readme_table_from_kept_runs(bench_run, tmp_path):
 
 
 def test_synthetic_inputs_are_deterministic(monkeypatch, tmp_path):
-    import benchmarks.inputs as inputs
+    import splinecam.benchmarks.inputs as inputs
 
     monkeypatch.setattr(inputs, "ASSETS", tmp_path / "none")  # no bundled clip or avatar
     a = inputs.load_inputs(64, 4)
@@ -219,7 +219,7 @@ def test_synthetic_inputs_are_deterministic(monkeypatch, tmp_path):
 
 
 def test_flop_counter_totals():
-    from engines.tpsmm.flops import count_network_flops
+    from splinecam.engines.tpsmm.flops import count_network_flops
 
     f = count_network_flops(_tiny_cfg())
     assert f.official_frame == pytest.approx(f.kp_detector + f.dense_motion + f.inpainting_encoder + f.inpainting_decoder)
@@ -241,15 +241,15 @@ def test_bad_arguments_are_one_line_errors(capsys):
 def _tiny_cfg():
     import yaml
 
-    from engines.tpsmm.config import config_from_dict
+    from splinecam.engines.tpsmm.config import config_from_dict
 
     return config_from_dict(yaml.safe_load(TINY_YAML), "tiny-64")
 
 
 def test_pipeline_reports_fps_and_latency(tiny_config):
     """--pipeline: the live pipeline on the bundled webcam clip; TensorRT reported unavailable."""
-    from benchmarks.pipeline import DEFAULT_AVATAR, run_pipeline
-    from engines.tpsmm.random_weights import perturbed_random_model
+    from splinecam.benchmarks.pipeline import DEFAULT_AVATAR, run_pipeline
+    from splinecam.engines.tpsmm.random_weights import perturbed_random_model
 
     clip = DEFAULT_AVATAR.parent / "webcam.mp4"
     loaded = perturbed_random_model(str(tiny_config), 0)

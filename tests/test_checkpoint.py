@@ -9,9 +9,9 @@ import pickle
 import pytest
 import torch
 
-from engines.errors import CheckpointError, ConfigError
-from engines.tpsmm.checkpoint import load_checkpoint, save_safetensors
-from engines.tpsmm.config import builtin_config_names, load_config
+from splinecam.engines.errors import CheckpointError, ConfigError
+from splinecam.engines.tpsmm.checkpoint import load_checkpoint, save_safetensors
+from splinecam.engines.tpsmm.config import builtin_config_names, load_config
 from tests.conftest import GOLDEN, REFERENCE
 
 OFFICIAL = ("vox-256", "taichi-256", "ted-384", "mgif-256")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engines.cpu import cpu_info, make_cpu_info
+from splinecam.engines.cpu import cpu_info, make_cpu_info
 
 ZEN3 = {"avx2", "fma", "f16c", "sse4_2"}
 ZEN4 = ZEN3 | {"avx512f", "avx512bw", "avx512_vnni", "avx512_bf16"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines.cuda_pipeline import OverlappedPipeline, RecordingDevice
+from splinecam.engines.cuda_pipeline import OverlappedPipeline, RecordingDevice
 
 S, K = 8, 4
 
@@ -129,7 +129,7 @@ def test_pipeline_on_cuda_streams():
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU: the CUDA stream path has not run here")
-    from engines.cuda_pipeline import CudaStreamDevice
+    from splinecam.engines.cuda_pipeline import CudaStreamDevice
 
     class TorchStages(FakeStages):
         def enqueue_upload(self, slot):

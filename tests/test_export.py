@@ -11,8 +11,8 @@ import numpy as np
 import onnx
 import pytest
 
-from engines.export import GRAPH_NAMES, TENSORRT10_ONNX_OPS, Manifest, export_onnx, inspect_graph
-from engines.export.graph_checks import MAX_OPSET, MIN_OPSET
+from splinecam.engines.export import GRAPH_NAMES, TENSORRT10_ONNX_OPS, Manifest, export_onnx, inspect_graph
+from splinecam.engines.export.graph_checks import MAX_OPSET, MIN_OPSET
 
 GOLDEN_CKPT = "checkpoint.pth.tar"
 
@@ -20,7 +20,7 @@ GOLDEN_CKPT = "checkpoint.pth.tar"
 def golden_export(tmp_path_factory, golden_model, precision: str) -> Path:
     """The golden-small export at one precision, made once per test session by the ``export`` command
     (test_backends.py has the same helper and reuses the directory)."""
-    from engines.cli import main
+    from splinecam.cli import main
 
     out = tmp_path_factory.getbasetemp() / f"golden-export-{precision}"
     if not (out / "manifest.json").is_file():
@@ -124,8 +124,8 @@ def test_export_command_then_onnxruntime(tmp_path_factory, golden_model):
 
 
 def test_export_tensorrt_fails_cleanly_without_gpu(tmp_path, shared, capsys):
-    from engines.backends.tensorrt_backend import tensorrt_unavailable_reason
-    from engines.cli import main
+    from splinecam.engines.backends.tensorrt_backend import tensorrt_unavailable_reason
+    from splinecam.cli import main
 
     if tensorrt_unavailable_reason() is None:
         pytest.skip("TensorRT and a GPU are present: the failure path cannot be shown here")
@@ -140,7 +140,7 @@ def test_export_tensorrt_fails_cleanly_without_gpu(tmp_path, shared, capsys):
 
 
 def test_export_rejects_bf16(tmp_path, golden_model):
-    from engines.export import ExportError
+    from splinecam.engines.export import ExportError
 
     with pytest.raises(ExportError):
         export_onnx(golden_model, tmp_path, "bf16")
@@ -154,8 +154,8 @@ def test_bundled_weights_export_and_match_torch(tmp_path, shared, precision):
     import onnxruntime as ort
     import torch
 
-    from engines.model_options import DEFAULT_WEIGHTS
-    from engines.tpsmm.checkpoint import load_checkpoint
+    from splinecam.engines.model_options import DEFAULT_WEIGHTS
+    from splinecam.engines.tpsmm.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(DEFAULT_WEIGHTS)
     manifest = export_onnx(loaded, tmp_path, precision)

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.errors import FaceNotFoundError
-from engines.faces import (
+from splinecam.engines.errors import FaceNotFoundError
+from splinecam.engines.faces import (
     DEFAULT_CROP_SCALE,
     DEFAULT_VERTICAL_SHIFT,
     CropBox,
@@ -22,7 +22,7 @@ from engines.faces import (
     landmark_distance,
     stable_crop_for_frames,
 )
-from engines.media import VideoReader, read_image
+from splinecam.engines.media import VideoReader, read_image
 
 DATA = Path("/work/shared/data")
 AVATARS = sorted((DATA / "avatars").glob("*.*"))

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from engines.errors import ConfigError
-from engines.tpsmm.config import config_from_dict, load_config
-from engines.tpsmm.networks import TPSMM, HeatmapHead
+from splinecam.engines.errors import ConfigError
+from splinecam.engines.tpsmm.config import config_from_dict, load_config
+from splinecam.engines.tpsmm.networks import TPSMM, HeatmapHead
 
 
 class FixedLogits(nn.Module):

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from engines.errors import MediaError
-from live.capture import (CameraError, CameraInfo, CaptureThread, CapturedFrame, FrameSlot, Pacing, list_cameras,
+from splinecam.engines.errors import MediaError
+from splinecam.live.capture import (CameraError, CameraInfo, CaptureThread, CapturedFrame, FrameSlot, Pacing, list_cameras,
                           open_source, parse_source)
 
 

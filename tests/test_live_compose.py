@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines.faces import CropBox
-from live.compose import ComposeOptions, Composer, fit_picture, parse_colour, parse_size
+from splinecam.engines.faces import CropBox
+from splinecam.live.compose import ComposeOptions, Composer, fit_picture, parse_colour, parse_size
 
 FACE = np.zeros((256, 256, 3), np.uint8)
 FACE[..., 2] = 200                         # a blue face result

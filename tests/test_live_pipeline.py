@@ -11,11 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.faces import FaceBox, FaceTracker
-from live.hotkeys import Action, Command, command_for_key
-from live.passthrough import PassThroughBackend
-from live.pipeline import LiveOptions, LivePipeline
-from live.tracking import FaceCropper
+from splinecam.engines.faces import FaceBox, FaceTracker
+from splinecam.live.hotkeys import Action, Command, command_for_key
+from splinecam.live.passthrough import PassThroughBackend
+from splinecam.live.pipeline import LiveOptions, LivePipeline
+from splinecam.live.tracking import FaceCropper
 
 CAMERA_RGB = (230, 20, 20)   # the "real you": red
 AVATAR_RGB = [(10, 20, 200), (10, 120, 200), (10, 200, 120)]
@@ -126,7 +126,7 @@ def test_passthrough_only_on_the_explicit_key(tmp_path):
     frames = []
     for _ in range(6):
         f = pipe.capture.source.read()
-        from live.capture import CapturedFrame
+        from splinecam.live.capture import CapturedFrame
 
         frames.append(proc.process(CapturedFrame(f, time.perf_counter(), len(frames), len(frames) / 25)))
         if len(frames) == 3:
@@ -142,7 +142,7 @@ def test_avatar_switching_uses_the_cache(tmp_path):
     pipe, backend, _ = build(tmp_path, FakeCamera(n=50, live=False, fps=25.0), n_avatars=3)
     proc = pipe.processor
     assert backend.calls["prepare_source"] == 3                       # each prepared once, at start
-    from live.capture import CapturedFrame
+    from splinecam.live.capture import CapturedFrame
 
     seen = []
     for key in "2d3a1ddaa":
@@ -158,7 +158,7 @@ def test_avatar_switching_uses_the_cache(tmp_path):
 
 
 def test_hotkeys_calibrate_mode_and_search(tmp_path):
-    from live.capture import CapturedFrame
+    from splinecam.live.capture import CapturedFrame
 
     pipe, _, _ = build(tmp_path, FakeCamera(n=50, live=False, fps=25.0))
     proc = pipe.processor
@@ -191,7 +191,7 @@ def test_metrics_json_and_unpaced_file(tmp_path):
     assert set(data["latency_ms"]) >= {"p50", "p95", "max"} and data["latency_ms"]["count"] == 12
     assert set(data["stages_ms"]) >= {"capture", "track", "keypoints", "normalise", "generate", "compose", "sinks"}
     assert data["fps"]["processed"] > 0 and data["backend"] == "passthrough" and data["device"] == "cpu"
-    from engines.media import count_frames
+    from splinecam.engines.media import count_frames
 
     assert count_frames(tmp_path / "r.mp4") == 12
 
@@ -200,7 +200,7 @@ def test_missing_virtual_camera_carries_on(tmp_path):
     def no_device(**kw):
         raise RuntimeError("'v4l2loopback' backend: No v4l2 loopback device found")
 
-    from live.sinks import open_virtual_camera  # noqa: F401 (the path under test)
+    from splinecam.live.sinks import open_virtual_camera  # noqa: F401 (the path under test)
 
     opts_said = []
     backend = PassThroughBackend()
@@ -230,7 +230,7 @@ def test_ctrl_c_ends_cleanly(tmp_path):
                        record=tmp_path / "r.mp4", metrics=metrics)
     summary = pipe.run()
     assert summary["stopped_by"] == "Ctrl-C" and pipe.interrupted
-    from engines.media import count_frames
+    from splinecam.engines.media import count_frames
 
     processed = json.loads(metrics.read_text())["frames"]["processed"]   # the metrics were written
     assert 6 <= processed < 100                                          # stopped after the frame in flight
@@ -239,8 +239,8 @@ def test_ctrl_c_ends_cleanly(tmp_path):
 
 
 def test_state_is_remembered_between_runs(tmp_path, config_home):
-    from live.commands import add_live_commands, options_from_args
-    from live.state import LiveState, load_state, save_state, state_path
+    from splinecam.live.commands import add_live_commands, options_from_args
+    from splinecam.live.state import LiveState, load_state, save_state, state_path
     import argparse
 
     parser = argparse.ArgumentParser()
@@ -251,7 +251,7 @@ def test_state_is_remembered_between_runs(tmp_path, config_home):
     assert opts.smoothing.beta == 7 and opts.calibration is None
     pipe, _, _ = build(tmp_path, FakeCamera(n=5, live=False, fps=25.0), n_avatars=3)
     pipe.options = opts
-    from live.capture import CapturedFrame
+    from splinecam.live.capture import CapturedFrame
 
     pipe.processor.handle(Command(Action.SELECT_AVATAR, 2), 0.0)
     pipe.processor.process(CapturedFrame(pipe.capture.source.read(), time.perf_counter(), 0, 0.0))
@@ -302,7 +302,7 @@ def test_cli_avatar_without_a_face_is_one_line(shared, capsys, tmp_path):
 
 
 def test_headless_end_to_end_golden_small(shared, tmp_path, capsys, monkeypatch):
-    from engines.media import VideoReader, count_frames
+    from splinecam.engines.media import VideoReader, count_frames
     from splinecam.cli import main
 
     monkeypatch.chdir(tmp_path)
@@ -371,7 +371,7 @@ def test_camera_away_sends_the_avatar_at_rest(tmp_path):
 
 
 def test_no_display_means_no_preview_and_one_line(monkeypatch):
-    from live.preview import PreviewWindow
+    from splinecam.live.preview import PreviewWindow
 
     monkeypatch.setattr("sys.platform", "linux")
     monkeypatch.delenv("DISPLAY", raising=False)

@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from live.metrics import LiveMetrics
-from live.sinks import OutputFrame, RecorderSink, SinkFanout, SteadySender, open_virtual_camera
+from splinecam.live.metrics import LiveMetrics
+from splinecam.live.sinks import OutputFrame, RecorderSink, SinkFanout, SteadySender, open_virtual_camera
 
 
 class ListSink:
@@ -58,7 +58,7 @@ def test_steady_sender_max_frames():
 
 
 def test_recorder_writes_every_frame_in_its_own_thread(tmp_path):
-    from engines.media import count_frames
+    from splinecam.engines.media import count_frames
 
     path = tmp_path / "rec.mp4"
     rec = RecorderSink(path, 25.0, (64, 48), block=True)
@@ -80,7 +80,7 @@ def test_live_recorder_drops_instead_of_blocking(monkeypatch, tmp_path):
         def close(self):
             pass
 
-    monkeypatch.setattr("engines.media.VideoWriter", SlowWriter)
+    monkeypatch.setattr("splinecam.engines.media.VideoWriter", SlowWriter)
     metrics = LiveMetrics()
     rec = RecorderSink(tmp_path / "x.mp4", 25.0, (6, 4), block=False, max_queue=2, metrics=metrics)
     t0 = time.perf_counter()

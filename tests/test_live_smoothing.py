@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from live.smoothing import OneEuroFilter, SmoothingSettings
-from live.tracking import PoseFallback
+from splinecam.live.smoothing import OneEuroFilter, SmoothingSettings
+from splinecam.live.tracking import PoseFallback
 
 FPS = 25.0
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines.faces import CropBox, FaceBox, FaceTracker, crop_image
-from live.capture import CapturedFrame
-from live.tracking import FaceCropper, fast_crop
+from splinecam.engines.faces import CropBox, FaceBox, FaceTracker, crop_image
+from splinecam.live.capture import CapturedFrame
+from splinecam.live.tracking import FaceCropper, fast_crop
 
 
 def pattern(h=720, w=1280) -> np.ndarray:

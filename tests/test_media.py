@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.errors import MediaError
-from engines.media import (
+from splinecam.engines.errors import MediaError
+from splinecam.engines.media import (
     VideoReader,
     VideoWriter,
     count_frames,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from engines.tpsmm.geometry import RandomTPS, relative_keypoints, relative_scale
-from engines.tpsmm.layers import AntiAliasInterpolation2d
+from splinecam.engines.tpsmm.geometry import RandomTPS, relative_keypoints, relative_scale
+from splinecam.engines.tpsmm.layers import AntiAliasInterpolation2d
 from tests.reference_tolerances import RELATIVE_SCALE_REL, golden_tol
 
 

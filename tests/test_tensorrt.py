@@ -9,8 +9,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from engines.engine_cache import PlanKey, PlanStatus, lookup_plan, plan_path, plan_status, store_plan
-from engines.errors import BackendUnavailableError
+from splinecam.engines.engine_cache import PlanKey, PlanStatus, lookup_plan, plan_path, plan_status, store_plan
+from splinecam.engines.errors import BackendUnavailableError
 
 KEY = PlanKey(graph="generator", model_hash="ab" * 32, precision="fp16", gpu_name="NVIDIA GeForce RTX 4090",
               compute_capability="8.9", tensorrt_version="10.12.0", onnx_sha256="cd" * 32)
@@ -79,7 +79,7 @@ def test_store_then_lookup_round_trip_and_corruption(tmp_path):
 
 
 def test_network_flags_strongly_typed_on_10_and_11():
-    from engines.backends.tensorrt_backend import _network_flags
+    from splinecam.engines.backends.tensorrt_backend import _network_flags
 
     trt10 = types.SimpleNamespace(NetworkDefinitionCreationFlag=types.SimpleNamespace(EXPLICIT_BATCH=0, STRONGLY_TYPED=1))
     trt11 = types.SimpleNamespace(NetworkDefinitionCreationFlag=types.SimpleNamespace())
@@ -88,7 +88,7 @@ def test_network_flags_strongly_typed_on_10_and_11():
 
 
 def test_tensorrt_backend_refused_cleanly_without_gpu(golden_model):
-    from engines.backends.tensorrt_backend import TensorRTBackend, tensorrt_unavailable_reason
+    from splinecam.engines.backends.tensorrt_backend import TensorRTBackend, tensorrt_unavailable_reason
 
     if tensorrt_unavailable_reason() is None:
         pytest.skip("TensorRT and a GPU are present")
@@ -102,7 +102,7 @@ def test_tensorrt_backend_refused_cleanly_without_gpu(golden_model):
 # ----------------------------------------------------------------------------- on a GPU only
 
 def _need_tensorrt():
-    from engines.backends.tensorrt_backend import tensorrt_unavailable_reason
+    from splinecam.engines.backends.tensorrt_backend import tensorrt_unavailable_reason
 
     reason = tensorrt_unavailable_reason()
     if reason:
@@ -116,9 +116,9 @@ def test_tensorrt_matches_torch_on_golden(tmp_path, golden_model, golden_io, pre
     _need_tensorrt()
     import torch
 
-    from engines.backends.tensorrt_backend import TensorRTBackend
-    from engines.tpsmm.frame_generator import FrameGenerator, encode_source
-    from engines.tpsmm.geometry import solve_tps
+    from splinecam.engines.backends.tensorrt_backend import TensorRTBackend
+    from splinecam.engines.tpsmm.frame_generator import FrameGenerator, encode_source
+    from splinecam.engines.tpsmm.geometry import solve_tps
 
     backend = TensorRTBackend(golden_model, "cuda", precision, cache_dir=tmp_path)
     image = (golden_io["source"] * 255).round().astype(np.uint8)
@@ -143,7 +143,7 @@ def test_tensorrt_matches_torch_on_golden(tmp_path, golden_model, golden_io, pre
 @pytest.mark.gpu
 def test_tensorrt_overlapped_pipeline(tmp_path, golden_model, golden_io):
     _need_tensorrt()
-    from engines.backends.tensorrt_backend import TensorRTBackend
+    from splinecam.engines.backends.tensorrt_backend import TensorRTBackend
 
     backend = TensorRTBackend(golden_model, "cuda", "fp16", cache_dir=tmp_path)
     state = backend.prepare_source((golden_io["source"] * 255).round().astype(np.uint8))
@@ -157,10 +157,10 @@ def test_tensorrt_overlapped_pipeline(tmp_path, golden_model, golden_io):
 
 
 def test_cached_export_dir_names_model_precision_and_exporter(tmp_path, monkeypatch):
-    import engines.engine_cache as ec
+    import splinecam.engines.engine_cache as ec
 
     a = ec.onnx_export_dir("ab" * 32, "fp16", 17, tmp_path)
-    assert a.parent == tmp_path / "onnx" and a.name.startswith("abababababababab-fp16-opset17-v")
+    assert a.parent == tmp_path / "onnx" and a.name.startswith("abababababababab-fp16-opset17-")
     assert ec.onnx_export_dir("ab" * 32, "fp32", 17, tmp_path) != a
     assert ec.onnx_export_dir("cd" * 32, "fp16", 17, tmp_path) != a
     monkeypatch.setattr(ec, "exporter_fingerprint", lambda: "f" * 64)  # other exporter code → another directory

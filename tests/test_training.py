@@ -58,7 +58,7 @@ def tiny_config(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def videos(tmp_path_factory) -> Path:
     """Two short face videos (from the sample driving clip) and one without a face."""
-    from engines.media import VideoReader, VideoWriter
+    from splinecam.engines.media import VideoReader, VideoWriter
 
     out = tmp_path_factory.mktemp("videos")
     frames = VideoReader(DATA / "samples" / "driving.mp4").read_all(40)
@@ -76,7 +76,7 @@ def videos(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def prepared(videos, tmp_path_factory) -> Path:
-    from training.cli import main
+    from splinecam.cli import main
 
     out = tmp_path_factory.mktemp("prepared")
     assert main(["prepare-data", "--videos", str(videos), "--out", str(out), "--size", "64"]) == 0
@@ -84,7 +84,7 @@ def prepared(videos, tmp_path_factory) -> Path:
 
 
 def run_cli(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "training.cli", *args], cwd=REPO, env=ENV, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "splinecam", *args], cwd=REPO, env=ENV, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -105,12 +105,12 @@ def test_prepare_data_crops_faces_and_skips_faceless(prepared):
 
 
 def test_losses_finite_and_decrease(tiny_config, prepared):
-    from engines.tpsmm.config import load_config
-    from engines.tpsmm.geometry import RandomTPS
-    from engines.tpsmm.networks import TPSMM
-    from training.data import Augmentation, PairDataset, load_clips
-    from training.trainer import FullModel, TrainOptions, TrainSchedule
-    from training.vgg import build_perceptual_net
+    from splinecam.engines.tpsmm.config import load_config
+    from splinecam.engines.tpsmm.geometry import RandomTPS
+    from splinecam.engines.tpsmm.networks import TPSMM
+    from splinecam.training.data import Augmentation, PairDataset, load_clips
+    from splinecam.training.trainer import FullModel, TrainOptions, TrainSchedule
+    from splinecam.training.vgg import build_perceptual_net
 
     torch.manual_seed(0)
     cfg = load_config(tiny_config)
@@ -135,8 +135,8 @@ def test_losses_finite_and_decrease(tiny_config, prepared):
 
 
 def test_train_writes_checkpoint_logs_and_exports(tiny_config, prepared, tmp_path):
-    from engines.tpsmm.checkpoint import load_checkpoint
-    from training.cli import main
+    from splinecam.engines.tpsmm.checkpoint import load_checkpoint
+    from splinecam.cli import main
 
     run = tmp_path / "run"
     assert main(["train", "--config", str(tiny_config), "--data", str(prepared), "--out", str(run),
@@ -166,7 +166,7 @@ def test_sigkill_then_resume_loses_nothing(tiny_config, prepared, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     # killed after its first checkpoint
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "training.cli", *args, "--out", str(run)], cwd=REPO, env=ENV,
+    proc = subprocess.Popen([sys.executable, "-m", "splinecam", *args, "--out", str(run)], cwd=REPO, env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 90
     while not (run / "checkpoint.pth").exists() and time.time() < deadline and proc.poll() is None:
@@ -192,7 +192,7 @@ def test_sigkill_then_resume_loses_nothing(tiny_config, prepared, tmp_path):
 def test_ddp_two_processes_write_one_checkpoint(tiny_config, prepared, tmp_path):
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "training.cli", "train", "--config", str(tiny_config), "--data", str(prepared), "--out", str(run),
+           "-m", "splinecam", "train", "--config", str(tiny_config), "--data", str(prepared), "--out", str(run),
            "--max-steps", "2", *COMMON]
     r = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=150)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
@@ -203,8 +203,8 @@ def test_ddp_two_processes_write_one_checkpoint(tiny_config, prepared, tmp_path)
 
 
 def test_avd_export_and_evaluate(tiny_config, prepared, tmp_path):
-    from engines.tpsmm.checkpoint import load_checkpoint
-    from training.cli import main
+    from splinecam.engines.tpsmm.checkpoint import load_checkpoint
+    from splinecam.cli import main
 
     run = tmp_path / "run"
     assert main(["train", "--config", str(tiny_config), "--data", str(prepared), "--out", str(run),
@@ -226,7 +226,7 @@ def test_avd_export_and_evaluate(tiny_config, prepared, tmp_path):
 
 
 def test_random_scale_is_anisotropic():
-    from training.losses import random_scale
+    from splinecam.training.losses import random_scale
 
     kp = torch.rand(64, 50, 2) * 2 - 1
     out = random_scale(kp, 0.25, generator=torch.Generator().manual_seed(0))
@@ -236,7 +236,7 @@ def test_random_scale_is_anisotropic():
 
 
 def test_vgg_loads_torchvision_layout(tmp_path):
-    from training.vgg import VGG19Features, build_perceptual_net
+    from splinecam.training.vgg import VGG19Features, build_perceptual_net
 
     net = VGG19Features(1.0)
     sd = {f"features.{k}": v for k, v in net.features.state_dict().items()}
@@ -249,7 +249,7 @@ def test_vgg_loads_torchvision_layout(tmp_path):
 
 
 def test_lite_256_is_at_most_a_fifth_of_vox_256():
-    from engines.tpsmm.flops import count_network_flops
+    from splinecam.engines.tpsmm.flops import count_network_flops
 
     lite = count_network_flops("lite-256", image_size=128)
     vox = count_network_flops("vox-256", image_size=128)
@@ -257,7 +257,7 @@ def test_lite_256_is_at_most_a_fifth_of_vox_256():
 
 
 def test_resume_can_shorten_the_lr_schedule():
-    from training.trainer import _reschedule
+    from splinecam.training.trainer import _reschedule
 
     opt = torch.optim.Adam(torch.nn.Linear(2, 2).parameters(), lr=2e-4)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [32, 40], gamma=0.1)
@@ -276,7 +276,7 @@ def test_augmented_landmarks_follow_the_image():
     landmark is re-indexed by the mirror map), for several random draws."""
     import numpy as np
 
-    from training.keypoints import LandmarkAugmentation, augment
+    from splinecam.training.keypoints import LandmarkAugmentation, augment
 
     size = 129
     lms = torch.full((6, 468, 2), float("nan"))
@@ -312,7 +312,7 @@ def test_init_onto_a_new_keypoint_head_then_freeze_it(tiny_config, prepared, tmp
     loop then leaves it (weights and BatchNorm statistics) untouched and trains the rest."""
     import copy
 
-    from training.cli import main
+    from splinecam.cli import main
 
     base = tmp_path / "fc"
     assert main(["train", "--config", str(tiny_config), "--data", str(prepared), "--out", str(base),

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 import yaml
 
-from engines.errors import SplinecamError
-from engines.tpsmm.networks import AVDNetwork
-from training.data import load_clips
-from training.losses import random_scale
-from training.trainer import (CHECKPOINT, RunLog, _append_csv, _truncate_csv, model_from_training_checkpoint,
+from splinecam.engines.errors import SplinecamError
+from splinecam.engines.tpsmm.networks import AVDNetwork
+from splinecam.training.data import load_clips
+from splinecam.training.losses import random_scale
+from splinecam.training.trainer import (CHECKPOINT, RunLog, _append_csv, _truncate_csv, model_from_training_checkpoint,
                               read_training_checkpoint, save_checkpoint)
 
 
@@ -51,7 +51,7 @@ def load_trained_model(path: str | Path):
         p = p / CHECKPOINT
     if p.suffix == ".pth" and not p.name.endswith(".pth.tar"):
         return model_from_training_checkpoint(read_training_checkpoint(p)), p
-    from engines.tpsmm.checkpoint import load_checkpoint
+    from splinecam.engines.tpsmm.checkpoint import load_checkpoint
 
     return load_checkpoint(p).model, p
 

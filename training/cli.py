@@ -1,41 +1,39 @@
 """The training subcommands: ``prepare-data``, ``train``, ``train-avd``, ``evaluate``, ``export-weights``.
 
-``register(subparsers)`` adds them to the ``splinecam`` dispatcher; ``python -m training.cli …``
-runs them standalone. Each handler is ``func(args) -> int``; user errors are
-:class:`engines.errors.SplinecamError` with a one-line message.
+``register(subparsers)`` adds them to the ``splinecam`` dispatcher. Each handler is ``func(args) -> int``; user errors are
+:class:`splinecam.engines.errors.SplinecamError` with a one-line message.
 """
 
 from __future__ import annotations
 
-import sys
 
 
 def _prepare(args) -> int:
-    from training.prepare import run
+    from splinecam.training.prepare import run
 
     return run(args)
 
 
 def _train(args) -> int:
-    from training.trainer import run
+    from splinecam.training.trainer import run
 
     return run(args)
 
 
 def _train_avd(args) -> int:
-    from training.avd import run
+    from splinecam.training.avd import run
 
     return run(args)
 
 
 def _evaluate(args) -> int:
-    from training.evaluate import run
+    from splinecam.training.evaluate import run
 
     return run(args)
 
 
 def _export(args) -> int:
-    from training.export import run
+    from splinecam.training.export import run
 
     return run(args)
 
@@ -136,14 +134,3 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output .safetensors")
     p.add_argument("--half", action="store_true", help="store float16 weights (half the size)")
     p.set_defaults(func=_export)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m training.cli …`` is ``splinecam …``: the one dispatcher (splinecam/cli.py)."""
-    from splinecam.cli import main as splinecam_main
-
-    return splinecam_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

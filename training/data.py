@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from engines.errors import SplinecamError
+from splinecam.engines.errors import SplinecamError
 
 
 class DataError(SplinecamError):

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import torch
 
-from engines.errors import CheckpointError, SplinecamError
+from splinecam.engines.errors import CheckpointError, SplinecamError
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "engines" / "weights" / "lite-256.safetensors"
 METRICS = ("l1", "l1_no_motion", "psnr", "psnr_no_motion", "akd", "akd_no_motion")
@@ -60,8 +60,8 @@ class EvaluationResult:
 
 def load_model(path: str | Path | None, config: str | None = None):
     """(TPSMM in eval mode, description) from a .safetensors / .pth.tar / run dir / checkpoint.pth."""
-    from engines.tpsmm.checkpoint import load_checkpoint
-    from training.trainer import CHECKPOINT, model_from_training_checkpoint, read_training_checkpoint
+    from splinecam.engines.tpsmm.checkpoint import load_checkpoint
+    from splinecam.training.trainer import CHECKPOINT, model_from_training_checkpoint, read_training_checkpoint
 
     p = Path(path) if path else DEFAULT_WEIGHTS
     if not path and not p.is_file():
@@ -77,12 +77,12 @@ def load_model(path: str | Path | None, config: str | None = None):
 
 def load_items(data: str | Path, size: int) -> list[tuple[str, np.ndarray]]:
     """(name, frames (T,size,size,3) uint8) for a video, a folder of videos, or prepare-data output."""
-    from training.prepare import MIN_SHOT_FRAMES, crop_frames, list_videos, read_video, split_shots
+    from splinecam.training.prepare import MIN_SHOT_FRAMES, crop_frames, list_videos, read_video, split_shots
 
     data = Path(data)
     items: list[tuple[str, np.ndarray]] = []
     if data.is_dir() and (data / "manifest.json").is_file():
-        from training.data import load_clips
+        from splinecam.training.data import load_clips
 
         for clip in load_clips(data):
             frames = np.asarray(clip.frames)
@@ -153,7 +153,7 @@ def evaluate_video(model, name: str, frames: np.ndarray, mesh, batch_size: int =
 def evaluate(checkpoint: str | None, data: list[str], max_frames: int | None = None, config: str | None = None,
              batch_size: int = 8, image_size: int | None = None, progress=print) -> EvaluationResult:
     """Evaluate a model on every video of ``data`` (see the module docstring)."""
-    from engines.faces import FaceMesh
+    from splinecam.engines.faces import FaceMesh
 
     model, desc = load_model(checkpoint, config)
     size = image_size or model.config.image_size

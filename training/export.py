@@ -1,6 +1,6 @@
 """``export-weights``: a trained run (and its AVD stage) → one ``.safetensors`` with its config.
 
-Uses :func:`engines.tpsmm.checkpoint.save_safetensors`: the config goes into the metadata, so
+Uses :func:`splinecam.engines.tpsmm.checkpoint.save_safetensors`: the config goes into the metadata, so
 ``load_checkpoint`` needs no ``--config``. The training record (steps, wall time, perceptual
 network, image size, landmark indices, AVD steps) is stored beside it as ``training_json``.
 """
@@ -10,14 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 
-from engines.errors import CheckpointError
-from training.avd import read_avd_checkpoint
-from training.trainer import CHECKPOINT, model_from_training_checkpoint, read_training_checkpoint
+from splinecam.engines.errors import CheckpointError
+from splinecam.training.avd import read_avd_checkpoint
+from splinecam.training.trainer import CHECKPOINT, model_from_training_checkpoint, read_training_checkpoint
 
 
 def export_run(run: str | Path, out: str | Path, avd: str | Path | None = None, half: bool = False) -> Path:
     """Write ``out`` from the run's checkpoint (+ the AVD run's); returns the path."""
-    from engines.tpsmm.checkpoint import save_safetensors
+    from splinecam.engines.tpsmm.checkpoint import save_safetensors
 
     p = Path(run)
     if p.is_dir():

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.data import Clip, DataError
+from splinecam.training.data import Clip, DataError
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def to_grid(landmarks_px: np.ndarray, size: int) -> np.ndarray:
 
 def mirror_permutation(face: np.ndarray) -> np.ndarray:
     """(468,) index map: landmark i of a horizontally flipped face is landmark ``perm[i]`` of the
-    original. Found on a frontal mean face (468,2) (e.g. :func:`training.landmarks.mean_face`) as
+    original. Found on a frontal mean face (468,2) (e.g. :func:`splinecam.training.landmarks.mean_face`) as
     the nearest landmark to each one's mirror image about the face's vertical midline."""
     f = face - face.mean(axis=0)
     f[:, 0] -= np.median(f[:, 0])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.data import DataError
+from splinecam.training.data import DataError
 
 
 def mean_face(landmarks: list[np.ndarray]) -> np.ndarray:

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engines.tpsmm.geometry import RandomTPS
-from engines.tpsmm.layers import AntiAliasInterpolation2d
+from splinecam.engines.tpsmm.geometry import RandomTPS
+from splinecam.engines.tpsmm.layers import AntiAliasInterpolation2d
 
 
 class ImagePyramid(nn.Module):

@@ -10,8 +10,8 @@ predictor, MultiStepLR(epoch_milestones, 0.1) per epoch, gradient clipping (max-
 on the keypoint detector, dense motion and background networks, as the official code does.
 
 Optional warm start (``--warmstart-steps``): before the main loop, the keypoint detector alone is
-regressed onto face-mesh landmarks (see :mod:`training.landmarks`; with ``--landmark-augment`` on
-heavily augmented frames, :mod:`training.keypoints`). ``--freeze-keypoints`` then keeps it fixed in
+regressed onto face-mesh landmarks (see :mod:`splinecam.training.landmarks`; with ``--landmark-augment`` on
+heavily augmented frames, :mod:`splinecam.training.keypoints`). ``--freeze-keypoints`` then keeps it fixed in
 the main loop, which trains dense motion and inpainting on landmark-tied keypoints.
 
 Run directory: ``checkpoint.pth`` (latest, written atomically: tmp + os.replace; models, optimizers,
@@ -44,15 +44,15 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from engines.errors import CheckpointError, SplinecamError
-from engines.tpsmm.config import ModelConfig, config_from_dict, load_config
-from engines.tpsmm.geometry import RandomTPS, kp2gaussian, solve_tps
-from engines.tpsmm.networks import TPSMM
-from training import losses as L
-from training.data import Augmentation, PairDataset, load_clips
-from training.keypoints import augment, landmark_batch, landmark_l1, mirror_permutation
-from training.landmarks import choose_landmarks, mean_face
-from training.vgg import build_perceptual_net
+from splinecam.engines.errors import CheckpointError, SplinecamError
+from splinecam.engines.tpsmm.config import ModelConfig, config_from_dict, load_config
+from splinecam.engines.tpsmm.geometry import RandomTPS, kp2gaussian, solve_tps
+from splinecam.engines.tpsmm.networks import TPSMM
+from splinecam.training import losses as L
+from splinecam.training.data import Augmentation, PairDataset, load_clips
+from splinecam.training.keypoints import augment, landmark_batch, landmark_l1, mirror_permutation
+from splinecam.training.landmarks import choose_landmarks, mean_face
+from splinecam.training.vgg import build_perceptual_net
 
 CHECKPOINT = "checkpoint.pth"
 LOSS_KEYS = ("perceptual", "pixel", "equivariance_value", "warp_loss", "bg", "landmark")
@@ -192,7 +192,7 @@ class FullModel(nn.Module):
                 aug_rng: np.random.Generator | None = None, warmstart: bool = False):
         """One step's weighted losses. ``aug_rng`` draws the landmark augmentation (``--landmark-augment``);
         with ``warmstart`` the batch is ``images`` (N,3,S,S) + ``landmarks`` (N,468,2) from
-        :func:`training.keypoints.landmark_batch` and only the keypoint detector is trained."""
+        :func:`splinecam.training.keypoints.landmark_batch` and only the keypoint detector is trained."""
         lw = self.schedule.loss_weights
         out: dict[str, torch.Tensor] = {}
         if warmstart:
@@ -478,7 +478,7 @@ def init_weights_from(model: TPSMM, path: str) -> InitResult:
     p = Path(path)
     indices = None
     if p.suffix == ".safetensors" or p.name.endswith(".pth.tar"):
-        from engines.tpsmm.checkpoint import load_checkpoint
+        from splinecam.engines.tpsmm.checkpoint import load_checkpoint
 
         # our safetensors carry their own config (which may differ, e.g. in the keypoint head);
         # an official .pth.tar is read with this run's

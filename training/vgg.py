@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from engines.errors import CheckpointError
+from splinecam.engines.errors import CheckpointError
 
 # VGG19 "features": channel counts of the 16 convs, "M" = 2×2 max pool
 VGG19_LAYOUT = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512]

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import warnings
 
-from engines.backends.base import BACKENDS, PRECISIONS, Backend, SourceState, StageTimer
-from engines.errors import BackendUnavailableError
-from engines.tpsmm.checkpoint import LoadedModel
+from splinecam.engines.backends.base import BACKENDS, PRECISIONS, Backend, SourceState, StageTimer
+from splinecam.engines.errors import BackendUnavailableError
+from splinecam.engines.tpsmm.checkpoint import LoadedModel
 
 __all__ = ["BACKENDS", "PRECISIONS", "Backend", "SourceState", "StageTimer", "create_backend", "resolve_choice",
            "SUPPORTED"]
@@ -33,13 +33,13 @@ def _cuda_available() -> bool:
 
 
 def _cpu_has_bf16() -> bool:
-    from engines.backends.torch_backend import _cpu_has_bf16 as has
+    from splinecam.engines.backends.torch_backend import _cpu_has_bf16 as has
 
     return has()
 
 
 def _tensorrt_ready() -> bool:
-    from engines.backends.tensorrt_backend import tensorrt_unavailable_reason
+    from splinecam.engines.backends.tensorrt_backend import tensorrt_unavailable_reason
 
     return tensorrt_unavailable_reason() is None
 
@@ -53,7 +53,7 @@ def resolve_choice(backend: str, device: str, precision: str) -> tuple[str, str,
 
     * device ``auto``: ``cuda`` when torch sees an NVIDIA GPU, else ``cpu``.
     * CPU, everything ``auto``: on a CPU with AVX-512 bf16 or AMX, ``torch`` + ``bf16``, which on
-      the CPU is the compiled path (:class:`engines.export.torch_inductor.CompiledTorchBackend`:
+      the CPU is the compiled path (:class:`splinecam.engines.export.torch_inductor.CompiledTorchBackend`:
       source cached; generator in bfloat16, channels_last, compiled by inductor with frozen,
       pre-packed weights; keypoint detector, TPS and Gaussians float32): measured 224 ms per frame,
       5.8× the official demo's float32 per-frame work (1289 ms), at 54.6 dB PSNR. The other CPU
@@ -130,11 +130,11 @@ def create_backend(loaded: LoadedModel, backend: str = "auto", device: str = "au
     requested = backend
     backend, device, precision = resolve_choice(backend, device, precision)
     if backend == "torch":
-        from engines.backends.torch_backend import TorchBackend
+        from splinecam.engines.backends.torch_backend import TorchBackend
 
         if device == "cpu" and precision == "bf16" and os.environ.get("SPLINECAM_TORCH_COMPILE", "1") != "0":
             try:
-                from engines.export.torch_inductor import CompiledTorchBackend
+                from splinecam.engines.export.torch_inductor import CompiledTorchBackend
 
                 return CompiledTorchBackend(loaded, precision, progress=options.get("progress"))
             except BackendUnavailableError:
@@ -149,9 +149,9 @@ def create_backend(loaded: LoadedModel, backend: str = "auto", device: str = "au
                               f"bf16 keypoints cost quality (SPLINECAM_TORCH_COMPILE=0 skips the attempt)", stacklevel=2)
         return TorchBackend(loaded, device, precision)
     if backend == "onnxruntime":
-        from engines.backends.onnxruntime_backend import OnnxRuntimeBackend
+        from splinecam.engines.backends.onnxruntime_backend import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(loaded, device, precision, **options)
-    from engines.backends.tensorrt_backend import TensorRTBackend
+    from splinecam.engines.backends.tensorrt_backend import TensorRTBackend
 
     return TensorRTBackend(loaded, device, precision, **options)

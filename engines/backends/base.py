@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.tpsmm.config import ModelConfig
+from splinecam.engines.tpsmm.config import ModelConfig
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -114,7 +114,7 @@ class Backend(abc.ABC):
         every backend (subclasses keep their LoadedModel as ``self.loaded``)."""
         import torch
 
-        from engines.errors import BackendUnavailableError
+        from splinecam.engines.errors import BackendUnavailableError
 
         if not self.has_avd:
             raise BackendUnavailableError("this checkpoint has no AVD network: use --mode relative or standard")

@@ -1,7 +1,7 @@
 """ONNX Runtime backend: the exported graphs on the CPU execution provider (CUDA EP where present).
 
 Graphs come from an export directory (``splinecam export --out DIR``, passed as ``onnx_dir``) or,
-by default, from the cache (``engines.engine_cache.onnx_export_dir``), exported on first use.
+by default, from the cache (``splinecam.engines.engine_cache.onnx_export_dir``), exported on first use.
 Every tensor is fed and read by its manifest name. The source encoder graph computes the cached
 avatar tensors, so switching avatars runs one graph and rebuilds nothing. TPS systems are solved on
 the host in float32; AVD runs in torch on the host (a few small matrix products).
@@ -19,9 +19,9 @@ from typing import Callable
 
 import numpy as np
 
-from engines.backends.base import Backend, SourceState
-from engines.errors import BackendUnavailableError, EngineCacheError
-from engines.tpsmm.checkpoint import LoadedModel
+from splinecam.engines.backends.base import Backend, SourceState
+from splinecam.engines.errors import BackendUnavailableError, EngineCacheError
+from splinecam.engines.tpsmm.checkpoint import LoadedModel
 
 ORT_PRECISIONS = ("fp32", "fp16")
 
@@ -46,9 +46,9 @@ def ensure_export(loaded: LoadedModel, precision: str, onnx_dir: str | Path | No
     An explicit ``onnx_dir`` must hold an export of this very model (model hash) at this precision:
     otherwise EngineCacheError (it is never silently used).
     """
-    from engines.engine_cache import onnx_export_dir
-    from engines.export import Manifest, export_onnx
-    from engines.export.graph_checks import DEFAULT_OPSET
+    from splinecam.engines.engine_cache import onnx_export_dir
+    from splinecam.engines.export import Manifest, export_onnx
+    from splinecam.engines.export.graph_checks import DEFAULT_OPSET
 
     if onnx_dir is not None:
         directory = Path(onnx_dir)
@@ -137,7 +137,7 @@ class OnnxRuntimeBackend(Backend):
         """(K,2) normalised driving keypoints [+ (3,3) background] → (1,3,S,S) float32 prediction."""
         import torch
 
-        from engines.tpsmm.geometry import solve_tps
+        from splinecam.engines.tpsmm.geometry import solve_tps
 
         kp = np.asarray(kp_driving, np.float32).reshape(1, -1, 2)
         tps = solve_tps(torch.from_numpy(kp), torch.from_numpy(source.kp[None]), self.config.num_tps)

@@ -7,7 +7,7 @@ Targets TensorRT 10.12+ and 11.x alike, kept thin and conventional:
   ``BuilderFlag.FP16``), so precision is the exported graph's: ``fp16`` graphs (float32 islands
   for TPS grids and Gaussians) or ``fp32`` graphs;
 * ``builder.build_serialized_network`` with a progress monitor; plans cached by
-  :mod:`engines.engine_cache` (GPU model / compute capability, TensorRT version, precision, model
+  :mod:`splinecam.engines.engine_cache` (GPU model / compute capability, TensorRT version, precision, model
   hash, ONNX checksum) — a stale or corrupt plan is rebuilt, never loaded;
 * execution with ``set_tensor_address`` + ``execute_async_v3`` on a CUDA stream; every tensor is
   addressed by its name (from the manifest), never by position; device buffers are torch CUDA
@@ -25,10 +25,10 @@ from typing import Callable
 
 import numpy as np
 
-from engines.backends.base import Backend, SourceState
-from engines.engine_cache import PlanKey, PlanStatus, lookup_plan, plan_dir, store_plan
-from engines.errors import BackendUnavailableError, EngineCacheError
-from engines.tpsmm.checkpoint import LoadedModel
+from splinecam.engines.backends.base import Backend, SourceState
+from splinecam.engines.engine_cache import PlanKey, PlanStatus, lookup_plan, plan_dir, store_plan
+from splinecam.engines.errors import BackendUnavailableError, EngineCacheError
+from splinecam.engines.tpsmm.checkpoint import LoadedModel
 
 Progress = Callable[[str], None]
 WORKSPACE_BYTES = 2 << 30
@@ -133,7 +133,7 @@ def _progress_monitor(trt, say: Progress):
 def ensure_plans(loaded: LoadedModel, precision: str, onnx_dir: str | Path | None = None,
                  cache_dir: str | Path | None = None, progress: Progress | None = None) -> dict[str, bytes]:
     """Plans for every exported graph: loaded from the cache when VALID, otherwise (re)built and stored."""
-    from engines.backends.onnxruntime_backend import ensure_export
+    from splinecam.engines.backends.onnxruntime_backend import ensure_export
 
     require_tensorrt()
     say = progress or (lambda msg: print(f"splinecam: {msg}", flush=True))
@@ -257,7 +257,7 @@ class TensorRTBackend(Backend):
     def generate(self, source: SourceState, kp_driving: np.ndarray, bg_param: np.ndarray | None = None) -> np.ndarray:
         import torch
 
-        from engines.tpsmm.geometry import solve_tps
+        from splinecam.engines.tpsmm.geometry import solve_tps
 
         with self.timer.time("generate"):
             kp = torch.from_numpy(np.asarray(kp_driving, np.float32).reshape(1, -1, 2))
@@ -283,10 +283,10 @@ class TensorRTBackend(Backend):
 
     def overlapped(self, source: SourceState, normalise: Callable[[np.ndarray], np.ndarray] | None = None,
                    depth: int = 2):
-        """An :class:`engines.cuda_pipeline.OverlappedPipeline` for this avatar: keypoints of frame N+1
+        """An :class:`splinecam.engines.cuda_pipeline.OverlappedPipeline` for this avatar: keypoints of frame N+1
         overlap the generator of frame N. ``normalise`` maps driving keypoints (K,2) to the generator's
         (relative / avd …) on the host; identity when None."""
-        from engines.cuda_pipeline import CudaStreamDevice, OverlappedPipeline
+        from splinecam.engines.cuda_pipeline import CudaStreamDevice, OverlappedPipeline
 
         device = CudaStreamDevice()
         return OverlappedPipeline(device, _TrtStages(self, source, normalise, depth), depth)
@@ -343,7 +343,7 @@ class _TrtStages:
     def solve(self, slot: int, kp: np.ndarray) -> None:
         import torch
 
-        from engines.tpsmm.geometry import solve_tps
+        from splinecam.engines.tpsmm.geometry import solve_tps
 
         kp_n = np.asarray(self.normalise(kp) if self.normalise else kp, np.float32).reshape(1, -1, 2)
         tps = solve_tps(torch.from_numpy(kp_n), torch.from_numpy(self.source.kp[None]), self.b.config.num_tps)

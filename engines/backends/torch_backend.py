@@ -11,11 +11,11 @@ import contextlib
 import numpy as np
 import torch
 
-from engines.backends.base import Backend, SourceState
-from engines.errors import BackendUnavailableError
-from engines.tpsmm.checkpoint import LoadedModel
-from engines.tpsmm.frame_generator import FrameGenerator, SourceTensors, encode_source
-from engines.tpsmm.geometry import solve_tps
+from splinecam.engines.backends.base import Backend, SourceState
+from splinecam.engines.errors import BackendUnavailableError
+from splinecam.engines.tpsmm.checkpoint import LoadedModel
+from splinecam.engines.tpsmm.frame_generator import FrameGenerator, SourceTensors, encode_source
+from splinecam.engines.tpsmm.geometry import solve_tps
 
 
 def to_tensor(image: np.ndarray, device) -> torch.Tensor:
@@ -109,6 +109,6 @@ class TorchBackend(Backend):
 
 def _cpu_has_bf16() -> bool:
     """bf16 in hardware (AVX-512 bf16 / AMX), honouring an ISA cap (engines/cpu.py)."""
-    from engines.cpu import cpu_info
+    from splinecam.engines.cpu import cpu_info
 
     return cpu_info().has_bf16

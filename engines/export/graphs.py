@@ -11,7 +11,7 @@ K = keypoints, T = TPS count, F = inpainting-encoder levels = num_down_blocks + 
                     tps_params (1,T,5,2), bg_param (1,3,3) f32 → prediction (1,3,S,S) f32
 ``background``      source (1,3,S,S), driving (1,3,S,S) f32 → bg_param (1,3,3) f32 (configs with bg)
 
-The TPS systems are solved on the host (:func:`engines.tpsmm.geometry.solve_tps`): no graph holds a
+The TPS systems are solved on the host (:func:`splinecam.engines.tpsmm.geometry.solve_tps`): no graph holds a
 matrix inverse. ``bg_param`` is always an input of the generator; the identity matrix gives
 exactly the no-background motion (x·1 + y·0 + 0 and a division by 1 are exact).
 
@@ -29,11 +29,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from engines.tpsmm.checkpoint import LoadedModel
-from engines.tpsmm.config import ModelConfig
-from engines.tpsmm.frame_generator import FrameGenerator
-from engines.tpsmm.geometry import kp2gaussian
-from engines.tpsmm.networks import TPSMM
+from splinecam.engines.tpsmm.checkpoint import LoadedModel
+from splinecam.engines.tpsmm.config import ModelConfig
+from splinecam.engines.tpsmm.frame_generator import FrameGenerator
+from splinecam.engines.tpsmm.geometry import kp2gaussian
+from splinecam.engines.tpsmm.networks import TPSMM
 
 GRAPH_NAMES = ("keypoints", "source_encoder", "generator", "background")
 EXPORT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
@@ -118,7 +118,7 @@ def graph_specs(model: TPSMM, precision: str = "fp32", with_background: bool = T
     """The graphs of one model at one precision, with example inputs (float32 on the model's device).
 
     ``model`` must already be in the precision's dtype (``model.to(EXPORT_DTYPES[precision])``);
-    :func:`engines.export.onnx_export.export_onnx` does that on a copy.
+    :func:`splinecam.engines.export.onnx_export.export_onnx` does that on a copy.
     """
     if precision not in EXPORT_DTYPES:
         raise ValueError(f"precision {precision!r}: export supports {', '.join(EXPORT_DTYPES)}")
@@ -135,7 +135,7 @@ def graph_specs(model: TPSMM, precision: str = "fp32", with_background: bool = T
         source_outputs = encoder(image)
     kp_source = source_outputs[0]
     kp_driving = (kp_source + 0.05 * torch.randn(kp_source.shape, generator=gen).to(dev)).clamp(-1, 1)
-    from engines.tpsmm.geometry import solve_tps
+    from splinecam.engines.tpsmm.geometry import solve_tps
 
     tps = solve_tps(kp_driving, kp_source, t)
     bg = torch.eye(3, device=dev).view(1, 3, 3)

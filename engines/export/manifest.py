@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from engines.errors import EngineCacheError
+from splinecam.engines.errors import EngineCacheError
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1

@@ -2,7 +2,7 @@
 
 Uses torch's TorchScript-based exporter (``dynamo=False``): it needs no onnxscript, keeps the
 module-path node names that make a graph readable, and produces plain default-domain operators.
-Each graph is checked (:func:`engines.export.graph_checks.inspect_graph`) before the manifest is
+Each graph is checked (:func:`splinecam.engines.export.graph_checks.inspect_graph`) before the manifest is
 written, so a directory with a manifest holds a complete, TensorRT-parsable export.
 """
 
@@ -18,11 +18,11 @@ from typing import Callable
 
 import torch
 
-from engines.errors import SplinecamError
-from engines.export.graph_checks import DEFAULT_OPSET, inspect_graph
-from engines.export.graphs import EXPORT_DTYPES, graph_specs, model_in_dtype
-from engines.export.manifest import GraphInfo, Manifest, TensorInfo
-from engines.tpsmm.checkpoint import LoadedModel
+from splinecam.engines.errors import SplinecamError
+from splinecam.engines.export.graph_checks import DEFAULT_OPSET, inspect_graph
+from splinecam.engines.export.graphs import EXPORT_DTYPES, graph_specs, model_in_dtype
+from splinecam.engines.export.manifest import GraphInfo, Manifest, TensorInfo
+from splinecam.engines.tpsmm.checkpoint import LoadedModel
 
 Progress = Callable[[str], None]
 
@@ -49,7 +49,7 @@ def _fold_in_place(path: Path) -> list[TensorInfo]:
     """Fold constants, store shape-inferred, and return the graph outputs (name, shape, dtype)."""
     import onnx
 
-    from engines.export.onnx_fold import fold_constants
+    from splinecam.engines.export.onnx_fold import fold_constants
 
     model = onnx.shape_inference.infer_shapes(fold_constants(onnx.load(str(path))))
     onnx.save(model, str(path))
@@ -61,16 +61,24 @@ def _fold_in_place(path: Path) -> list[TensorInfo]:
     return outputs
 
 
+def installed_version() -> str:
+    """The installed splinecam distribution's version (package metadata, for the manifest's record)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("splinecam")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def export_onnx(loaded: LoadedModel, out_dir: str | Path, precision: str = "fp32", opset: int = DEFAULT_OPSET,
                 progress: Progress | None = None, with_background: bool = True) -> Manifest:
     """Export keypoints / source_encoder / generator [/ background] to ``out_dir`` and write the manifest.
 
     precision: ``fp32`` or ``fp16`` (fp16 convolutional networks, float32 geometry and I/O; see
-    :mod:`engines.export.graphs`). Returns the manifest (also written as ``manifest.json``).
+    :mod:`splinecam.engines.export.graphs`). Returns the manifest (also written as ``manifest.json``).
     Raises :class:`ExportError` if a graph fails its TensorRT checks.
     """
-    from splinecam import __version__
-
     if precision not in EXPORT_DTYPES:
         raise ExportError(f"--precision {precision}: ONNX export supports {', '.join(EXPORT_DTYPES)} "
                           f"(bf16 runs in torch on CPU only)")
@@ -85,7 +93,7 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, precision: str = "fp32
     manifest = Manifest(model_hash=loaded.model_hash, config_name=loaded.config.name,
                         image_size=loaded.config.image_size, num_kp=loaded.config.num_kp,
                         num_tps=loaded.config.num_tps, precision=precision, opset=opset,
-                        splinecam_version=__version__, torch_version=torch.__version__)
+                        splinecam_version=installed_version(), torch_version=torch.__version__)
     for i, spec in enumerate(specs, 1):
         t0 = time.perf_counter()
         say(f"[{i}/{len(specs)}] exporting {spec.name} ({precision}, opset {opset}) …")

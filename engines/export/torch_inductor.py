@@ -7,7 +7,7 @@ and pre-packed for oneDNN, instance norm / ReLU / casts fused into C++ kernels).
 (dense motion + inpainting, 95 % of the work) runs with bfloat16 weights and activations in
 channels_last, which oneDNN runs on AMX / AVX-512 bf16. The keypoint detector stays float32 (it
 is cheap, and a bf16 keypoint error of ~0.004 moves every TPS enough to cost several dB); so do the
-TPS solve (host), TPS grids and Gaussians (:class:`engines.tpsmm.frame_generator.FrameGenerator`
+TPS solve (host), TPS grids and Gaussians (:class:`splinecam.engines.tpsmm.frame_generator.FrameGenerator`
 keeps them so).
 
 Compiling takes one to a few minutes on a small CPU the first time; inductor caches its kernels
@@ -24,12 +24,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from engines.backends.base import SourceState
-from engines.backends.torch_backend import TorchBackend, to_image
-from engines.errors import BackendUnavailableError
-from engines.tpsmm.checkpoint import LoadedModel
-from engines.tpsmm.frame_generator import FrameGenerator, SourceTensors
-from engines.tpsmm.geometry import kp2gaussian, solve_tps
+from splinecam.engines.backends.base import SourceState
+from splinecam.engines.backends.torch_backend import TorchBackend, to_image
+from splinecam.engines.errors import BackendUnavailableError
+from splinecam.engines.tpsmm.checkpoint import LoadedModel
+from splinecam.engines.tpsmm.frame_generator import FrameGenerator, SourceTensors
+from splinecam.engines.tpsmm.geometry import kp2gaussian, solve_tps
 
 Progress = Callable[[str], None]
 COMPILE_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -87,7 +87,7 @@ class CompiledTorchBackend(TorchBackend):
         return f"torch/cpu/{self.precision}+compiled"
 
     def _input(self, image: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
-        from engines.backends.torch_backend import to_tensor
+        from splinecam.engines.backends.torch_backend import to_tensor
 
         x = to_tensor(image, self.torch_device)
         return x.to(dtype or self.dtype).contiguous(memory_format=torch.channels_last)

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from engines.errors import CheckpointError
-from engines.tpsmm.config import ModelConfig, builtin_config_names, config_from_dict, load_config
-from engines.tpsmm.networks import TPSMM
+from splinecam.engines.errors import CheckpointError
+from splinecam.engines.tpsmm.config import ModelConfig, builtin_config_names, config_from_dict, load_config
+from splinecam.engines.tpsmm.networks import TPSMM
 
 FORMAT_VERSION = "1"
 REQUIRED_MODULES = ("kp_detector", "dense_motion_network", "inpainting_network")

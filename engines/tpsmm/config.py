@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from engines.errors import ConfigError
+from splinecam.engines.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -56,7 +56,7 @@ class KeypointParams:
     backbone: ``fc`` (official: global pooling + a linear layer regressing all coordinates) or
     ``heatmap`` (ours: one spatial-softmax heatmap per keypoint at S/8, coordinates by soft-argmax;
     translation-equivariant, so it follows faces it never saw far better; see
-    :class:`engines.tpsmm.networks.HeatmapHead`). Only our own configs change them; the official
+    :class:`splinecam.engines.tpsmm.networks.HeatmapHead`). Only our own configs change them; the official
     configs have no such section and get the ResNet18 defaults, so official checkpoints load.
     """
 

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from engines.tpsmm.config import ModelConfig, load_config
-from engines.tpsmm.networks import TPSMM
+from splinecam.engines.tpsmm.config import ModelConfig, load_config
+from splinecam.engines.tpsmm.networks import TPSMM
 
 
 @dataclass(frozen=True)

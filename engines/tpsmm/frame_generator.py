@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from engines.tpsmm.geometry import TPSParams, kp2gaussian
-from engines.tpsmm.networks import TPSMM
+from splinecam.engines.tpsmm.geometry import TPSParams, kp2gaussian
+from splinecam.engines.tpsmm.networks import TPSMM
 
 
 @dataclass

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engines.tpsmm.config import ModelConfig
-from engines.tpsmm.geometry import (
+from splinecam.engines.tpsmm.config import ModelConfig
+from splinecam.engines.tpsmm.geometry import (
     TPSParams,
     apply_affine_to_grid,
     kp2gaussian,
@@ -26,7 +26,7 @@ from engines.tpsmm.geometry import (
     solve_tps,
     tps_warp_grid,
 )
-from engines.tpsmm.layers import (
+from splinecam.engines.tpsmm.layers import (
     AntiAliasInterpolation2d,
     DownBlock2d,
     Hourglass,

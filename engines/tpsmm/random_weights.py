@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engines.tpsmm.checkpoint import LoadedModel, weights_hash
-from engines.tpsmm.config import ModelConfig, load_config
-from engines.tpsmm.networks import TPSMM
+from splinecam.engines.tpsmm.checkpoint import LoadedModel, weights_hash
+from splinecam.engines.tpsmm.config import ModelConfig, load_config
+from splinecam.engines.tpsmm.networks import TPSMM
 
 NORM_STD = 0.1
 VAR_SPREAD = 0.2
