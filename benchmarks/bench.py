@@ -30,8 +30,6 @@ from splinecam.engines.errors import BackendUnavailableError, CheckpointError
 from splinecam.engines.progress import Progress
 from splinecam.engines.tpsmm.checkpoint import LoadedModel
 
-BACKEND_ORDER = ("torch", "onnxruntime", "tensorrt")
-PRECISION_ORDER = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -46,6 +44,7 @@ class BenchOptions:
     frames: int = 30
     warmup: int = 3
     threads: int | None = None
+    compile: bool = True                 # torch bf16 CPU rows compiled by inductor (--no-compile: eager)
     driving: str | None = None
     source: str | None = None
     seed: int = 0
@@ -123,34 +122,34 @@ def _device_for(backend: str, device: str) -> str:
 def row_specs(backends: list[str] | None, precisions: list[str] | None, device: str = "auto") -> list[RowSpec]:
     """The backend × precision rows to run, in a fixed order.
 
-    By default the combinations some device supports (``splinecam.engines.backends.SUPPORTED``); when both
-    lists are given, their full cross product (impossible ones then show as unavailable).
+    By default the combinations the backend registry lists for some device; when both lists are given,
+    their full cross product (impossible ones then show as unavailable).
     """
-    from splinecam.engines.backends import SUPPORTED
+    from splinecam.engines.backends import BACKENDS, PRECISIONS, REGISTRY
 
     explicit = backends is not None and precisions is not None
-    bs = backends or list(BACKEND_ORDER)
-    ps = precisions or list(PRECISION_ORDER)
+    bs = backends or list(BACKENDS)  # the registry's order
+    ps = precisions or list(PRECISIONS)
     specs = []
     for b in bs:
-        exists = {p for (bb, _), precs in SUPPORTED.items() if bb == b for p in precs}
+        exists = {p for precs in REGISTRY[b].precisions.values() for p in precs}
         for p in ps:
             if explicit or p in exists:
                 specs.append(RowSpec(b, p, _device_for(b, device)))
     return specs
 
 
-def build_runner(spec: RowSpec, loaded: LoadedModel, threads: int | None) -> tuple[Runner | None, RowResult]:
+def build_runner(spec: RowSpec, loaded: LoadedModel, threads: int | None,
+                 compile_bf16: bool = True) -> tuple[Runner | None, RowResult]:
     """A runner for a row, or None and the row marked unavailable / failed (one-line reason)."""
-    from splinecam.engines.backends import resolve_choice
+    from splinecam.engines.backends import BackendOptions, resolve_choice
 
     row = RowResult(spec.backend, spec.precision, spec.device)
     t0 = time.perf_counter()
     try:
         resolve_choice(spec.backend, spec.device, spec.precision)
-        options: dict = {"progress": lambda msg: say(f"  {spec.backend} {spec.precision}: {msg}")}
-        if spec.backend == "onnxruntime" and threads:
-            options["threads"] = threads
+        options = BackendOptions(progress=lambda msg: say(f"  {spec.backend} {spec.precision}: {msg}"),
+                                 threads=threads if spec.backend == "onnxruntime" else None, compile=compile_bf16)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             runner = BackendRunner(spec, loaded, options)
@@ -226,7 +225,7 @@ def run_bench(opts: BenchOptions) -> BenchResult:
     rows.append(base_row)
     for spec in row_specs(opts.backends, opts.precisions, opts.device):
         say(f"  setting up {spec.backend} {spec.precision} on {spec.device} …")
-        runner, row = build_runner(spec, loaded, threads)
+        runner, row = build_runner(spec, loaded, threads, opts.compile)
         if runner is not None:
             try:
                 t_setup = time.perf_counter()

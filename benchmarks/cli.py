@@ -23,7 +23,7 @@ def _list(allowed: tuple[str, ...]):
 
 def register(subparsers) -> None:
     from splinecam.engines.backends import BACKENDS, PRECISIONS
-    from splinecam.engines.model_options import add_model_arguments
+    from splinecam.engines.model_options import add_compile_argument, add_model_arguments
 
     p = subparsers.add_parser(
         "bench", help="frames per second per backend, precision and stage, against the official demo",
@@ -59,6 +59,7 @@ def register(subparsers) -> None:
                         "frames dropped when processing is slower)")
     g.add_argument("--output-size", default="1280x720", metavar="WxH", help="with --pipeline: output size")
     g.add_argument("--seed", type=int, default=0, help="seed of the random weights with --config alone")
+    add_compile_argument(g)
     o = p.add_argument_group("output")
     o.add_argument("--json", metavar="OUT.json", help="write the results as JSON")
     o.add_argument("--plot", metavar="OUT.png", help="write a PNG chart of the results")
@@ -89,7 +90,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         command="splinecam " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"]
         else "splinecam bench",
         pipeline=args.pipeline, pipeline_frames=args.frames, pipeline_unpaced=args.pipeline_unpaced,
-        output_size=size)
+        output_size=size, compile=not args.no_compile)
     result = run_bench(opts)
     data = result.to_dict()
     print(format_table(data))

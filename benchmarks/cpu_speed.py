@@ -309,22 +309,24 @@ class BackendVariant(Variant):
 def make_variant(name: str, threads: int) -> Variant:
     """Variants by name: torch-fp32, torch-bf16, torch-bf16-compiled, torch-fp32-compiled,
     onnxruntime-fp32, onnxruntime-fp16."""
+    from splinecam.engines.backends import Backend, BackendOptions
+
     def torch_backend(precision):
         def make(loaded):
-            from splinecam.engines.backends.torch_backend import TorchBackend
-            return TorchBackend(loaded, "cpu", precision)
+            from splinecam.engines.backends.torch_runner import TorchGraphs
+            return Backend.for_model(loaded, TorchGraphs(loaded, "cpu", precision, BackendOptions()))
         return make
 
     def compiled(precision):
         def make(loaded):
-            from splinecam.engines.export.torch_inductor import CompiledTorchBackend
-            return CompiledTorchBackend(loaded, precision)
+            from splinecam.engines.backends.torch_compiled import CompiledTorchGraphs
+            return Backend.for_model(loaded, CompiledTorchGraphs(loaded, "cpu", precision, BackendOptions()))
         return make
 
     def ort(precision):
         def make(loaded):
-            from splinecam.engines.backends.onnxruntime_backend import OnnxRuntimeBackend
-            return OnnxRuntimeBackend(loaded, "cpu", precision, threads=threads)
+            from splinecam.engines.backends.onnxruntime_runner import OnnxRuntimeGraphs
+            return Backend.for_model(loaded, OnnxRuntimeGraphs(loaded, "cpu", precision, BackendOptions(threads=threads)))
         return make
 
     table = {

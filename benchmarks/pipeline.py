@@ -31,9 +31,9 @@ DEFAULT_AVATAR = Path(__file__).resolve().parents[1] / "live" / "assets" / "mona
 
 def run_pipeline(clip: str | Path, loaded: LoadedModel, backend: str = "auto", precision: str = "auto",
                  device: str = "auto", avatar: str | Path | None = None, max_frames: int | None = None,
-                 paced: bool = True, output_size: tuple[int, int] = (1280, 720)) -> PipelineResult:
+                 paced: bool = True, output_size: tuple[int, int] = (1280, 720), compile_bf16: bool = True) -> PipelineResult:
     """One live run on ``clip``; a backend that cannot run here gives status "unavailable"."""
-    from splinecam.engines.backends import create_backend, resolve_choice
+    from splinecam.engines.backends import BackendOptions, create_backend, resolve_choice
     from splinecam.live.pipeline import LiveOptions, LivePipeline
 
     clip = Path(clip).expanduser()
@@ -47,7 +47,7 @@ def run_pipeline(clip: str | Path, loaded: LoadedModel, backend: str = "auto", p
                         unavailable_reason(backend, err))
     t0 = time.perf_counter()
     try:
-        impl = create_backend(loaded, b, d, p, progress=lambda msg: say(f"  {b} {p}: {msg}"))
+        impl = create_backend(loaded, b, d, p, BackendOptions(progress=lambda msg: say(f"  {b} {p}: {msg}"), compile=compile_bf16))
     except BackendUnavailableError as err:
         return _not_run(clip, b, p, d, paced, output_size, STATUS_UNAVAILABLE, unavailable_reason(b, err))
     opts = LiveOptions(avatar=str(avatar), camera=str(clip), camera_size=None, camera_fps=None,
@@ -82,7 +82,7 @@ def run_pipelines(opts, loaded: LoadedModel) -> list[PipelineResult]:
         for p in opts.precisions or ["auto"]:
             try:
                 res = run_pipeline(opts.pipeline, loaded, b, p, opts.device, opts.source, opts.pipeline_frames,
-                                   not opts.pipeline_unpaced, opts.output_size)
+                                   not opts.pipeline_unpaced, opts.output_size, opts.compile)
             except SplinecamError:
                 raise
             except Exception as err:  # one broken backend must not hide the others' figures

@@ -40,7 +40,7 @@ def say(msg: str) -> None:
 def unavailable_reason(backend: str, err: Exception) -> str:
     """The one-line reason a row cannot run; for TensorRT the root cause (not installed / no GPU)."""
     if backend == "tensorrt":
-        from splinecam.engines.backends.tensorrt_backend import tensorrt_unavailable_reason
+        from splinecam.engines.backends.tensorrt_runner import tensorrt_unavailable_reason
 
         return tensorrt_unavailable_reason() or str(err)
     return str(err)
@@ -93,7 +93,9 @@ def _nchw(image: np.ndarray, device="cpu"):
     view would run the float32 network in channels_last, many times slower on CPU."""
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device).float() / 255.0
+    from splinecam.engines.backends.base import image_to_nchw
+
+    return torch.from_numpy(image_to_nchw(image)).to(device)
 
 
 class OfficialBaseline(Runner):
@@ -159,14 +161,11 @@ class OfficialBaseline(Runner):
 class BackendRunner(Runner):
     """A backend built by ``splinecam.engines.backends.create_backend`` on a private copy of the model."""
 
-    def __init__(self, spec: RowSpec, loaded: LoadedModel, options: dict | None = None):
-        from splinecam.engines.backends import create_backend
+    def __init__(self, spec: RowSpec, loaded: LoadedModel, options=None):
+        from splinecam.engines.backends import BackendOptions, create_backend
 
         self.spec = spec
-        # a private copy: a backend may change its model (dtype, memory format)
-        mine = copy.copy(loaded)
-        mine.model = copy.deepcopy(loaded.model)
-        self.backend = create_backend(mine, spec.backend, spec.device, spec.precision, **(options or {}))
+        self.backend = create_backend(loaded, spec.backend, spec.device, spec.precision, options or BackendOptions())
         self.variant = self.backend.describe()
 
     def setup(self, source, reference):

@@ -44,7 +44,7 @@ def run_export(args: argparse.Namespace) -> int:
     from splinecam.engines.model_options import load_model_from_args
 
     if args.tensorrt:  # check first: no point exporting for minutes to fail at the end
-        from splinecam.engines.backends.tensorrt_backend import require_tensorrt
+        from splinecam.engines.backends.tensorrt_runner import require_tensorrt
 
         require_tensorrt("export --tensorrt", "run export without --tensorrt for the ONNX graphs alone")
     loaded = load_model_from_args(args)
@@ -53,7 +53,7 @@ def run_export(args: argparse.Namespace) -> int:
     manifest = export_onnx(loaded, out, args.precision, progress=_say)
     _say(f"wrote {len(manifest.graphs)} graphs and {out / 'manifest.json'} (model {manifest.model_hash[:12]}…)")
     if args.tensorrt:
-        from splinecam.engines.backends.tensorrt_backend import ensure_plans
+        from splinecam.engines.backends.tensorrt_runner import ensure_plans
 
         ensure_plans(loaded, args.precision, onnx_dir=out, cache_dir=args.engine_cache, progress=_say)
         _say("TensorRT plans ready")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from splinecam.engines.backends import BACKENDS, PRECISIONS, Backend, create_backend
+from splinecam.engines.backends import BACKENDS, PRECISIONS, Backend, BackendOptions, create_backend
 from splinecam.engines.errors import CheckpointError
 from splinecam.engines.tpsmm.checkpoint import LoadedModel, load_checkpoint
 
@@ -43,6 +43,14 @@ def add_model_arguments(parser: argparse.ArgumentParser, backends: bool = True) 
                        help="device for torch and ONNX Runtime (default: cuda when available)")
         g.add_argument("--precision", default="auto", choices=("auto",) + PRECISIONS,
                        help="network precision; TPS and Gaussian maths stay float32 (default auto)")
+        add_compile_argument(g)
+
+
+def add_compile_argument(group) -> None:
+    """--no-compile: the torch CPU bf16 path runs eager instead of inductor-compiled."""
+    group.add_argument("--no-compile", action="store_true",
+                       help="torch bf16 on CPU: run eager autocast instead of compiling with inductor (no compile "
+                            "wait; slower, and its bf16 keypoints cost quality)")
 
 
 def load_model_from_args(args: argparse.Namespace) -> LoadedModel:
@@ -52,5 +60,6 @@ def load_model_from_args(args: argparse.Namespace) -> LoadedModel:
 
 
 def backend_from_args(args: argparse.Namespace, loaded: LoadedModel) -> Backend:
+    options = BackendOptions(compile=not getattr(args, "no_compile", False))
     return create_backend(loaded, getattr(args, "backend", "auto"), getattr(args, "device", "auto"),
-                          getattr(args, "precision", "auto"))
+                          getattr(args, "precision", "auto"), options)

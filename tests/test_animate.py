@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from splinecam.engines.backends.torch_backend import TorchBackend
+from splinecam.engines.backends import create_backend
 from splinecam.engines.media import VideoReader, count_frames, read_image, write_image
 from splinecam.live.animate import official_resize
 from splinecam.live.normalise import KeypointNormaliser
@@ -34,7 +34,7 @@ def test_official_preprocessing_is_reproduced(golden_io):
 
 def test_crop_none_frames_equal_official_demo(golden_model, golden_io):
     """Backend + relative normaliser on the official inputs give the official predictions (uint8)."""
-    backend = TorchBackend(golden_model, "cpu", "fp32")
+    backend = create_backend(golden_model, "torch", "cpu", "fp32")
     state = backend.prepare_source(golden_io["source"])
     assert np.abs(state.kp - golden_io["kp_source"][0]).max() <= golden_tol("kp_source")
     norm = KeypointNormaliser(state.kp, "relative")
@@ -45,7 +45,7 @@ def test_crop_none_frames_equal_official_demo(golden_model, golden_io):
 
 
 def test_cached_source_matches_uncached(golden_model, golden_io):
-    backend = TorchBackend(golden_model, "cpu", "fp32")
+    backend = create_backend(golden_model, "torch", "cpu", "fp32")
     state = backend.prepare_source(golden_io["source"])
     src = torch.from_numpy(golden_io["source"]).permute(2, 0, 1)[None]
     for kp in golden_io["synth_kp_driving"]:
@@ -54,7 +54,8 @@ def test_cached_source_matches_uncached(golden_model, golden_io):
         kd = torch.from_numpy(kp)[None]
         tps = solve_tps(kd, state.tensors.kp, 10)
         with torch.no_grad():
-            cached = backend.generator(*state.tensors.as_inputs(), kd, tps.theta, tps.control_params)
+            cached = backend.graphs.generator(*state.tensors.as_inputs(), kd, tps.theta, tps.control_params,
+                                              torch.eye(3)[None])
             uncached = golden_model.model.animate(src, state.tensors.kp, kd)
         assert (cached - uncached).abs().max().item() <= 1e-5
 

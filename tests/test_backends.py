@@ -4,15 +4,15 @@ one-line refusals of impossible combinations."""
 
 from __future__ import annotations
 
+import dataclasses
 
 import numpy as np
 import pytest
 
-from splinecam.engines.backends.torch_backend import _cpu_has_bf16
-from splinecam.engines.cpu import cpu_info
 import torch
 
-from splinecam.engines.backends import create_backend, resolve_choice
+from splinecam.engines.backends import BackendOptions, create_backend, resolve_choice
+from splinecam.engines.cpu import cpu_info
 from splinecam.engines.errors import BackendUnavailableError, EngineCacheError
 from splinecam.engines.tpsmm.frame_generator import FrameGenerator, encode_source
 from splinecam.engines.tpsmm.geometry import solve_tps
@@ -46,10 +46,8 @@ def nchw(image_hwc: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def ort_backend(tmp_path_factory, golden_model):
-    from splinecam.engines.backends.onnxruntime_backend import OnnxRuntimeBackend
-
     directory = golden_export(tmp_path_factory, golden_model, "fp32")
-    return OnnxRuntimeBackend(golden_model, "cpu", "fp32", onnx_dir=directory)
+    return create_backend(golden_model, "onnxruntime", "cpu", "fp32", BackendOptions(onnx_dir=directory))
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +94,8 @@ def test_onnxruntime_keypoints_and_background(ort_backend, golden_io):
     for i, frame in enumerate(golden_io["driving"]):
         assert np.abs(ort_backend.keypoints_nchw(nchw(frame)) - golden_io["kp_driving"][i]).max() <= 1e-4
     state = ort_backend.encode_source(nchw(golden_io["source"]))
-    bg = ort_backend._run("background", {"source": nchw(golden_io["source"]), "driving": nchw(golden_io["driving"][0])})
-    assert np.abs(bg["bg_param"][0] - golden_io["bg_param"][0]).max() <= 1e-4
+    bg = ort_backend.graphs.background(nchw(golden_io["source"]), nchw(golden_io["driving"][0]))
+    assert np.abs(bg[0] - golden_io["bg_param"][0]).max() <= 1e-4
     assert state.tensors["source_feat0"].dtype == np.float32
 
 
@@ -128,14 +126,14 @@ def test_identity_background_is_exactly_no_background(golden_model, torch_cached
 
 def test_uint8_interface_and_avatar_switch(ort_backend, golden_io):
     image = (golden_io["source"] * 255).round().astype(np.uint8)
-    sessions = dict(ort_backend.sessions)
+    sessions = dict(ort_backend.graphs.sessions)
     state = ort_backend.prepare_source(image)
     kp = ort_backend.keypoints((golden_io["driving"][0] * 255).round().astype(np.uint8))
     assert kp.shape == (50, 2) and kp.dtype == np.float32
     frame = ort_backend.generate(state, kp)
     assert frame.shape == image.shape and frame.dtype == np.uint8
     other = ort_backend.prepare_source(image[:, ::-1].copy())  # switching avatars: no session is rebuilt
-    assert ort_backend.sessions == sessions
+    assert ort_backend.graphs.sessions == sessions
     assert not np.array_equal(other.tensors["source_feat0"], state.tensors["source_feat0"])
     assert ort_backend.avd(state.kp, kp).shape == (50, 2)
     assert ort_backend.background(state, image).shape == (3, 3)
@@ -144,19 +142,17 @@ def test_uint8_interface_and_avatar_switch(ort_backend, golden_io):
 def test_export_dir_of_another_model_is_refused(tmp_path_factory, golden_model):
     from dataclasses import replace
 
-    from splinecam.engines.backends.onnxruntime_backend import OnnxRuntimeBackend
-
     directory = golden_export(tmp_path_factory, golden_model, "fp32")
     other = replace(golden_model, model_hash="0" * 64)
     with pytest.raises(EngineCacheError, match="another model"):
-        OnnxRuntimeBackend(other, "cpu", "fp32", onnx_dir=directory)
+        create_backend(other, "onnxruntime", "cpu", "fp32", BackendOptions(onnx_dir=directory))
     with pytest.raises(EngineCacheError, match="fp32"):
-        OnnxRuntimeBackend(golden_model, "cpu", "fp16", onnx_dir=directory)
+        create_backend(golden_model, "onnxruntime", "cpu", "fp16", BackendOptions(onnx_dir=directory))
 
 
 def test_create_backend_onnxruntime(tmp_path_factory, golden_model):
     directory = golden_export(tmp_path_factory, golden_model, "fp32")
-    backend = create_backend(golden_model, "onnxruntime", "cpu", "auto", onnx_dir=directory)
+    backend = create_backend(golden_model, "onnxruntime", "cpu", "auto", BackendOptions(onnx_dir=directory))
     assert backend.describe() == "onnxruntime/cpu/fp32"
 
 
@@ -208,48 +204,60 @@ def test_cuda_device_without_gpu(monkeypatch, golden_model):
 
 def test_cpu_bf16_uses_the_compiled_path_and_falls_back(monkeypatch, golden_model):
     import splinecam.engines.backends as b
-    import splinecam.engines.export.torch_inductor as ti
-    from splinecam.engines.backends.torch_backend import TorchBackend
+    import splinecam.engines.backends.onnxruntime_runner as ort_runner
+    import splinecam.engines.backends.registry as registry
+    import splinecam.engines.backends.torch_compiled as tc
+    from splinecam.engines.backends.torch_runner import TorchGraphs
 
     monkeypatch.setattr(b, "_cpu_has_bf16", lambda: True)
     monkeypatch.setattr(b, "_cuda_available", lambda: False)
-    monkeypatch.setattr("splinecam.engines.backends.torch_backend._cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(registry, "_torch_requirement", lambda device, precision: None)
+    monkeypatch.setattr(registry, "REGISTRY", {**registry.REGISTRY, "torch": dataclasses.replace(
+        registry.REGISTRY["torch"], requirement=lambda device, precision: None)})
+    monkeypatch.setattr(b, "REGISTRY", registry.REGISTRY)
     made = []
 
-    class Fake:
-        def __init__(self, loaded, precision, progress=None):
+    class Fake(TorchGraphs):
+        def __init__(self, loaded, device, precision, options):
             made.append(precision)
+            super().__init__(loaded, device, "fp32", options)
+            self.precision = precision
 
-    monkeypatch.setattr(ti, "CompiledTorchBackend", Fake)
-    assert isinstance(create_backend(golden_model, "auto", "cpu", "auto"), Fake) and made == ["bf16"]
+    monkeypatch.setattr(tc, "CompiledTorchGraphs", Fake)
+    assert isinstance(create_backend(golden_model, "auto", "cpu", "auto").graphs, Fake) and made == ["bf16"]
 
     class Broken:
         def __init__(self, *a, **k):
             raise RuntimeError("InductorError: no C++ compiler")
 
-    monkeypatch.setattr(ti, "CompiledTorchBackend", Broken)
+    monkeypatch.setattr(tc, "CompiledTorchGraphs", Broken)
     with pytest.warns(UserWarning, match="eager bf16"):
         backend = create_backend(golden_model, "torch", "cpu", "bf16")
-    assert type(backend) is TorchBackend and backend.precision == "bf16"
+    assert type(backend.graphs) is TorchGraphs and backend.precision == "bf16"
     ort_made = []
-    monkeypatch.setattr("splinecam.engines.backends.onnxruntime_backend.OnnxRuntimeBackend",
-                        lambda loaded, device, precision, **o: ort_made.append((device, precision)) or "ort")
+
+    class FakeOrt(TorchGraphs):
+        def __init__(self, loaded, device, precision, options):
+            ort_made.append((device, precision))
+            super().__init__(loaded, device, precision, options)
+
+    monkeypatch.setattr(ort_runner, "OnnxRuntimeGraphs", FakeOrt)
     with pytest.warns(UserWarning, match="onnxruntime fp32"):
-        assert create_backend(golden_model, "auto", "cpu", "auto") == "ort" and ort_made == [("cpu", "fp32")]
-    monkeypatch.setenv("SPLINECAM_TORCH_COMPILE", "0")
-    monkeypatch.setattr(ti, "CompiledTorchBackend", Fake)
-    assert type(create_backend(golden_model, "torch", "cpu", "bf16")) is TorchBackend
+        assert isinstance(create_backend(golden_model, "auto", "cpu", "auto").graphs, FakeOrt)
+    assert ort_made == [("cpu", "fp32")]
+    monkeypatch.setattr(tc, "CompiledTorchGraphs", Fake)
+    made.clear()
+    backend = create_backend(golden_model, "torch", "cpu", "bf16", BackendOptions(compile=False))
+    assert type(backend.graphs) is TorchGraphs and made == []
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _cpu_has_bf16(), reason=f"the compiled bf16 path needs AVX-512 bf16 / AMX; this CPU: {cpu_info().label}")
+@pytest.mark.skipif(not cpu_info().has_bf16, reason=f"the compiled bf16 path needs AVX-512 bf16 / AMX; this CPU: {cpu_info().label}")
 def test_compiled_bf16_cpu_path_keeps_35db(golden_model, golden_io):
     """Compiles golden-small with inductor (a minute or more on 2 cores)."""
-    import copy
 
-    from splinecam.engines.export.torch_inductor import CompiledTorchBackend
-
-    backend = CompiledTorchBackend(copy.deepcopy(golden_model), "bf16", progress=lambda _m: None)
+    backend = create_backend(golden_model, "torch", "cpu", "bf16", BackendOptions(progress=lambda _m: None))
+    assert backend.describe().endswith("+compiled")
     image = (golden_io["source"] * 255).round().astype(np.uint8)
     state = backend.prepare_source(image)
     assert np.abs(state.kp - golden_io["kp_source"][0]).max() <= 1e-2
@@ -262,9 +270,8 @@ def test_compiled_bf16_cpu_path_keeps_35db(golden_model, golden_io):
 
 def test_onnxruntime_fp16_graphs_keep_35db(tmp_path_factory, golden_model, golden_io):
     """The fp16 graphs (what TensorRT builds from) stay ≥ 35 dB PSNR against the official outputs."""
-    from splinecam.engines.backends.onnxruntime_backend import OnnxRuntimeBackend
-
-    backend = OnnxRuntimeBackend(golden_model, "cpu", "fp16", onnx_dir=golden_export(tmp_path_factory, golden_model, "fp16"))
+    backend = create_backend(golden_model, "onnxruntime", "cpu", "fp16",
+                             BackendOptions(onnx_dir=golden_export(tmp_path_factory, golden_model, "fp16")))
     state = backend.encode_source(nchw(golden_io["source"]))
     assert state.tensors["source_feat0"].dtype == np.float16 and state.tensors["source_heat"].dtype == np.float32
     for pred_key, kp_key, bg_key in CASES:

@@ -39,14 +39,10 @@ def bench_run(tiny_config, tmp_path_factory):
     from splinecam.cli import main
 
     out = tmp_path_factory.mktemp("bench-out")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SPLINECAM_TORCH_COMPILE", "0")  # eager bf16: no minutes-long compile in a unit test
-    try:
-        code = main(["bench", "--config", str(tiny_config), "--backends", "torch,tensorrt",
-                     "--precisions", "fp32,bf16,fp16", "--frames", "2", "--warmup", "1", "--threads", "2",
-                     "--json", str(out / "b.json"), "--plot", str(out / "b.png")])
-    finally:
-        mp.undo()
+    # --no-compile: eager bf16, no minutes-long compile in a unit test
+    code = main(["bench", "--config", str(tiny_config), "--backends", "torch,tensorrt", "--no-compile",
+                 "--precisions", "fp32,bf16,fp16", "--frames", "2", "--warmup", "1", "--threads", "2",
+                 "--json", str(out / "b.json"), "--plot", str(out / "b.png")])
     assert code == 0
     return json.loads((out / "b.json").read_text()), out
 

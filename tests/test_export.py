@@ -124,7 +124,7 @@ def test_export_command_then_onnxruntime(tmp_path_factory, golden_model):
 
 
 def test_export_tensorrt_fails_cleanly_without_gpu(tmp_path, shared, capsys):
-    from splinecam.engines.backends.tensorrt_backend import tensorrt_unavailable_reason
+    from splinecam.engines.backends.tensorrt_runner import tensorrt_unavailable_reason
     from splinecam.cli import main
 
     if tensorrt_unavailable_reason() is None:

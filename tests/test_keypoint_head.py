@@ -54,5 +54,5 @@ def test_lite_256_uses_it_and_official_configs_do_not():
 
 def test_unknown_head_is_a_config_error():
     data = {"model_params": {"kp_detector_params": {"width": 8, "head": "transformer"}}}
-    with pytest.raises(ConfigError, match="head must be 'fc' or 'heatmap'"):
+    with pytest.raises(ConfigError, match="head must be one of fc, heatmap, landmarks"):
         config_from_dict(data, "bad")

@@ -147,8 +147,16 @@ def test_generic_names_are_not_importable_outside_the_repository(tmp_path):
 @pytest.mark.slow
 def test_wheel_carries_configs_weights_and_assets(tmp_path):
     """A non-editable wheel holds the data files under the splinecam namespace (and nothing top-level else)."""
+    import shutil
+
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True)
+    src = tmp_path / "src"  # build from a copy: setuptools writes build/ beside the sources
+    for rel in filter(None, tracked.stdout.split("\0")):
+        if (REPO / rel).is_file():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, src / rel)
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                        str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=600)
+                        str(tmp_path), str(src)], capture_output=True, text=True, timeout=600)
     if r.returncode != 0 and "No module named" in r.stderr and "setuptools" in r.stderr:
         pytest.skip("setuptools is not importable for a no-isolation build here")
     assert r.returncode == 0, r.stderr[-2000:]

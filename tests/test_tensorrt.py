@@ -79,7 +79,7 @@ def test_store_then_lookup_round_trip_and_corruption(tmp_path):
 
 
 def test_network_flags_strongly_typed_on_10_and_11():
-    from splinecam.engines.backends.tensorrt_backend import _network_flags
+    from splinecam.engines.backends.tensorrt_runner import _network_flags
 
     trt10 = types.SimpleNamespace(NetworkDefinitionCreationFlag=types.SimpleNamespace(EXPLICIT_BATCH=0, STRONGLY_TYPED=1))
     trt11 = types.SimpleNamespace(NetworkDefinitionCreationFlag=types.SimpleNamespace())
@@ -88,21 +88,22 @@ def test_network_flags_strongly_typed_on_10_and_11():
 
 
 def test_tensorrt_backend_refused_cleanly_without_gpu(golden_model):
-    from splinecam.engines.backends.tensorrt_backend import TensorRTBackend, tensorrt_unavailable_reason
+    from splinecam.engines.backends import BackendOptions, create_backend
+    from splinecam.engines.backends.tensorrt_runner import TensorRTGraphs, tensorrt_unavailable_reason
 
     if tensorrt_unavailable_reason() is None:
         pytest.skip("TensorRT and a GPU are present")
     with pytest.raises(BackendUnavailableError) as err:
-        TensorRTBackend(golden_model, "cuda", "fp16")
+        TensorRTGraphs(golden_model, "cuda", "fp16", BackendOptions())
     assert "\n" not in str(err.value) and "TensorRT" in str(err.value)
     with pytest.raises(BackendUnavailableError):
-        TensorRTBackend(golden_model, "cpu", "fp16")
+        create_backend(golden_model, "tensorrt", "cpu", "fp16")
 
 
 # ----------------------------------------------------------------------------- on a GPU only
 
 def _need_tensorrt():
-    from splinecam.engines.backends.tensorrt_backend import tensorrt_unavailable_reason
+    from splinecam.engines.backends.tensorrt_runner import tensorrt_unavailable_reason
 
     reason = tensorrt_unavailable_reason()
     if reason:
@@ -116,11 +117,11 @@ def test_tensorrt_matches_torch_on_golden(tmp_path, golden_model, golden_io, pre
     _need_tensorrt()
     import torch
 
-    from splinecam.engines.backends.tensorrt_backend import TensorRTBackend
+    from splinecam.engines.backends import BackendOptions, create_backend
     from splinecam.engines.tpsmm.frame_generator import FrameGenerator, encode_source
     from splinecam.engines.tpsmm.geometry import solve_tps
 
-    backend = TensorRTBackend(golden_model, "cuda", precision, cache_dir=tmp_path)
+    backend = create_backend(golden_model, "tensorrt", "cuda", precision, BackendOptions(cache_dir=tmp_path))
     image = (golden_io["source"] * 255).round().astype(np.uint8)
     state = backend.prepare_source(image)
     src = encode_source(golden_model.model, torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255)
@@ -135,7 +136,7 @@ def test_tensorrt_matches_torch_on_golden(tmp_path, golden_model, golden_io, pre
         assert np.abs(got - want).mean() / 255 <= tol
     # a second backend finds every plan VALID in the cache: nothing is rebuilt
     messages: list[str] = []
-    TensorRTBackend(golden_model, "cuda", precision, cache_dir=tmp_path, progress=messages.append)
+    create_backend(golden_model, "tensorrt", "cuda", precision, BackendOptions(cache_dir=tmp_path, progress=messages.append))
     assert not any("building" in m for m in messages)
 
 
@@ -143,11 +144,11 @@ def test_tensorrt_matches_torch_on_golden(tmp_path, golden_model, golden_io, pre
 @pytest.mark.gpu
 def test_tensorrt_overlapped_pipeline(tmp_path, golden_model, golden_io):
     _need_tensorrt()
-    from splinecam.engines.backends.tensorrt_backend import TensorRTBackend
+    from splinecam.engines.backends import BackendOptions, create_backend
 
-    backend = TensorRTBackend(golden_model, "cuda", "fp16", cache_dir=tmp_path)
+    backend = create_backend(golden_model, "tensorrt", "cuda", "fp16", BackendOptions(cache_dir=tmp_path))
     state = backend.prepare_source((golden_io["source"] * 255).round().astype(np.uint8))
-    pipe = backend.overlapped(state)
+    pipe = backend.graphs.overlapped(state)
     frames = [(f * 255).round().astype(np.uint8) for f in golden_io["driving"]]
     out = [pipe.submit(f) for f in frames] + [pipe.flush()]
     done = [r for r in out if r is not None]

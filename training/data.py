@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from splinecam.engines.tpsmm.landmarks import landmarks_to_grid
 from splinecam.engines.errors import SplinecamError
 
 
@@ -112,17 +113,33 @@ class PairDataset(Dataset):
 
     Item: dict with ``source``, ``driving`` (3,S,S) float32 in [0,1]; ``source_landmarks``,
     ``driving_landmarks`` (468,2) float32 in [-1,1] grid coordinates, NaN when unknown or when the
-    pair was flipped (mirroring breaks the landmark identities).
+    pair was flipped and no ``mirror`` map is given (mirroring swaps the landmark identities: with
+    ``mirror``, landmark i of the flipped frame is the mirrored landmark ``mirror[i]``).
+
+    ``require_landmarks``: pairs are drawn only from frames the face mesh found (landmark configs
+    drive their networks with the landmarks); ``still_p``: share of pairs whose driving frame is the
+    source frame itself (a still face must come back intact).
     """
 
     def __init__(self, clips: list[Clip], image_size: int, num_repeats: int = 1,
-                 augmentation: Augmentation | None = None, seed: int = 0):
+                 augmentation: Augmentation | None = None, seed: int = 0, mirror: np.ndarray | None = None,
+                 require_landmarks: bool = False, still_p: float = 0.0):
         self.clips = clips
         self.image_size = image_size
         self.num_repeats = max(1, int(num_repeats))
         self.aug = augmentation or Augmentation.none()
         self.seed = seed
         self.epoch = 0
+        self.mirror = mirror
+        self.still_p = float(still_p)
+        self.valid = None
+        if require_landmarks:
+            self.valid = [np.flatnonzero(np.isfinite(c.landmarks).all(axis=(1, 2))) if c.landmarks is not None
+                          else np.zeros(0, np.int64) for c in clips]
+            empty = [c.name for c, v in zip(clips, self.valid) if len(v) == 0]
+            if empty:
+                raise DataError(f"clips without face-mesh landmarks cannot train a landmark config: {', '.join(empty[:3])} "
+                                f"(run prepare-data without --no-landmarks, or leave them out)")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -132,11 +149,17 @@ class PairDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = random.Random(hash((self.seed, self.epoch, index)) & 0xFFFFFFFF)
-        clip = self.clips[index % len(self.clips)]
+        c = index % len(self.clips)
+        clip = self.clips[c]
         n = len(clip.frames)
-        i, j = sorted(rng.randrange(n) for _ in range(2))
+        if self.valid is not None:
+            i, j = sorted(int(self.valid[c][rng.randrange(len(self.valid[c]))]) for _ in range(2))
+        else:
+            i, j = sorted(rng.randrange(n) for _ in range(2))
         if self.aug.time_flip and rng.random() < 0.5:
             i, j = j, i
+        if self.still_p and rng.random() < self.still_p:
+            j = i
         flip = self.aug.horizontal_flip and rng.random() < 0.5
         size = self.image_size
         frames = [_resize(clip.frames[k], size).astype(np.float32) / 255.0 for k in (i, j)]
@@ -145,12 +168,14 @@ class PairDataset(Dataset):
         frames = colour_jitter(frames, self.aug, rng)
         lms = []
         for k in (i, j):
-            if clip.landmarks is None or flip:
+            if clip.landmarks is None or (flip and self.mirror is None):
                 lms.append(np.full((468, 2), np.nan, np.float32))
             else:
-                src_size = clip.frames.shape[1]
                 # mediapipe pixel coordinates (pixel centres at +0.5) → [-1,1] grid (align_corners)
-                lms.append(((clip.landmarks[k] - 0.5) / (src_size - 1) * 2 - 1).astype(np.float32))
+                lm = landmarks_to_grid(clip.landmarks[k], clip.frames.shape[1])
+                if flip:
+                    lm = lm[self.mirror] * np.float32([-1.0, 1.0])
+                lms.append(lm.astype(np.float32))
         t = [torch.from_numpy(np.ascontiguousarray(f.transpose(2, 0, 1))) for f in frames]
         return {"source": t[0], "driving": t[1],
                 "source_landmarks": torch.from_numpy(lms[0]), "driving_landmarks": torch.from_numpy(lms[1])}

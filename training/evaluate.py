@@ -26,9 +26,8 @@ import cv2
 import numpy as np
 import torch
 
-from splinecam.engines.errors import CheckpointError, SplinecamError
+from splinecam.engines.errors import SplinecamError
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "engines" / "weights" / "lite-256.safetensors"
 METRICS = ("l1", "l1_no_motion", "psnr", "psnr_no_motion", "akd", "akd_no_motion")
 
 
@@ -63,9 +62,9 @@ def load_model(path: str | Path | None, config: str | None = None):
     from splinecam.engines.tpsmm.checkpoint import load_checkpoint
     from splinecam.training.trainer import CHECKPOINT, model_from_training_checkpoint, read_training_checkpoint
 
-    p = Path(path) if path else DEFAULT_WEIGHTS
-    if not path and not p.is_file():
-        raise CheckpointError(f"no --checkpoint given and no bundled weights at {p}")
+    from splinecam.engines.model_options import default_checkpoint
+
+    p = Path(path) if path else default_checkpoint()
     if p.is_dir():
         p = p / CHECKPOINT
     if p.suffix == ".pth" and not p.name.endswith(".pth.tar"):
@@ -101,17 +100,36 @@ def load_items(data: str | Path, size: int) -> list[tuple[str, np.ndarray]]:
     return items
 
 
+def mesh_keypoints(model, landmarks: list[np.ndarray | None], size: int) -> np.ndarray:
+    """Keypoints (T,K,2) of a landmark config from per-frame face-mesh landmarks (468,2) in pixels of
+    size×size frames; a frame without a face repeats the previous one's (the first found, for leading
+    misses), as the live loop does."""
+    from splinecam.engines.tpsmm.landmarks import landmarks_to_grid
+
+    found = [lm for lm in landmarks if lm is not None]
+    if not found:
+        raise SplinecamError("the face mesh found no face in this clip: a landmark model cannot be evaluated on it")
+    idx = np.asarray(model.config.keypoint.landmarks)
+    last, out = found[0], []
+    for lm in landmarks:
+        last = lm if lm is not None else last
+        out.append(landmarks_to_grid(last[idx], size))
+    return np.stack(out).astype(np.float32)
+
+
 @torch.no_grad()
-def reconstruct(model, frames: np.ndarray, batch_size: int = 8) -> np.ndarray:
-    """Frames (T,S,S,3) uint8 → reconstructions (T,S,S,3) float32 in [0,1] from frame 0 (standard mode)."""
+def reconstruct(model, frames: np.ndarray, batch_size: int = 8, keypoints: np.ndarray | None = None) -> np.ndarray:
+    """Frames (T,S,S,3) uint8 → reconstructions (T,S,S,3) float32 in [0,1] from frame 0 (standard mode).
+
+    ``keypoints`` (T,K,2): every frame's keypoints, for landmark configs (which have no keypoint detector)."""
     src = torch.from_numpy(frames[0]).permute(2, 0, 1)[None].float() / 255
-    kp_src = model.kp_detector(src)
+    kp_src = model.kp_detector(src) if keypoints is None else torch.from_numpy(keypoints[:1])
     enc = model.inpainting_network.encode(src)
     out = []
     for i in range(0, len(frames), batch_size):
         drv = torch.from_numpy(np.ascontiguousarray(frames[i:i + batch_size])).permute(0, 3, 1, 2).float() / 255
         n = drv.shape[0]
-        kp_drv = model.kp_detector(drv)
+        kp_drv = model.kp_detector(drv) if keypoints is None else torch.from_numpy(keypoints[i:i + n])
         s = src.expand(n, -1, -1, -1)
         bg = model.bg_predictor(s, drv) if model.bg_predictor is not None else None
         motion = model.dense_motion_network(s, kp_drv, kp_src.expand(n, -1, -1), bg)
@@ -128,17 +146,18 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def evaluate_video(model, name: str, frames: np.ndarray, mesh, batch_size: int = 8) -> VideoResult:
     """Metrics of one clip (T,S,S,3) uint8."""
-    pred = reconstruct(model, frames, batch_size)
+    real_landmarks = [mesh.landmarks(r) for r in frames]
+    keypoints = mesh_keypoints(model, real_landmarks, frames.shape[1]) if model.kp_detector is None else None
+    pred = reconstruct(model, frames, batch_size, keypoints)
     real = frames.astype(np.float32) / 255
     src = real[0]
     l1 = float(np.abs(pred - real).mean())
     l1_nm = float(np.abs(src[None] - real).mean())
     psnr = float(np.mean([_psnr(p, r) for p, r in zip(pred, real)]))
     psnr_nm = float(np.mean([_psnr(src, r) for r in real]))
-    lm_src = mesh.landmarks(frames[0])
+    lm_src = real_landmarks[0]
     d_model, d_nm = [], []
-    for p, r in zip(pred, frames):
-        lm_r = mesh.landmarks(r)
+    for p, r, lm_r in zip(pred, frames, real_landmarks):
         if lm_r is None:
             continue
         lm_p = mesh.landmarks((np.clip(p, 0, 1) * 255).round().astype(np.uint8))

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from splinecam.engines.tpsmm.landmarks import landmarks_to_grid
 from splinecam.training.data import Clip, DataError
 
 
@@ -43,11 +44,6 @@ class LandmarkAugmentation:
     blur_p: float = 0.2
     cutout_p: float = 0.3
     noise: float = 0.03
-
-
-def to_grid(landmarks_px: np.ndarray, size: int) -> np.ndarray:
-    """Pixel landmarks (…,2) of a size×size frame → grid coordinates (the data loader's convention)."""
-    return ((landmarks_px - 0.5) / (size - 1) * 2 - 1).astype(np.float32)
 
 
 def mirror_permutation(face: np.ndarray) -> np.ndarray:
@@ -80,7 +76,7 @@ def landmark_batch(clips: list[Clip], batch: int, size: int, rng: np.random.Gene
 
             frame = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
         images.append(frame)
-        targets.append(to_grid(lm, src))
+        targets.append(landmarks_to_grid(lm, src))
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
     return x, torch.from_numpy(np.stack(targets))
 

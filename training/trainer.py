@@ -184,6 +184,10 @@ class FullModel(nn.Module):
         self.register_buffer("landmark_indices", landmark_indices if landmark_indices is not None
                              else torch.zeros(0, dtype=torch.long), persistent=False)
         self.register_buffer("mirror", mirror if mirror is not None else torch.arange(468), persistent=False)
+        # landmark configs: the keypoints are these face-mesh landmarks of each frame (no keypoint network)
+        self.landmark_keypoints = model.config.landmark_keypoints
+        self.register_buffer("keypoint_landmarks", torch.as_tensor(model.config.keypoint.landmarks, dtype=torch.long),
+                             persistent=False)
 
     def amp(self):
         return torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
@@ -205,9 +209,13 @@ class FullModel(nn.Module):
             out["landmark"] = landmark_l1(kp, lms, self.landmark_indices)
             return out, {}
         source, driving = batch["source"], batch["driving"]
-        with self.amp(), (torch.no_grad() if self.freeze_keypoints else contextlib.nullcontext()):
-            kp_source = self.kp_detector(source).float()
-            kp_driving = self.kp_detector(driving).float()
+        if self.landmark_keypoints:
+            kp_source = batch["source_landmarks"][:, self.keypoint_landmarks].float()
+            kp_driving = batch["driving_landmarks"][:, self.keypoint_landmarks].float()
+        else:
+            with self.amp(), (torch.no_grad() if self.freeze_keypoints else contextlib.nullcontext()):
+                kp_source = self.kp_detector(source).float()
+                kp_driving = self.kp_detector(driving).float()
         bg_param = None
         use_bg = self.bg_predictor is not None and epoch >= self.schedule.bg_start
         if use_bg:
@@ -231,7 +239,7 @@ class FullModel(nn.Module):
                 out["perceptual"] = L.perceptual_pyramid_loss(pred_pyr, real_pyr, self.perceptual, lw["perceptual"])
         if lw["pixel"]:
             out["pixel"] = lw["pixel"] * L.pixel_pyramid_loss(pred_pyr, real_pyr)
-        if lw["equivariance_value"] and transform is not None and not self.freeze_keypoints:
+        if lw["equivariance_value"] and transform is not None and not self.freeze_keypoints and self.kp_detector:
             grid = transform.transform_frame(driving)
             transformed = F.grid_sample(driving, grid, padding_mode="reflection", align_corners=True)
             with self.amp():
@@ -246,7 +254,7 @@ class FullModel(nn.Module):
             with self.amp():
                 reverse = self.bg_predictor(driving, source).float()
             out["bg"] = lw["bg"] * L.background_loss(bg_param, reverse)
-        if lw["landmark"] and self.landmark_indices.numel() and not self.freeze_keypoints:
+        if lw["landmark"] and self.landmark_indices.numel() and not self.freeze_keypoints and self.kp_detector:
             both = torch.cat([kp_source, kp_driving])
             lms = torch.cat([batch["source_landmarks"], batch["driving_landmarks"]])
             value = landmark_l1(both, lms, self.landmark_indices)
@@ -550,6 +558,9 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
     random.seed(seed)
 
     clips = load_clips(opts.data)
+    if cfg.landmark_keypoints and (opts.warmstart_steps or opts.freeze_keypoints or opts.landmark_augment):
+        raise SplinecamError(f"{cfg.name} takes face-mesh landmarks as keypoints (no keypoint network): "
+                             f"--warmstart-steps, --freeze-keypoints and --landmark-augment do not apply")
     model = TPSMM(cfg)
     model.avd_network = None  # trained by train-avd
     init_from, init_indices = None, None
@@ -577,12 +588,12 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
     for m in model.submodules().values():
         m.train()
 
-    params = [*model.kp_detector.parameters(), *model.dense_motion_network.parameters(),
-              *model.inpainting_network.parameters()]
+    keypoint_params = list(model.kp_detector.parameters()) if model.kp_detector is not None else []
+    params = [*keypoint_params, *model.dense_motion_network.parameters(), *model.inpainting_network.parameters()]
     optimizer = torch.optim.Adam(params, lr=schedule.lr, betas=(0.5, 0.999), weight_decay=1e-4)
     opt_bg = (torch.optim.Adam(model.bg_predictor.parameters(), lr=schedule.lr, betas=(0.5, 0.999), weight_decay=1e-4)
               if model.bg_predictor is not None else None)
-    opt_warm = torch.optim.Adam(model.kp_detector.parameters(), lr=opts.warmstart_lr)
+    opt_warm = torch.optim.Adam(keypoint_params or [torch.zeros(1, requires_grad=True)], lr=opts.warmstart_lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, schedule.epoch_milestones, gamma=0.1)
     sched_bg = torch.optim.lr_scheduler.MultiStepLR(opt_bg, schedule.epoch_milestones, gamma=0.1) if opt_bg else None
 
@@ -612,8 +623,13 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
     if d.world > 1:
         ddp = nn.parallel.DistributedDataParallel(full, find_unused_parameters=True)
 
+    if cfg.landmark_keypoints and mirror is None:
+        mirror = torch.from_numpy(mirror_permutation(mean_face([c.landmarks for c in clips])))
     dataset = PairDataset(clips, image_size, schedule.num_repeats,
-                          Augmentation.from_dataset_params(cfg.dataset_params), seed)
+                          Augmentation.from_dataset_params(cfg.dataset_params), seed,
+                          mirror=mirror.numpy() if cfg.landmark_keypoints else None,
+                          require_landmarks=cfg.landmark_keypoints,
+                          still_p=float(cfg.dataset_params.get("still_pairs", 0.0)))
     per_rank = max(1, schedule.batch_size // d.world)
     if d.world > 1:
         sampler = DistributedSampler(dataset, d.world, d.rank, shuffle=True, seed=seed, drop_last=True)
@@ -701,7 +717,7 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
                 checkpoint("time")
 
         # ---- main loop
-        if opts.freeze_keypoints:  # the warm start trained it; from here it is fixed (BatchNorm statistics too)
+        if opts.freeze_keypoints and model.kp_detector is not None:  # trained by the warm start; fixed from here
             model.kp_detector.eval().requires_grad_(False)
         warm_wall, start_step = wall, step
         epoch_sums: dict[str, float] = {}
@@ -728,9 +744,10 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
                     opt_bg.zero_grad(set_to_none=True)
                 loss.backward()
                 if opts.freeze_keypoints:  # no update, no weight decay (DDP may hand back zero gradients)
-                    for param in model.kp_detector.parameters():
+                    for param in keypoint_params:
                         param.grad = None
-                torch.nn.utils.clip_grad_norm_(model.kp_detector.parameters(), max_norm=10, norm_type=math.inf)
+                if keypoint_params:
+                    torch.nn.utils.clip_grad_norm_(keypoint_params, max_norm=10, norm_type=math.inf)
                 torch.nn.utils.clip_grad_norm_(model.dense_motion_network.parameters(), max_norm=10, norm_type=math.inf)
                 optimizer.step()
                 if opt_bg and epoch >= schedule.bg_start:

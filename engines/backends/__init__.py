@@ -1,29 +1,27 @@
-"""Backends: where the networks run. ``create_backend`` picks one from the CLI's choices.
+"""Backends: where the networks run. ``create_backend`` builds one from the CLI's choices.
 
 ``--backend auto|torch|onnxruntime|tensorrt``, ``--device auto|cpu|cuda``,
-``--precision auto|fp32|bf16|fp16``; :func:`resolve_choice` documents how ``auto`` is decided.
+``--precision auto|fp32|bf16|fp16``; :func:`resolve_choice` documents how ``auto`` is decided. The legal
+combinations are the registry's (:mod:`splinecam.engines.backends.registry`), the only table of them.
+
+    backend = create_backend(loaded, "auto", "auto", "auto", BackendOptions(progress=print))
 """
 
 from __future__ import annotations
 
-import os
 import warnings
+from dataclasses import dataclass
 
-from splinecam.engines.backends.base import BACKENDS, PRECISIONS, Backend, SourceState, StageTimer
+from splinecam.engines.backends.base import Backend, GraphRunner, SourceState, StageTimer
+from splinecam.engines.backends.options import BackendOptions
+from splinecam.engines.backends.registry import BACKENDS, COMPILED_TORCH, PRECISIONS, REGISTRY, check
 from splinecam.engines.errors import BackendUnavailableError
 from splinecam.engines.tpsmm.checkpoint import LoadedModel
 
-__all__ = ["BACKENDS", "PRECISIONS", "Backend", "SourceState", "StageTimer", "create_backend", "resolve_choice",
-           "SUPPORTED"]
+__all__ = ["BACKENDS", "PRECISIONS", "REGISTRY", "Backend", "BackendOptions", "Choice", "GraphRunner",
+           "SourceState", "StageTimer", "create_backend", "resolve_choice"]
 
-# (backend, device) → precisions it can run; anything else is BackendUnavailableError.
-SUPPORTED: dict[tuple[str, str], tuple[str, ...]] = {
-    ("torch", "cpu"): ("fp32", "bf16"),
-    ("torch", "cuda"): ("fp32", "bf16", "fp16"),
-    ("onnxruntime", "cpu"): ("fp32", "fp16"),
-    ("onnxruntime", "cuda"): ("fp32", "fp16"),
-    ("tensorrt", "cuda"): ("fp16", "fp32"),
-}
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
 def _cuda_available() -> bool:
@@ -33,67 +31,64 @@ def _cuda_available() -> bool:
 
 
 def _cpu_has_bf16() -> bool:
-    from splinecam.engines.backends.torch_backend import _cpu_has_bf16 as has
+    from splinecam.engines.cpu import cpu_info
 
-    return has()
+    return cpu_info().has_bf16
 
 
 def _tensorrt_ready() -> bool:
-    from splinecam.engines.backends.tensorrt_backend import tensorrt_unavailable_reason
+    return REGISTRY["tensorrt"].requirement("cuda", "fp16") is None
 
-    return tensorrt_unavailable_reason() is None
+
+def _ort_has_cuda() -> bool:
+    return REGISTRY["onnxruntime"].requirement("cuda", "fp16") is None
 
 
 def resolve_choice(backend: str, device: str, precision: str) -> tuple[str, str, str]:
     """Turn ``auto`` choices into concrete ones for this machine; refuse impossible combinations.
 
     The ``auto`` policy — the fastest choice whose output stays ≥ 35 dB PSNR against float32 on
-    the same weights, as measured by ``benchmarks/cpu_speed.py`` (vox-256 at 256×256, 2-core AMX
-    Xeon, every frame computed; figures in ``benchmarks/results/cpu_speed.json``):
+    the same weights, as measured by ``splinecam bench`` (figures in ``benchmarks/results/``):
 
-    * device ``auto``: ``cuda`` when torch sees an NVIDIA GPU, else ``cpu``.
+    * device ``auto``: ``cuda`` when torch sees an NVIDIA GPU (or for ``--backend tensorrt``), else ``cpu``.
     * CPU, everything ``auto``: on a CPU with AVX-512 bf16 or AMX, ``torch`` + ``bf16``, which on
-      the CPU is the compiled path (:class:`splinecam.engines.export.torch_inductor.CompiledTorchBackend`:
-      source cached; generator in bfloat16, channels_last, compiled by inductor with frozen,
-      pre-packed weights; keypoint detector, TPS and Gaussians float32): measured 224 ms per frame,
-      5.8× the official demo's float32 per-frame work (1289 ms), at 54.6 dB PSNR. The other CPU
-      choices measured 911–1117 ms (ONNX Runtime fp32 957 ms, exact; eager torch fp32 with the
-      source cached 1117 ms; eager autocast bf16 453 ms but under 35 dB). Its first start compiles for about a minute (cached afterwards); if
-      compiling fails (no C++ compiler …) ``auto`` falls back to ``onnxruntime`` fp32 with a warning.
-      On CPUs without bf16: ``torch`` + ``fp32`` (not measured on such a CPU).
-    * CPU with an explicit precision and backend ``auto``: ``fp32`` → ``torch`` (exact, no
-      export or compile step); ``bf16`` → ``torch`` (compiled as above); ``fp16`` → ``onnxruntime``
-      (its fp16 graphs are the only CPU fp16 path; about as fast as its fp32 here, 57 dB).
-    * ``--backend torch --precision bf16`` on CPU: compiled as above; if compiling fails, the eager
-      autocast path with a warning — it runs the keypoint detector in bf16 too and measured
-      31–37 dB (28.7 dB on a large motion), under the 35 dB floor. ``SPLINECAM_TORCH_COMPILE=0`` asks for the eager path.
-    * CUDA, backend ``auto``: ``tensorrt`` when TensorRT 10.12+ is installed, else
-      ``onnxruntime`` when its CUDA execution provider is present, else ``torch``; precision
-      ``auto``: ``fp16`` (fp16 networks, float32 TPS / Gaussian maths). Not measured: no GPU was
-      available; this follows the usual ranking of these runtimes.
+      the CPU is the compiled path (:class:`splinecam.engines.backends.torch_compiled.CompiledTorchGraphs`:
+      source cached; generator in bfloat16, channels_last, compiled by inductor; keypoint detector, TPS
+      and Gaussians float32); measured on a 2-core AMX Xeon at 5.8× the official demo's float32 per-frame
+      work at 54.6 dB. If compiling fails, ``auto`` falls back to ``onnxruntime`` fp32 with a warning.
+      On CPUs without bf16: ``torch`` + ``fp32``.
+    * CPU with an explicit precision and backend ``auto``: ``fp32`` → ``torch``; ``bf16`` → ``torch``
+      (compiled as above); ``fp16`` → ``onnxruntime`` (its fp16 graphs are the only CPU fp16 path).
+    * ``--backend torch --precision bf16`` on CPU: compiled as above; if compiling fails (or with
+      ``--no-compile``), the eager autocast path — it runs the keypoint detector in bf16 too and measured
+      31–37 dB, under the 35 dB floor.
+    * CUDA, backend ``auto``: ``tensorrt`` when TensorRT 10.12+ is installed, else ``onnxruntime``
+      when its CUDA execution provider is present, else ``torch``; precision ``auto``: ``fp16`` (fp16
+      networks, float32 TPS / Gaussian maths). Not measured: no GPU was available.
     * An explicit backend with precision ``auto``: torch → as above; onnxruntime → ``fp32`` on
       CPU, ``fp16`` on CUDA; tensorrt → ``fp16``.
 
-    Raises BackendUnavailableError (one line) for a combination that cannot run here, e.g.
-    ``--device cuda`` without a GPU, ``--backend tensorrt`` on CPU, ``--backend onnxruntime
-    --precision bf16`` (no bf16 path in ONNX Runtime's CPU EP), ``--precision fp16`` with torch on CPU.
+    Raises BackendUnavailableError (one line) for a combination the registry does not list or this
+    machine cannot run.
     """
-    for value, allowed, flag in ((backend, ("auto",) + BACKENDS, "--backend"), (device, ("auto", "cpu", "cuda"), "--device"),
-                                 (precision, ("auto",) + PRECISIONS, "--precision")):
-        if value not in allowed:
-            raise BackendUnavailableError(f"{flag} {value}: choose one of {', '.join(allowed)}")
+    if backend not in ("auto",) + BACKENDS:
+        raise BackendUnavailableError(f"--backend {backend}: choose one of auto, {', '.join(BACKENDS)}")
+    if device not in DEVICE_CHOICES:
+        raise BackendUnavailableError(f"--device {device}: choose one of {', '.join(DEVICE_CHOICES)}")
+    if precision not in ("auto",) + PRECISIONS:
+        raise BackendUnavailableError(f"--precision {precision}: choose one of auto, {', '.join(PRECISIONS)}")
+    cpu_capable = backend == "auto" or "cpu" in REGISTRY[backend].precisions
     if device == "auto":
-        device = "cuda" if backend == "tensorrt" or _cuda_available() else "cpu"
+        device = "cuda" if not cpu_capable or _cuda_available() else "cpu"
     if device == "cuda" and not _cuda_available():
-        raise BackendUnavailableError(f"--device cuda{' (needed by --backend tensorrt)' if backend == 'tensorrt' else ''}: "
-                                      f"no CUDA GPU is visible to torch; use --device cpu with --backend torch or onnxruntime")
+        needed = "" if cpu_capable else f" (needed by --backend {backend})"
+        raise BackendUnavailableError(f"--device cuda{needed}: no CUDA GPU is visible to torch; use --device cpu "
+                                      f"with --backend torch or onnxruntime")
     if backend == "auto":
         if device == "cuda":
             backend = "tensorrt" if _tensorrt_ready() else ("onnxruntime" if _ort_has_cuda() else "torch")
         else:
             backend = "onnxruntime" if precision == "fp16" else "torch"
-    if backend == "tensorrt" and device != "cuda":
-        raise BackendUnavailableError("--backend tensorrt runs on --device cuda only; on CPU use torch or onnxruntime")
     if precision == "auto":
         if device == "cuda":
             precision = "fp16"
@@ -101,57 +96,58 @@ def resolve_choice(backend: str, device: str, precision: str) -> tuple[str, str,
             precision = "bf16" if _cpu_has_bf16() else "fp32"
         else:
             precision = "fp32"
-    allowed = SUPPORTED[(backend, device)]
-    if precision not in allowed:
-        hint = {("onnxruntime", "bf16"): "ONNX Runtime has no bf16 path; use --backend torch --precision bf16 or fp32",
-                ("torch", "fp16"): "torch fp16 runs on CUDA only; on CPU use bf16, or --backend onnxruntime for fp16",
-                ("tensorrt", "bf16"): "TensorRT plans are built from fp16 or fp32 graphs"}.get((backend, precision),
-                                                                                            f"use {' or '.join(allowed)}")
-        raise BackendUnavailableError(f"--backend {backend} --device {device} --precision {precision}: {hint}")
+    check(backend, device, precision, here=False)
     return backend, device, precision
 
 
-def _ort_has_cuda() -> bool:
-    try:
-        import onnxruntime as ort
-    except ImportError:  # pragma: no cover - a hard dependency
-        return False
-    return "CUDAExecutionProvider" in ort.get_available_providers()
+@dataclass(frozen=True)
+class Choice:
+    """One concrete way to build a backend: a registry row, device and precision, compiled or not."""
+
+    engine: str
+    device: str
+    precision: str
+    compiled: bool = False
+
+    def runner_class(self):
+        if self.compiled:
+            import importlib
+
+            module, name = COMPILED_TORCH
+            return getattr(importlib.import_module(module), name)
+        return REGISTRY[self.engine].runner_class()
+
+
+def candidates(backend: str, device: str, precision: str, options: BackendOptions) -> list[Choice]:
+    """The resolved choice and, where a step may fail at build time (compiling), what to fall back to."""
+    engine, device, precision = resolve_choice(backend, device, precision)
+    if engine == "torch" and device == "cpu" and precision == "bf16" and options.compile:
+        fallback = Choice("onnxruntime", "cpu", "fp32") if backend == "auto" else Choice("torch", "cpu", "bf16")
+        return [Choice("torch", "cpu", "bf16", compiled=True), fallback]
+    return [Choice(engine, device, precision)]
 
 
 def create_backend(loaded: LoadedModel, backend: str = "auto", device: str = "auto", precision: str = "auto",
-                   **options) -> Backend:
-    """Build the requested backend; raises BackendUnavailableError with a one-line reason.
-
-    ``options`` go to the backend: ``onnx_dir`` (an export directory instead of the cache) and
-    ``progress`` for onnxruntime / tensorrt (``progress`` also for the compiled torch CPU path),
-    ``cache_dir`` for tensorrt plans.
-    """
-    requested = backend
-    backend, device, precision = resolve_choice(backend, device, precision)
-    if backend == "torch":
-        from splinecam.engines.backends.torch_backend import TorchBackend
-
-        if device == "cpu" and precision == "bf16" and os.environ.get("SPLINECAM_TORCH_COMPILE", "1") != "0":
-            try:
-                from splinecam.engines.export.torch_inductor import CompiledTorchBackend
-
-                return CompiledTorchBackend(loaded, precision, progress=options.get("progress"))
-            except BackendUnavailableError:
+                   options: BackendOptions | None = None) -> Backend:
+    """Build the requested backend; raises BackendUnavailableError with a one-line reason."""
+    options = options or BackendOptions()
+    choices = candidates(backend, device, precision, options)
+    check(choices[0].engine, choices[0].device, choices[0].precision)
+    for i, choice in enumerate(choices):
+        last = i == len(choices) - 1
+        try:
+            runner = choice.runner_class()(loaded, choice.device, choice.precision, options)
+        except BackendUnavailableError:
+            raise
+        except Exception as exc:  # compiling: no C++ compiler, an inductor limitation …
+            if last or not choice.compiled:
                 raise
-            except Exception as exc:  # no C++ compiler, an inductor limitation …
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-                if requested == "auto":
-                    warnings.warn(f"compiling the bf16 CPU path failed ({first}); using onnxruntime fp32 instead",
-                                  stacklevel=2)
-                    return create_backend(loaded, "onnxruntime", "cpu", "fp32", **options)
-                warnings.warn(f"compiling the bf16 CPU path failed ({first}); running eager bf16 instead, whose "
-                              f"bf16 keypoints cost quality (SPLINECAM_TORCH_COMPILE=0 skips the attempt)", stacklevel=2)
-        return TorchBackend(loaded, device, precision)
-    if backend == "onnxruntime":
-        from splinecam.engines.backends.onnxruntime_backend import OnnxRuntimeBackend
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            nxt = choices[i + 1]
+            what = (f"using {nxt.engine} {nxt.precision} instead" if nxt.engine != "torch" else
+                    "running eager bf16 instead, whose bf16 keypoints cost quality (--no-compile skips the attempt)")
+            warnings.warn(f"compiling the bf16 CPU path failed ({first}); {what}", stacklevel=2)
+            continue
+        return Backend.for_model(loaded, runner)
+    raise AssertionError("unreachable")  # pragma: no cover
 
-        return OnnxRuntimeBackend(loaded, device, precision, **options)
-    from splinecam.engines.backends.tensorrt_backend import TensorRTBackend
-
-    return TensorRTBackend(loaded, device, precision, **options)

@@ -6,11 +6,21 @@
     kp_norm = normaliser(kp)                            # live/normalise.py, on the host
     frame   = backend.generate(state, kp_norm)          # per frame: (S, S, 3) uint8 RGB
 
-Images cross the interface as RGB numpy arrays of the model's size S (256): uint8, or float32 in
-[0, 1] (what the official demo feeds, for exact ``--crop none`` output); results are uint8. Keypoints as
-float32 numpy (K, 2) arrays, (x, y) in [-1, 1]. Switching avatars only calls ``prepare_source``
-again: no engine is rebuilt. The TPS systems are solved on the host in float32 (``solve_tps``),
-so no exported graph needs a matrix inverse.
+Two layers (see the repository's DESIGN.md, "Backends"):
+
+* :class:`Backend` — the one model runner. It owns, once for every engine, what happens on the host:
+  image conversions (:func:`image_to_nchw`, :func:`nchw_to_image`), the per-frame host step of the
+  model family (for TPSMM the TPS solve, :func:`splinecam.engines.tpsmm.host.generator_feeds`), the AVD
+  mapping (:meth:`Backend.avd`), the stage timer and the avatar's cached source state.
+* :class:`GraphRunner` — a thin per-engine runner of the exported graphs (``keypoints``,
+  ``source_encoder``, ``generator``, ``background``; contracts in :mod:`splinecam.engines.export.graphs`):
+  torch eager, torch compiled, ONNX Runtime, TensorRT. It takes and returns host float32 arrays by
+  tensor name, and keeps the avatar's source tensors wherever its engine wants them (device buffers …).
+
+Images cross the interface as RGB numpy arrays of the model's size S: uint8, or float32 in [0, 1] (what
+the official demo feeds, for exact ``--crop none`` output); results are uint8. Keypoints are float32
+(K, 2) arrays, (x, y) in [-1, 1]. Switching avatars only calls ``prepare_source`` again: no engine is
+rebuilt.
 """
 
 from __future__ import annotations
@@ -18,24 +28,42 @@ from __future__ import annotations
 import abc
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from splinecam.engines.errors import BackendUnavailableError
 from splinecam.engines.tpsmm.config import ModelConfig
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "bf16", "fp16")
+if TYPE_CHECKING:
+    from splinecam.engines.tpsmm.checkpoint import LoadedModel
+
+
+# ----------------------------------------------------------------------------- conversions (the one place)
+
+
+def image_to_nchw(image: np.ndarray) -> np.ndarray:
+    """(S,S,3) RGB → (1,3,S,S) float32 in [0,1]: uint8 is scaled by 1/255, float32 taken as is."""
+    x = np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1))[None]
+    return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
+
+
+def nchw_to_image(pred: np.ndarray) -> np.ndarray:
+    """(1,3,S,S) float in [0,1] → (S,S,3) uint8 RGB (rounded half to even, clipped)."""
+    return np.clip(np.rint(np.asarray(pred, np.float32)[0].transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- state and timing
 
 
 @dataclass
 class SourceState:
     """Everything the generator needs from one avatar, computed once.
 
-    image: (S,S,3) uint8 RGB; kp: (K,2) float32 source keypoints; tensors: backend-specific
-    cached inputs of the generator (the source (1,3,S,S), its anti-aliased (1,3,s,s) copy, the
-    source Gaussians (1,K,s,s), the inpainting-encoder features), in whatever form the backend
-    keeps them (torch tensors, numpy arrays, device buffers).
+    image: (S,S,3) uint8 (or float32 [0,1]) RGB as given; kp: (K,2) float32 source keypoints; tensors:
+    the generator's cached source inputs (``source_image``, ``source_small``, ``source_heat``,
+    ``source_feat*``) in whatever form the graph runner keeps them (torch tensors, numpy arrays,
+    device buffers).
     """
 
     image: np.ndarray
@@ -77,17 +105,106 @@ class _Timed:
         return False
 
 
-class Backend(abc.ABC):
-    """Where the networks run. Subclasses: TorchBackend, OnnxRuntimeBackend, TensorRTBackend."""
+# ----------------------------------------------------------------------------- the per-engine layer
 
-    name: str = "abstract"
 
-    def __init__(self, config: ModelConfig, device: str, precision: str, has_avd: bool):
+class GraphRunner(abc.ABC):
+    """Runs one model's exported graphs on one engine. Host arrays in and out, tensors by name.
+
+    Subclasses (one per registry row in :mod:`splinecam.engines.backends.registry`) set ``engine``,
+    ``device`` and ``precision`` and implement the four calls; nothing else (no image conversion, no
+    TPS, no AVD: :class:`Backend` does those once).
+    """
+
+    engine: str = "abstract"
+    device: str = "cpu"
+    precision: str = "fp32"
+
+    def describe(self) -> str:
+        return f"{self.engine}/{self.device}/{self.precision}"
+
+    @abc.abstractmethod
+    def encode_source(self, source: np.ndarray, kp_source: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
+        """source (1,3,S,S) float32 [, kp_source (1,K,2): given for landmark configs, which have no keypoint
+        graph] → (kp_source (1,K,2) float32, the cached source tensors)."""
+
+    @abc.abstractmethod
+    def keypoints(self, image: np.ndarray) -> np.ndarray:
+        """image (1,3,S,S) float32 → kp (1,K,2) float32."""
+
+    @abc.abstractmethod
+    def generate(self, source: Any, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Cached source tensors + the per-frame host feeds (``kp_driving``, ``tps_theta``, ``tps_params``,
+        ``bg_param``) → prediction (1,3,S,S) float32 in [0,1]."""
+
+    def background(self, source: np.ndarray, driving: np.ndarray) -> np.ndarray | None:
+        """source, driving (1,3,S,S) float32 → bg_param (1,3,3) float32, or None without a background graph."""
+        return None
+
+    def close(self) -> None:
+        """Release sessions / device memory."""
+
+
+# ----------------------------------------------------------------------------- AVD on the host
+
+AvdMapping = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+class TorchAvd:
+    """The AVD MLP in torch float32 on the CPU: (K,2) source, (K,2) driving → (K,2). It uses the loaded
+    model's own module, which no graph runner modifies."""
+
+    def __init__(self, network):
+        self.network = network
+
+    def __call__(self, kp_source: np.ndarray, kp_driving: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            ks = torch.from_numpy(kp_source.reshape(1, -1, 2))
+            kd = torch.from_numpy(kp_driving.reshape(1, -1, 2))
+            return self.network(ks, kd)[0].float().numpy()
+
+
+# ----------------------------------------------------------------------------- the model runner
+
+
+class Backend:
+    """The one model runner over a :class:`GraphRunner` (see the module docstring).
+
+    ``name`` / ``device`` / ``precision`` are the graph runner's; ``size`` is S.
+    """
+
+    def __init__(self, config: ModelConfig, graphs: GraphRunner, avd: AvdMapping | None = None, has_bg: bool = False):
         self.config = config
-        self.device = device
-        self.precision = precision
-        self.has_avd = has_avd
+        self.graphs = graphs
+        self._avd = avd
+        self.has_avd = avd is not None
+        self.has_bg = has_bg
         self.timer = StageTimer()
+        self.landmarks = None
+        if config.landmark_keypoints:  # keypoints from the face mesh, not from a graph
+            from splinecam.engines.tpsmm.landmarks import LandmarkKeypoints
+
+            self.landmarks = LandmarkKeypoints(config)
+
+    @classmethod
+    def for_model(cls, loaded: "LoadedModel", graphs: GraphRunner) -> "Backend":
+        """The model runner of a loaded checkpoint over ``graphs`` (AVD on the host when it has one)."""
+        return cls(loaded.config, graphs, TorchAvd(loaded.model.avd_network) if loaded.has_avd else None,
+                   loaded.has_bg)
+
+    @property
+    def name(self) -> str:
+        return self.graphs.engine
+
+    @property
+    def device(self) -> str:
+        return self.graphs.device
+
+    @property
+    def precision(self) -> str:
+        return self.graphs.precision
 
     @property
     def size(self) -> int:
@@ -95,37 +212,62 @@ class Backend(abc.ABC):
         return self.config.image_size
 
     def describe(self) -> str:
-        return f"{self.name}/{self.device}/{self.precision}"
+        return self.graphs.describe()
 
-    @abc.abstractmethod
+    # ------------------------------------------------------------ float-level API (tests, bench, exact paths)
+
+    def encode_source(self, source: np.ndarray, image: np.ndarray | None = None) -> SourceState:
+        """(1,3,S,S) float32 in [0,1] → SourceState (``image`` kept for composition; derived when None)."""
+        image = nchw_to_image(source) if image is None else image
+        kp = None if self.landmarks is None else self.landmarks.source(image)[None]
+        kp, tensors = self.graphs.encode_source(np.ascontiguousarray(source, np.float32), kp)
+        return SourceState(image=image, kp=np.asarray(kp, np.float32).reshape(-1, 2), tensors=tensors)
+
+    def keypoints_nchw(self, frame: np.ndarray) -> np.ndarray:
+        """(1,3,S,S) float32 → (K,2) float32."""
+        if self.landmarks is not None:
+            return self.landmarks.driving(nchw_to_image(frame))
+        return np.asarray(self.graphs.keypoints(np.ascontiguousarray(frame, np.float32)), np.float32).reshape(-1, 2)
+
+    def predict(self, source: SourceState, kp_driving: np.ndarray, bg_param: np.ndarray | None = None) -> np.ndarray:
+        """(K,2) normalised driving keypoints [+ (3,3) background] → (1,3,S,S) float32 prediction."""
+        from splinecam.engines.tpsmm.host import generator_feeds
+
+        return self.graphs.generate(source.tensors, generator_feeds(self.config, kp_driving, source.kp, bg_param))
+
+    # ------------------------------------------------------------ the interface the live loop uses
+
     def prepare_source(self, image: np.ndarray) -> SourceState:
-        """(S,S,3) uint8 RGB avatar → cached SourceState."""
+        """(S,S,3) uint8 (or float32 [0,1]) RGB avatar → cached SourceState."""
+        with self.timer.time("prepare_source"):
+            return self.encode_source(image_to_nchw(image), image)
 
-    @abc.abstractmethod
     def keypoints(self, frame: np.ndarray) -> np.ndarray:
-        """(S,S,3) uint8 RGB frame → (K,2) float32 keypoints."""
+        """(S,S,3) RGB frame → (K,2) float32 keypoints."""
+        with self.timer.time("keypoints"):
+            if self.landmarks is not None:
+                return self.landmarks.driving(frame)
+            return self.keypoints_nchw(image_to_nchw(frame))
 
-    @abc.abstractmethod
     def generate(self, source: SourceState, kp_driving: np.ndarray, bg_param: np.ndarray | None = None) -> np.ndarray:
         """Normalised driving keypoints (K,2) [+ background (3,3)] → (S,S,3) uint8 RGB frame."""
-
-    def avd(self, kp_source: np.ndarray, kp_driving: np.ndarray) -> np.ndarray:
-        """AVD normalisation (K,2),(K,2) → (K,2): a small MLP, run in torch float32 on the host for
-        every backend (subclasses keep their LoadedModel as ``self.loaded``)."""
-        import torch
-
-        from splinecam.engines.errors import BackendUnavailableError
-
-        if not self.has_avd:
-            raise BackendUnavailableError("this checkpoint has no AVD network: use --mode relative or standard")
-        with torch.inference_mode():
-            ks = torch.from_numpy(np.asarray(kp_source, np.float32))[None]
-            kd = torch.from_numpy(np.asarray(kp_driving, np.float32))[None]
-            return self.loaded.model.avd_network(ks, kd)[0].float().numpy()
+        with self.timer.time("generate"):
+            return nchw_to_image(self.predict(source, kp_driving, bg_param))
 
     def background(self, source: SourceState, frame: np.ndarray) -> np.ndarray:
-        """Background affine motion of a driving frame: (3,3) float32."""
-        raise NotImplementedError
+        """Background affine motion of a driving frame: (3,3) float32 (identity without a background net)."""
+        if not self.has_bg:
+            return np.eye(3, dtype=np.float32)
+        bg = self.graphs.background(image_to_nchw(source.image), image_to_nchw(frame))
+        return np.eye(3, dtype=np.float32) if bg is None else np.asarray(bg, np.float32).reshape(3, 3)
+
+    def avd(self, kp_source: np.ndarray, kp_driving: np.ndarray) -> np.ndarray:
+        """AVD normalisation (K,2),(K,2) → (K,2), on the host for every engine."""
+        if self._avd is None:
+            raise BackendUnavailableError("this checkpoint has no AVD network: use --mode relative or standard")
+        return self._avd(np.asarray(kp_source, np.float32), np.asarray(kp_driving, np.float32))
 
     def close(self) -> None:
-        """Release device memory / sessions."""
+        if self.landmarks is not None:
+            self.landmarks.close()
+        self.graphs.close()

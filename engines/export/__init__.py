@@ -5,8 +5,8 @@
 
 The graphs and their I/O contracts are described in :mod:`splinecam.engines.export.graphs`; the manifest in
 :mod:`splinecam.engines.export.manifest`; plans and their cache in :mod:`splinecam.engines.engine_cache` and
-:mod:`splinecam.engines.backends.tensorrt_backend`. :mod:`splinecam.engines.export.torch_inductor` is the other
-compiled form: torch → inductor C++/oneDNN kernels, the fastest CPU path (torch bf16 on CPU).
+:mod:`splinecam.engines.backends.tensorrt_runner`. :mod:`splinecam.engines.backends.torch_compiled` is the other
+compiled form: torch → inductor C++/oneDNN kernels (torch bf16 on CPU).
 """
 
 from splinecam.engines.export.graph_checks import TENSORRT10_ONNX_OPS, GraphReport, inspect_graph

@@ -4,12 +4,15 @@ Four graphs per model, batch 1, static shapes (S = image size, s = S × dense-mo
 K = keypoints, T = TPS count, F = inpainting-encoder levels = num_down_blocks + 1):
 
 ``keypoints``       image (1,3,S,S) f32 in [0,1] → kp (1,K,2) f32
-``source_encoder``  source (1,3,S,S) f32 → kp_source (1,K,2) f32, source_image (1,3,S,S),
+``source_encoder``  source (1,3,S,S) f32 [, kp_source_in (1,K,2) f32: landmark configs, whose keypoints
+                    come from the face mesh] → kp_source (1,K,2) f32, source_image (1,3,S,S),
                     source_small (1,3,s,s), source_heat (1,K,s,s) f32, source_feat0..F-1
 ``generator``       source_image, source_small, source_heat, source_feat0..F-1 (the encoder's
                     outputs, same names), kp_driving (1,K,2), tps_theta (1,T,2,3),
                     tps_params (1,T,5,2), bg_param (1,3,3) f32 → prediction (1,3,S,S) f32
 ``background``      source (1,3,S,S), driving (1,3,S,S) f32 → bg_param (1,3,3) f32 (configs with bg)
+
+Landmark configs (``kp_detector_params.head: landmarks``) have no ``keypoints`` graph.
 
 The TPS systems are solved on the host (:func:`splinecam.engines.tpsmm.geometry.solve_tps`): no graph holds a
 matrix inverse. ``bg_param`` is always an input of the generator; the identity matrix gives
@@ -61,9 +64,9 @@ class SourceEncoderGraph(nn.Module):
         self.inpaint = model.inpainting_network
         self.dtype = dtype
 
-    def forward(self, source: torch.Tensor):
+    def forward(self, source: torch.Tensor, kp_source: torch.Tensor | None = None):
         image = source.to(self.dtype)
-        kp = self.kp_detector(image).float()
+        kp = self.kp_detector(image).float() if kp_source is None else kp_source.float() * 1.0
         small = self.dense.downsample(image)
         heat = kp2gaussian(kp, small.shape[2], small.shape[3], self.dense.kp_variance)
         features = self.inpaint.encode(image)
@@ -106,7 +109,7 @@ class GraphSpec:
 
 def source_tensor_names(config: ModelConfig) -> list[str]:
     """Names of the cached source tensors, in the generator's input order."""
-    levels = config.generator.num_down_blocks + 1
+    levels = config.num_source_features
     return ["source_image", "source_small", "source_heat"] + [f"source_feat{i}" for i in range(levels)]
 
 
@@ -131,8 +134,10 @@ def graph_specs(model: TPSMM, precision: str = "fp32", with_background: bool = T
     driving = torch.rand(1, cfg.num_channels, size, size, generator=gen).to(dev)
 
     encoder = SourceEncoderGraph(model, dtype).eval()
+    landmarks = cfg.landmark_keypoints
+    kp_in = (torch.rand(1, k, 2, generator=gen) * 1.2 - 0.6).to(dev) if landmarks else None
     with torch.no_grad():
-        source_outputs = encoder(image)
+        source_outputs = encoder(image, kp_in) if landmarks else encoder(image)
     kp_source = source_outputs[0]
     kp_driving = (kp_source + 0.05 * torch.randn(kp_source.shape, generator=gen).to(dev)).clamp(-1, 1)
     from splinecam.engines.tpsmm.geometry import solve_tps
@@ -140,9 +145,10 @@ def graph_specs(model: TPSMM, precision: str = "fp32", with_background: bool = T
     tps = solve_tps(kp_driving, kp_source, t)
     bg = torch.eye(3, device=dev).view(1, 3, 3)
     src_names = source_tensor_names(cfg)
-    specs = [
-        GraphSpec("keypoints", KeypointsGraph(model, dtype).eval(), (image,), ["image"], ["kp"]),
-        GraphSpec("source_encoder", encoder, (image,), ["source"], ["kp_source"] + src_names),
+    specs = [] if landmarks else [GraphSpec("keypoints", KeypointsGraph(model, dtype).eval(), (image,), ["image"], ["kp"])]
+    specs += [
+        GraphSpec("source_encoder", encoder, (image, kp_in) if landmarks else (image,),
+                  ["source", "kp_source_in"] if landmarks else ["source"], ["kp_source"] + src_names),
         GraphSpec("generator", GeneratorGraph(model).eval(),
                   (*source_outputs[1:], kp_driving, tps.theta.contiguous(), tps.control_params.contiguous(), bg),
                   generator_input_names(cfg), ["prediction"]),
@@ -150,7 +156,8 @@ def graph_specs(model: TPSMM, precision: str = "fp32", with_background: bool = T
     if with_background and model.bg_predictor is not None:
         specs.append(GraphSpec("background", BackgroundGraph(model, dtype).eval(), (image, driving),
                                ["source", "driving"], ["bg_param"]))
-    assert len(specs[2].example_inputs) == len(specs[2].input_names)
+    generator = next(s for s in specs if s.name == "generator")
+    assert len(generator.example_inputs) == len(generator.input_names)
     assert (k, t) == (kp_source.shape[1], tps.theta.shape[1])
     return specs
 

@@ -16,6 +16,7 @@ from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Callable
 
+import onnx
 import torch
 
 from splinecam.engines.errors import SplinecamError
@@ -108,10 +109,10 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, precision: str = "fp32
         if not report.ok:
             raise ExportError(f"{path}: {report.problems[0]} (and {len(report.problems) - 1} more problems)"
                               if len(report.problems) > 1 else f"{path}: {report.problems[0]}")
-        manifest.graphs[spec.name] = GraphInfo(
-            name=spec.name, file=path.name, sha256=file_sha256(path),
-            inputs=_tensor_infos(spec.input_names, spec.example_inputs),
-            outputs=outputs)
+        kept = {i.name for i in onnx.load(str(path), load_external_data=False).graph.input}
+        inputs = [t for t in _tensor_infos(spec.input_names, spec.example_inputs) if t.name in kept]  # unused ones
+        manifest.graphs[spec.name] = GraphInfo(name=spec.name, file=path.name, sha256=file_sha256(path),
+                                               inputs=inputs, outputs=outputs)  # are pruned by the exporter
         say(f"      {spec.name}.onnx: {path.stat().st_size / 1e6:.1f} MB, {sum(report.ops.values())} nodes, "
             f"{time.perf_counter() - t0:.1f} s")
     manifest.write(out)

@@ -26,6 +26,11 @@ FORMAT_VERSION = "1"
 REQUIRED_MODULES = ("kp_detector", "dense_motion_network", "inpainting_network")
 
 
+def required_modules(config: ModelConfig) -> tuple[str, ...]:
+    """The networks a checkpoint of ``config`` must hold (landmark configs have no keypoint detector)."""
+    return tuple(m for m in REQUIRED_MODULES if not (m == "kp_detector" and config.landmark_keypoints))
+
+
 @dataclass
 class LoadedModel:
     """A model ready for inference (eval mode, float32, CPU) and what was learnt loading it.
@@ -110,7 +115,7 @@ def check_state_dict(module_name: str, module: torch.nn.Module, sd: dict, path: 
 
 
 def _load_modules(model: TPSMM, modules: dict[str, dict], path: Path | str) -> tuple[bool, bool]:
-    for name in REQUIRED_MODULES:
+    for name in required_modules(model.config):
         if name not in modules:
             raise CheckpointError(f"{path}: no {name} weights in this checkpoint; it is not a complete TPSMM checkpoint")
     has_bg = model.bg_predictor is not None and "bg_predictor" in modules

@@ -20,13 +20,27 @@ from splinecam.engines.errors import ConfigError
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
+GENERATOR_KINDS = ("inpainting", "warp-refine")
+DENSE_MOTION_KINDS = ("hourglass", "light")
+KEYPOINT_HEADS = ("fc", "heatmap", "landmarks")
+
+
 @dataclass(frozen=True)
 class GeneratorParams:
-    """Inpainting network widths (official ``generator_params``)."""
+    """Inpainting network widths (official ``generator_params``).
+
+    ``kind`` is ours: ``inpainting`` (official) or ``warp-refine``
+    (:class:`splinecam.engines.tpsmm.light.WarpRefineGenerator`, the CPU config's).
+    """
 
     block_expansion: int = 64
     max_features: int = 512
     num_down_blocks: int = 3
+    kind: str = "inpainting"
+
+    def __post_init__(self) -> None:
+        if self.kind not in GENERATOR_KINDS:
+            raise ValueError(f"generator_params.kind must be one of {', '.join(GENERATOR_KINDS)}, not {self.kind!r}")
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,12 @@ class DenseMotionParams:
     max_features: int = 1024
     num_blocks: int = 5
     scale_factor: float = 0.25
+    kind: str = "hourglass"
+
+    def __post_init__(self) -> None:
+        if self.kind not in DENSE_MOTION_KINDS:
+            raise ValueError(f"dense_motion_params.kind must be one of {', '.join(DENSE_MOTION_KINDS)}, "
+                             f"not {self.kind!r}")
 
 
 @dataclass(frozen=True)
@@ -56,17 +76,23 @@ class KeypointParams:
     backbone: ``fc`` (official: global pooling + a linear layer regressing all coordinates) or
     ``heatmap`` (ours: one spatial-softmax heatmap per keypoint at S/8, coordinates by soft-argmax;
     translation-equivariant, so it follows faces it never saw far better; see
-    :class:`splinecam.engines.tpsmm.networks.HeatmapHead`). Only our own configs change them; the official
-    configs have no such section and get the ResNet18 defaults, so official checkpoints load.
+    :class:`splinecam.engines.tpsmm.networks.HeatmapHead`) or ``landmarks`` (ours: no keypoint network —
+    the keypoints are the face-mesh landmarks listed in ``landmarks``, 5 per TPS, in the mediapipe
+    face mesh's numbering; :mod:`splinecam.engines.tpsmm.landmarks`). Only our own configs change them;
+    the official configs have no such section and get the ResNet18 defaults, so official checkpoints load.
     """
 
     width: int = 64
     depth: int = 2
     head: str = "fc"
+    landmarks: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.head not in ("fc", "heatmap"):
-            raise ValueError(f"kp_detector_params.head must be 'fc' or 'heatmap', not {self.head!r}")
+        if self.head not in KEYPOINT_HEADS:
+            raise ValueError(f"kp_detector_params.head must be one of {', '.join(KEYPOINT_HEADS)}, not {self.head!r}")
+        object.__setattr__(self, "landmarks", tuple(int(i) for i in self.landmarks))
+        if (self.head == "landmarks") != bool(self.landmarks):
+            raise ValueError("kp_detector_params.landmarks (the face-mesh indices) goes with head: landmarks")
 
 
 @dataclass(frozen=True)
@@ -97,6 +123,16 @@ class ModelConfig:
         """Keypoints per frame: 5 per TPS transformation (50 for the official configs)."""
         return self.num_tps * 5
 
+    @property
+    def num_source_features(self) -> int:
+        """F: how many inpainting-encoder maps the generator caches per avatar."""
+        return 3 if self.generator.kind == "warp-refine" else self.generator.num_down_blocks + 1
+
+    @property
+    def landmark_keypoints(self) -> bool:
+        """Keypoints are face-mesh landmarks (no keypoint network; ``kp_detector_params.head: landmarks``)."""
+        return self.keypoint.head == "landmarks"
+
     def to_yaml_dict(self) -> dict[str, Any]:
         """The config in the official YAML layout (round-trips through :func:`config_from_dict`)."""
         model_params = {
@@ -106,12 +142,14 @@ class ModelConfig:
                 "bg": self.bg,
                 "multi_mask": self.multi_mask,
             },
-            "generator_params": asdict(self.generator),
-            "dense_motion_params": asdict(self.dense_motion),
+            "generator_params": _without_defaults(asdict(self.generator), {"kind": "inpainting"}),
+            "dense_motion_params": _without_defaults(asdict(self.dense_motion), {"kind": "hourglass"}),
             "avd_network_params": asdict(self.avd),
         }
         if self.keypoint != KeypointParams():
-            model_params["kp_detector_params"] = asdict(self.keypoint)
+            kp = asdict(self.keypoint)
+            kp["landmarks"] = list(kp["landmarks"])
+            model_params["kp_detector_params"] = _without_defaults(kp, {"landmarks": []})
         return {
             "name": self.name,
             "image_size": self.image_size,
@@ -120,6 +158,11 @@ class ModelConfig:
             "train_params": self.train_params,
             "train_avd_params": self.train_avd_params,
         }
+
+
+def _without_defaults(d: dict, defaults: dict) -> dict:
+    """``d`` without the given keys where they hold their default (official YAMLs stay official)."""
+    return {k: v for k, v in d.items() if not (k in defaults and v == defaults[k])}
 
 
 def builtin_config_names() -> list[str]:
@@ -148,6 +191,9 @@ def config_from_dict(data: dict[str, Any], name: str) -> ModelConfig:
         keypoint = KeypointParams(**(mp.get("kp_detector_params") or {}))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config {name!r}: unexpected model parameter ({exc})") from None
+    if keypoint.head == "landmarks" and len(keypoint.landmarks) != 5 * int(common.get("num_tps", 10)):
+        raise ConfigError(f"config {name!r}: kp_detector_params.landmarks lists {len(keypoint.landmarks)} indices, "
+                          f"num_tps × 5 = {5 * int(common.get('num_tps', 10))} are needed")
     dataset = data.get("dataset_params") or {}
     image_size = data.get("image_size")
     if image_size is None:

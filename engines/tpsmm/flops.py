@@ -91,8 +91,13 @@ def count_network_flops(model: TPSMM | ModelConfig | str, image_size: int | None
     gen = torch.Generator().manual_seed(0)
     src = torch.rand(1, cfg.num_channels, size, size, generator=gen).to(param.device)
     drv = torch.rand(1, cfg.num_channels, size, size, generator=gen).to(param.device)
-    kp_flops = _gflops(lambda: model.kp_detector(drv))
-    kp_s, kp_d = model.kp_detector(src), model.kp_detector(drv)
+    if model.kp_detector is None:  # landmark keypoints: the face mesh, not a network (0 FLOPs counted here)
+        kp_flops = 0.0
+        kp_s = torch.rand(1, cfg.num_kp, 2, generator=gen).to(param.device) * 1.2 - 0.6
+        kp_d = (kp_s + 0.05 * torch.randn(kp_s.shape, generator=gen).to(param.device)).clamp(-1, 1)
+    else:
+        kp_flops = _gflops(lambda: model.kp_detector(drv))
+        kp_s, kp_d = model.kp_detector(src), model.kp_detector(drv)
     bg_flops = _gflops(lambda: model.bg_predictor(src, drv)) if model.bg_predictor is not None else 0.0
     dm = model.dense_motion_network
     dm_flops = _gflops(lambda: dm(src, kp_d, kp_s))

@@ -38,13 +38,14 @@ class SourceTensors:
 
 
 @torch.no_grad()
-def encode_source(model: TPSMM, image: torch.Tensor) -> SourceTensors:
+def encode_source(model: TPSMM, image: torch.Tensor, kp: torch.Tensor | None = None) -> SourceTensors:
     """Per-avatar work, once: keypoints, encoder features, 64×64 anti-aliased source, Gaussians.
 
-    image: (1,3,S,S) float32 in [0,1].
+    image: (1,3,S,S) float32 in [0,1]; kp (1,K,2): the source keypoints, computed by the keypoint
+    detector when None (landmark configs, which have none, must pass them).
     """
     dm = model.dense_motion_network
-    kp = model.kp_detector(image)
+    kp = model.kp_detector(image) if kp is None else kp.to(image.device, torch.float32)
     small = dm.downsample(image)
     heat = kp2gaussian(kp, small.shape[2], small.shape[3], dm.kp_variance)
     features = model.inpainting_network.encode(image)
@@ -64,7 +65,7 @@ class FrameGenerator(nn.Module):
         self.dense = model.dense_motion_network
         self.inpaint = model.inpainting_network
         self.num_tps = model.config.num_tps
-        self.num_features = model.config.generator.num_down_blocks + 1
+        self.num_features = model.config.num_source_features
         self.with_bg = with_bg
         self.compute_dtype = compute_dtype
 

@@ -11,13 +11,13 @@ needs (the detached duplicate warps) unless asked for.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from splinecam.engines.tpsmm.config import ModelConfig
+from splinecam.engines.tpsmm.motion import DenseMotion, Inpainting, dropout_softmax  # noqa: F401 (re-exported)
 from splinecam.engines.tpsmm.geometry import (
     TPSParams,
     apply_affine_to_grid,
@@ -110,23 +110,6 @@ class BGMotionPredictor(nn.Module):
         return torch.cat([pred, last], dim=1)
 
 
-@dataclass
-class DenseMotion:
-    """Dense motion network outputs.
-
-    deformation: (N,s,s,2) sampling grid (optical flow, driving → source);
-    occlusion_maps: list of (N,1,·,·) at S/8, S/4, S/2, S (multi-mask; one map otherwise);
-    contribution_maps: (N,T+1,s,s) softmax weights; deformed_source: (N,T+1,3,s,s) or None;
-    transformations: (N,T+1,s,s,2) (identity/background grid first) or None.
-    """
-
-    deformation: torch.Tensor
-    occlusion_maps: list[torch.Tensor]
-    contribution_maps: torch.Tensor
-    deformed_source: torch.Tensor | None = None
-    transformations: torch.Tensor | None = None
-
-
 class DenseMotionNetwork(nn.Module):
     """Combines K+1 transformations (background + T TPS) into dense motion and occlusion masks."""
 
@@ -210,19 +193,7 @@ class DenseMotionNetwork(nn.Module):
         return DenseMotion(deformation, occlusion, contribution,
                            deformed if keep_all else None, transformations if keep_all else None)
 
-    @staticmethod
-    def dropout_softmax(logits: torch.Tensor, p: float) -> torch.Tensor:
-        """TPS dropout (Eq. 7-8): drop whole TPS contribution maps with probability p (never the bg one).
-
-        Kept as the official code computes it: the 1/(1-p) rescale is applied after the
-        exponentials are taken, so it has no effect on the output.
-        """
-        drop = (torch.rand(logits.shape[0], logits.shape[1], device=logits.device) < (1 - p)).to(logits.dtype)
-        drop[..., 0] = 1
-        drop = drop[:, :, None, None]
-        x = logits - logits.max(1, keepdim=True).values
-        x_exp = x.exp() * drop
-        return x_exp / (x_exp.sum(dim=1, keepdim=True) + 1e-6)
+    dropout_softmax = staticmethod(dropout_softmax)
 
     def forward(self, source: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor,
                 bg_param: torch.Tensor | None = None, dropout_p: float | None = None) -> DenseMotion:
@@ -233,16 +204,6 @@ class DenseMotionNetwork(nn.Module):
         tps = solve_tps(kp_driving, kp_source, self.num_tps)
         trans = self.transformations(tps, h, w, bg_param)
         return self.motion(small, heat_source, kp_driving, trans, dropout_p)
-
-
-@dataclass
-class Inpainting:
-    """Inpainting network outputs: prediction (N,3,S,S) in [0,1]; deformed (N,3,S,S) the warped
-    source; warped_encoder_maps (training only: detached warped+occluded encoder maps, coarse first)."""
-
-    prediction: torch.Tensor
-    deformed: torch.Tensor
-    warped_encoder_maps: list[torch.Tensor] = field(default_factory=list)
 
 
 class InpaintingNetwork(nn.Module):
@@ -378,15 +339,29 @@ class TPSMM(nn.Module):
         super().__init__()
         self.config = config
         kp = config.keypoint
-        self.kp_detector = KPDetector(config.num_tps, config.num_channels, kp.width, kp.depth, kp.head)
+        # landmark configs have no keypoint network: their keypoints are face-mesh landmarks
+        self.kp_detector = (None if config.landmark_keypoints else
+                            KPDetector(config.num_tps, config.num_channels, kp.width, kp.depth, kp.head))
         self.bg_predictor = BGMotionPredictor(config.num_channels, kp.width, kp.depth) if config.bg else None
         dm = config.dense_motion
-        self.dense_motion_network = DenseMotionNetwork(
-            dm.block_expansion, dm.num_blocks, dm.max_features, config.num_tps, config.num_channels,
-            dm.scale_factor, config.bg, config.multi_mask)
         g = config.generator
-        self.inpainting_network = InpaintingNetwork(config.num_channels, g.block_expansion, g.max_features,
-                                                    g.num_down_blocks, config.multi_mask)
+        if dm.kind == "light":
+            from splinecam.engines.tpsmm.light import LightDenseMotion
+
+            self.dense_motion_network = LightDenseMotion(config.num_tps, config.num_channels, dm.block_expansion,
+                                                         dm.max_features, dm.num_blocks, dm.scale_factor)
+        else:
+            self.dense_motion_network = DenseMotionNetwork(
+                dm.block_expansion, dm.num_blocks, dm.max_features, config.num_tps, config.num_channels,
+                dm.scale_factor, config.bg, config.multi_mask)
+        if g.kind == "warp-refine":
+            from splinecam.engines.tpsmm.light import WarpRefineGenerator
+
+            self.inpainting_network = WarpRefineGenerator(config.num_channels, g.block_expansion, g.max_features,
+                                                          g.num_down_blocks)
+        else:
+            self.inpainting_network = InpaintingNetwork(config.num_channels, g.block_expansion, g.max_features,
+                                                        g.num_down_blocks, config.multi_mask)
         self.avd_network = AVDNetwork(config.num_tps, config.avd.id_bottle_size, config.avd.pose_bottle_size)
 
     def submodules(self) -> dict[str, nn.Module]:

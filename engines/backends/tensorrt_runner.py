@@ -1,4 +1,4 @@
-"""TensorRT backend (GPU): plans built from the exported ONNX graphs, run on torch CUDA tensors.
+"""TensorRT graph runner (GPU): plans built from the exported ONNX graphs, run on torch CUDA tensors.
 
 Targets TensorRT 10.12+ and 11.x alike, kept thin and conventional:
 
@@ -25,7 +25,8 @@ from typing import Callable
 
 import numpy as np
 
-from splinecam.engines.backends.base import Backend, SourceState
+from splinecam.engines.backends.base import GraphRunner
+from splinecam.engines.backends.options import BackendOptions
 from splinecam.engines.engine_cache import PlanKey, PlanStatus, lookup_plan, plan_dir, store_plan
 from splinecam.engines.errors import BackendUnavailableError, EngineCacheError
 from splinecam.engines.tpsmm.checkpoint import LoadedModel
@@ -133,7 +134,7 @@ def _progress_monitor(trt, say: Progress):
 def ensure_plans(loaded: LoadedModel, precision: str, onnx_dir: str | Path | None = None,
                  cache_dir: str | Path | None = None, progress: Progress | None = None) -> dict[str, bytes]:
     """Plans for every exported graph: loaded from the cache when VALID, otherwise (re)built and stored."""
-    from splinecam.engines.backends.onnxruntime_backend import ensure_export
+    from splinecam.engines.backends.onnxruntime_runner import ensure_export
 
     require_tensorrt()
     say = progress or (lambda msg: print(f"splinecam: {msg}", flush=True))
@@ -193,25 +194,18 @@ class TrtEngine:
             raise EngineCacheError(f"TensorRT failed to run the {self.name} plan")
 
 
-class TensorRTBackend(Backend):
-    name = "tensorrt"
+class TensorRTGraphs(GraphRunner):
+    engine = "tensorrt"
 
-    def __init__(self, loaded: LoadedModel, device: str = "cuda", precision: str = "fp16",
-                 onnx_dir: str | Path | None = None, cache_dir: str | Path | None = None,
-                 progress: Progress | None = None):
-        super().__init__(loaded.config, device, precision, loaded.has_avd)
-        if device != "cuda":
-            raise BackendUnavailableError("--backend tensorrt runs on --device cuda only")
-        if precision not in ("fp16", "fp32"):
-            raise BackendUnavailableError(f"--backend tensorrt --precision {precision}: use fp16 or fp32")
+    def __init__(self, loaded: LoadedModel, device: str, precision: str, options: BackendOptions):
         require_tensorrt()
         import tensorrt as trt
         import torch
 
-        self.loaded = loaded
-        self.has_bg = loaded.has_bg
+        self.device, self.precision = device, precision
+        self.config = loaded.config
         self.torch_device = torch.device("cuda")
-        plans = ensure_plans(loaded, precision, onnx_dir, cache_dir, progress)
+        plans = ensure_plans(loaded, precision, options.onnx_dir, options.cache_dir, options.progress)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self._logger)
         self.engines = {name: TrtEngine(self.runtime, plan, name) for name, plan in plans.items()}
@@ -219,73 +213,60 @@ class TensorRTBackend(Backend):
         self._kp_out = self.engines["keypoints"].new_outputs(self.torch_device)
         self._gen_out = self.engines["generator"].new_outputs(self.torch_device)
 
-    # ---------------------------------------------------------------- device helpers
-
-    def upload_image(self, image: np.ndarray):
-        """(S,S,3) uint8 RGB → (1,3,S,S) float32 CUDA tensor in [0,1] (upload + preprocessing on the GPU)."""
+    def upload(self, array: np.ndarray):
+        """A host float32 array as a contiguous CUDA tensor."""
         import torch
 
-        host = torch.from_numpy(np.ascontiguousarray(image))
-        dev = host.to(self.torch_device, non_blocking=False)
-        return dev.permute(2, 0, 1).unsqueeze(0).float().div_(255.0).contiguous()
+        return torch.from_numpy(np.ascontiguousarray(array, np.float32)).to(self.torch_device).contiguous()
 
     def _run(self, graph: str, tensors: dict) -> None:
         self.engines[graph].enqueue(tensors, self.stream.cuda_stream)
 
-    # ---------------------------------------------------------------- Backend interface
-
-    def prepare_source(self, image: np.ndarray) -> SourceState:
+    def encode_source(self, source: np.ndarray, kp_source: np.ndarray | None = None):
         import torch
 
         with torch.cuda.stream(self.stream):
-            x = self.upload_image(image)
+            feeds = {"source": self.upload(source)}
+            if kp_source is not None:
+                feeds["kp_source_in"] = self.upload(kp_source)
             outputs = self.engines["source_encoder"].new_outputs(self.torch_device)  # new buffers per avatar
-            self._run("source_encoder", {"source": x, **outputs})
+            self._run("source_encoder", {**feeds, **outputs})
         self.stream.synchronize()
         kp = outputs.pop("kp_source")
-        return SourceState(image=image, kp=kp[0].float().cpu().numpy(), tensors=outputs)
+        return kp.float().cpu().numpy(), outputs
 
-    def keypoints(self, frame: np.ndarray) -> np.ndarray:
+    def keypoints(self, image: np.ndarray) -> np.ndarray:
         import torch
 
-        with self.timer.time("keypoints"), torch.cuda.stream(self.stream):
-            x = self.upload_image(frame)
-            self._run("keypoints", {"image": x, **self._kp_out})
-            kp = self._kp_out["kp"][0].to("cpu", non_blocking=False)
+        with torch.cuda.stream(self.stream):
+            self._run("keypoints", {"image": self.upload(image), **self._kp_out})
+            kp = self._kp_out["kp"].to("cpu", non_blocking=False)
         return kp.numpy()
 
-    def generate(self, source: SourceState, kp_driving: np.ndarray, bg_param: np.ndarray | None = None) -> np.ndarray:
+    def generate(self, source: dict, feeds: dict[str, np.ndarray]) -> np.ndarray:
         import torch
 
-        from splinecam.engines.tpsmm.geometry import solve_tps
+        with torch.cuda.stream(self.stream):
+            dev = {name: self.upload(value) for name, value in feeds.items()}
+            self._run("generator", {**source, **dev, **self._gen_out})
+            out = self._gen_out["prediction"].float().cpu()
+        return out.numpy()
 
-        with self.timer.time("generate"):
-            kp = torch.from_numpy(np.asarray(kp_driving, np.float32).reshape(1, -1, 2))
-            tps = solve_tps(kp, torch.from_numpy(source.kp[None]), self.config.num_tps)  # host, float32
-            bg = torch.eye(3).view(1, 3, 3) if bg_param is None else torch.from_numpy(np.asarray(bg_param, np.float32)).view(1, 3, 3)
-            with torch.cuda.stream(self.stream):
-                dev = {name: t.to(self.torch_device, non_blocking=False).contiguous() for name, t in
-                       (("kp_driving", kp), ("tps_theta", tps.theta), ("tps_params", tps.control_params), ("bg_param", bg))}
-                self._run("generator", {**source.tensors, **dev, **self._gen_out})
-                out = self._gen_out["prediction"][0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu()
-            return out.numpy()
-
-    def background(self, source: SourceState, frame: np.ndarray) -> np.ndarray:
+    def background(self, source: np.ndarray, driving: np.ndarray) -> np.ndarray | None:
         import torch
 
-        if not self.has_bg or "background" not in self.engines:
-            return np.eye(3, dtype=np.float32)
+        if "background" not in self.engines:
+            return None
         with torch.cuda.stream(self.stream):
             out = self.engines["background"].new_outputs(self.torch_device)
-            self._run("background", {"source": self.upload_image(source.image), "driving": self.upload_image(frame), **out})
-            bg = out["bg_param"][0].cpu()
+            self._run("background", {"source": self.upload(source), "driving": self.upload(driving), **out})
+            bg = out["bg_param"].cpu()
         return bg.numpy()
 
-    def overlapped(self, source: SourceState, normalise: Callable[[np.ndarray], np.ndarray] | None = None,
-                   depth: int = 2):
-        """An :class:`splinecam.engines.cuda_pipeline.OverlappedPipeline` for this avatar: keypoints of frame N+1
-        overlap the generator of frame N. ``normalise`` maps driving keypoints (K,2) to the generator's
-        (relative / avd …) on the host; identity when None."""
+    def overlapped(self, source, normalise: Callable[[np.ndarray], np.ndarray] | None = None, depth: int = 2):
+        """An :class:`splinecam.engines.cuda_pipeline.OverlappedPipeline` for this avatar (a SourceState):
+        keypoints of frame N+1 overlap the generator of frame N. ``normalise`` maps driving keypoints
+        (K,2) to the generator's (relative / avd …) on the host; identity when None."""
         from splinecam.engines.cuda_pipeline import CudaStreamDevice, OverlappedPipeline
 
         device = CudaStreamDevice()
@@ -298,7 +279,7 @@ class TensorRTBackend(Backend):
 class _TrtStages:
     """Per-slot pinned host buffers and device buffers, and the enqueued work of each stage."""
 
-    def __init__(self, backend: TensorRTBackend, source: SourceState, normalise, depth: int):
+    def __init__(self, backend: "TensorRTGraphs", source, normalise, depth: int):
         import torch
 
         self.b, self.source, self.normalise = backend, source, normalise
@@ -343,14 +324,13 @@ class _TrtStages:
     def solve(self, slot: int, kp: np.ndarray) -> None:
         import torch
 
-        from splinecam.engines.tpsmm.geometry import solve_tps
+        from splinecam.engines.tpsmm.host import generator_feeds
 
-        kp_n = np.asarray(self.normalise(kp) if self.normalise else kp, np.float32).reshape(1, -1, 2)
-        tps = solve_tps(torch.from_numpy(kp_n), torch.from_numpy(self.source.kp[None]), self.b.config.num_tps)
+        kp_n = np.asarray(self.normalise(kp) if self.normalise else kp, np.float32)
+        feeds = generator_feeds(self.b.config, kp_n, self.source.kp)
         h = self.h_gen[slot]
-        h["kp_driving"].copy_(torch.from_numpy(kp_n))
-        h["tps_theta"].copy_(tps.theta)
-        h["tps_params"].copy_(tps.control_params)
+        for name in ("kp_driving", "tps_theta", "tps_params"):
+            h[name].copy_(torch.from_numpy(feeds[name]))
 
     def enqueue_generator(self, slot: int) -> None:
         for name, host in self.h_gen[slot].items():
