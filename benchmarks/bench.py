@@ -110,13 +110,18 @@ def model_info(loaded: LoadedModel, source: str) -> ModelInfo:
 
 
 def _device_for(backend: str, device: str) -> str:
+    """The device a backend's row runs on: ``device`` if given, else cuda when present and the engine runs
+    there, else the engine's first device (the registry's order)."""
     import torch
 
-    if backend == "tensorrt":
+    from splinecam.engines.backends import REGISTRY
+
+    if device != "auto":
+        return device
+    devices = REGISTRY[backend].devices()
+    if "cuda" in devices and torch.cuda.is_available():
         return "cuda"
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    return "cpu" if "cpu" in devices else devices[0]
 
 
 def row_specs(backends: list[str] | None, precisions: list[str] | None, device: str = "auto") -> list[RowSpec]:

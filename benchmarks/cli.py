@@ -22,7 +22,7 @@ def _list(allowed: tuple[str, ...]):
 
 
 def register(subparsers) -> None:
-    from splinecam.engines.backends import BACKENDS, PRECISIONS
+    from splinecam.engines.backends import BACKENDS, DEVICE_CHOICES, PRECISIONS
     from splinecam.engines.model_options import add_compile_argument, add_model_arguments
 
     p = subparsers.add_parser(
@@ -40,7 +40,7 @@ def register(subparsers) -> None:
                    help=f"comma-separated, from {','.join(BACKENDS)} (default: all)")
     g.add_argument("--precisions", type=_list(PRECISIONS + ("auto",)), metavar="LIST",
                    help=f"comma-separated, from {','.join(PRECISIONS)} (default: every one a backend has)")
-    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+    g.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
                    help="device of torch / onnxruntime rows and of the baseline (default: cuda when available)")
     g.add_argument("--frames", type=int, metavar="N",
                    help=f"timed frames per row (default {DEFAULT_FRAMES}); with --pipeline: stop after N output "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from splinecam.engines.backends import BACKENDS, PRECISIONS, Backend, BackendOptions, create_backend
+from splinecam.engines.backends import BACKENDS, DEVICE_CHOICES, PRECISIONS, Backend, BackendOptions, create_backend
 from splinecam.engines.errors import CheckpointError
 from splinecam.engines.tpsmm.checkpoint import LoadedModel, load_checkpoint
 
@@ -39,8 +39,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, backends: bool = True) 
     if backends:
         g.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS,
                        help="where the networks run (default auto: see README, 'Backends')")
-        g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                       help="device for torch and ONNX Runtime (default: cuda when available)")
+        g.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
+                       help="cpu, cuda (NVIDIA), intel-gpu (OpenVINO's GPU plugin) (default: cuda when available, "
+                            "else cpu)")
         g.add_argument("--precision", default="auto", choices=("auto",) + PRECISIONS,
                        help="network precision; TPS and Gaussian maths stay float32 (default auto)")
         add_compile_argument(g)

@@ -279,3 +279,45 @@ def test_onnxruntime_fp16_graphs_keep_35db(tmp_path_factory, golden_model, golde
         got = backend.predict(state, golden_io[kp_key][i], None if bg_key is None else golden_io[bg_key][i])
         mse = float(np.mean((got[0].astype(np.float64) - golden_io[pred_key][i]) ** 2))
         assert 10 * np.log10(1 / mse) >= 35.0, pred_key
+
+
+@pytest.fixture(scope="module")
+def ov_backend(tmp_path_factory, golden_model):
+    pytest.importorskip("openvino", reason="OpenVINO is not installed")
+    directory = golden_export(tmp_path_factory, golden_model, "fp32")
+    return create_backend(golden_model, "openvino", "cpu", "fp32", BackendOptions(onnx_dir=directory))
+
+
+@pytest.mark.parametrize("pred_key,kp_key,bg_key", CASES)
+def test_openvino_fp32_matches_torch(ov_backend, torch_refs, golden_io, pred_key, kp_key, bg_key):
+    """OpenVINO's CPU plugin at f32 (INFERENCE_PRECISION_HINT set: it would run bf16 on bf16 CPUs)."""
+    state = ov_backend.encode_source(nchw(golden_io["source"]))
+    assert np.abs(state.kp - golden_io["kp_source"][0]).max() <= 1e-4
+    kps = golden_io[kp_key]
+    for i in (0, len(kps) - 1):
+        bg = None if bg_key is None else golden_io[bg_key][i]
+        got = ov_backend.predict(state, kps[i], bg)
+        assert np.abs(got - torch_refs[pred_key][i]).max() <= ORT_TOL, f"{pred_key}[{i}] vs torch"
+
+
+def test_openvino_caches_compiled_models_by_device_precision_and_model(tmp_path):
+    pytest.importorskip("openvino", reason="OpenVINO is not installed")
+    from splinecam.engines.backends.openvino_runner import compiled_cache_dir
+
+    a = compiled_cache_dir("ab" * 32, "cpu", "fp32", tmp_path)
+    assert a.parent == tmp_path / "openvino" and "cpu" in a.name and "fp32" in a.name and "-ov" in a.name
+    assert a != compiled_cache_dir("ab" * 32, "intel-gpu", "fp32", tmp_path)
+    assert a != compiled_cache_dir("ab" * 32, "cpu", "bf16", tmp_path)
+    assert a != compiled_cache_dir("cd" * 32, "cpu", "fp32", tmp_path)
+
+
+def test_intel_gpu_is_refused_in_one_line_without_one(golden_model):
+    pytest.importorskip("openvino", reason="OpenVINO is not installed")
+    import openvino as ov
+
+    if "GPU" in ov.Core().available_devices:
+        pytest.skip("an Intel GPU is present")
+    with pytest.raises(BackendUnavailableError) as err:
+        create_backend(golden_model, "openvino", "intel-gpu", "fp16")
+    assert "\n" not in str(err.value) and "Intel GPU" in str(err.value)
+    assert resolve_choice("auto", "intel-gpu", "auto") == ("openvino", "intel-gpu", "fp16")

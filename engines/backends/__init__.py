@@ -14,14 +14,14 @@ from dataclasses import dataclass
 
 from splinecam.engines.backends.base import Backend, GraphRunner, SourceState, StageTimer
 from splinecam.engines.backends.options import BackendOptions
-from splinecam.engines.backends.registry import BACKENDS, COMPILED_TORCH, PRECISIONS, REGISTRY, check
+from splinecam.engines.backends.registry import BACKENDS, COMPILED_TORCH, DEVICES, PRECISIONS, REGISTRY, check
 from splinecam.engines.errors import BackendUnavailableError
 from splinecam.engines.tpsmm.checkpoint import LoadedModel
 
-__all__ = ["BACKENDS", "PRECISIONS", "REGISTRY", "Backend", "BackendOptions", "Choice", "GraphRunner",
+__all__ = ["BACKENDS", "DEVICE_CHOICES", "PRECISIONS", "REGISTRY", "Backend", "BackendOptions", "Choice", "GraphRunner",
            "SourceState", "StageTimer", "create_backend", "resolve_choice"]
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DEVICE_CHOICES = ("auto",) + DEVICES
 
 
 def _cuda_available() -> bool:
@@ -85,12 +85,14 @@ def resolve_choice(backend: str, device: str, precision: str) -> tuple[str, str,
         raise BackendUnavailableError(f"--device cuda{needed}: no CUDA GPU is visible to torch; use --device cpu "
                                       f"with --backend torch or onnxruntime")
     if backend == "auto":
-        if device == "cuda":
+        if device == "intel-gpu":
+            backend = "openvino"
+        elif device == "cuda":
             backend = "tensorrt" if _tensorrt_ready() else ("onnxruntime" if _ort_has_cuda() else "torch")
         else:
             backend = "onnxruntime" if precision == "fp16" else "torch"
     if precision == "auto":
-        if device == "cuda":
+        if device in ("cuda", "intel-gpu"):
             precision = "fp16"
         elif backend == "torch":
             precision = "bf16" if _cpu_has_bf16() else "fp32"

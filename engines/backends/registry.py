@@ -17,7 +17,7 @@ from typing import Callable
 
 from splinecam.engines.errors import BackendUnavailableError
 
-DEVICES = ("cpu", "cuda")
+DEVICES = ("cpu", "cuda", "intel-gpu")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
@@ -46,6 +46,18 @@ def _ort_requirement(device: str, precision: str) -> str | None:
             return "this onnxruntime has no CUDA execution provider (pip install onnxruntime-gpu)"
         return _cuda_missing()
     return None
+
+
+def _ov_requirement(device: str, precision: str) -> str | None:
+    from splinecam.engines.backends.openvino_runner import openvino_unavailable_reason
+
+    reason = openvino_unavailable_reason(device)
+    if reason is None and device == "cpu" and precision == "bf16":
+        from splinecam.engines.cpu import cpu_info
+
+        cpu = cpu_info()
+        return None if cpu.has_bf16 else f"bf16 needs a CPU with AVX-512 bf16 / AMX ({cpu.label})"
+    return reason
 
 
 def _trt_requirement(device: str, precision: str) -> str | None:
@@ -89,6 +101,9 @@ ROWS: tuple[EngineRow, ...] = (
     EngineRow("onnxruntime", {"cpu": ("fp32", "fp16"), "cuda": ("fp32", "fp16")}, f"{_PKG}.onnxruntime_runner",
               "OnnxRuntimeGraphs", _ort_requirement, "ONNX Runtime on the exported graphs",
               {"bf16": "ONNX Runtime has no bf16 path; use --backend torch --precision bf16 or fp32"}),
+    EngineRow("openvino", {"cpu": ("fp32", "bf16"), "intel-gpu": ("fp32", "fp16")}, f"{_PKG}.openvino_runner",
+              "OpenVinoGraphs", _ov_requirement, "OpenVINO on the exported graphs (CPU; Intel GPU)",
+              {"fp16": "OpenVINO fp16 is for --device intel-gpu; on CPU use fp32 or bf16"}),
     EngineRow("tensorrt", {"cuda": ("fp16", "fp32")}, f"{_PKG}.tensorrt_runner", "TensorRTGraphs", _trt_requirement,
               "TensorRT plans built from the exported graphs (strongly typed)",
               {"bf16": "TensorRT plans are built from fp16 or fp32 graphs"}),

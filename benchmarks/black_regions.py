@@ -1,0 +1,119 @@
+"""Black holes in an output video: frames with a solid dark region the avatar does not have.
+
+    python -m splinecam.benchmarks.black_regions OUT.mp4 --avatar IMG [--compose pad|none] [--json R.json]
+
+The definition (issue 12): an 8-connected region of pixels whose brightest channel is below 12, larger
+than the avatar's own largest such region by more than 0.1 % of the frame. The avatar's own largest
+region is measured on the avatar as it appears in the output when nothing moves: with ``--compose
+pad`` (what ``splinecam demo`` / ``live`` write) the avatar is face-cropped and composed at the video's
+frame size exactly as the live loop composes it; with ``--compose none`` (``animate`` output: the face
+crop itself, upscaled) the avatar's face crop is resized to the frame size. Areas are compared as
+fractions of the frame. Exit code 1 when any frame is flagged (so scripts and CI can use it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+
+DARK = 12            # a pixel is dark when its brightest channel is below this (0..255)
+MARGIN = 0.001       # flagged when the largest dark region exceeds the avatar's by 0.1 % of the frame
+
+
+def largest_dark_region(frame_rgb: np.ndarray, dark: int = DARK) -> int:
+    """Pixels in the largest 8-connected region of ``frame_rgb`` (H,W,3 uint8) whose max channel < ``dark``."""
+    mask = (frame_rgb.max(axis=2) < dark).astype(np.uint8)
+    if not mask.any():
+        return 0
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    return int(stats[1:, cv2.CC_STAT_AREA].max()) if n > 1 else 0
+
+
+@dataclass
+class BlackRegionReport:
+    """Per-video result: ``flagged`` frame indices and each one's excess (fraction of the frame)."""
+
+    video: str
+    frames: int
+    reference_fraction: float
+    flagged: list[int] = field(default_factory=list)
+    excess: list[float] = field(default_factory=list)
+    worst_pixels: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.flagged
+
+
+def check_frames(frames, reference_fraction: float, name: str = "", margin: float = MARGIN) -> BlackRegionReport:
+    """Check an iterable of (H,W,3) uint8 RGB frames against the avatar's own dark-region fraction."""
+    report = BlackRegionReport(name, 0, reference_fraction)
+    for i, frame in enumerate(frames):
+        report.frames += 1
+        px = largest_dark_region(frame)
+        excess = px / (frame.shape[0] * frame.shape[1]) - reference_fraction
+        if excess > margin:
+            report.flagged.append(i)
+            report.excess.append(round(float(excess), 5))
+            report.worst_pixels = max(report.worst_pixels, px)
+    return report
+
+
+def reference_frame(avatar_rgb: np.ndarray, size: tuple[int, int], compose: str = "pad") -> np.ndarray:
+    """The avatar as it appears in an output of ``size`` (W, H) when nothing moves (see the module doc)."""
+    from splinecam.engines.faces import crop_box_for_face, crop_image, find_face
+
+    crop_box = crop_box_for_face(find_face(avatar_rgb, "the avatar"))
+    face = crop_image(avatar_rgb, crop_box, 256)
+    if compose == "none":
+        return cv2.resize(face, size, interpolation=cv2.INTER_LINEAR)
+    from splinecam.live.compose import ComposeOptions, Composer
+
+    return Composer(ComposeOptions(size, "pad", "blur"), avatar_rgb, crop_box).compose(face)
+
+
+def check_video(path: str, avatar_rgb: np.ndarray, compose: str = "pad") -> BlackRegionReport:
+    from splinecam.engines.media import VideoReader
+
+    reader = VideoReader(path)
+    frames = iter(reader)
+    first = next(frames)
+    ref = reference_frame(avatar_rgb, (first.shape[1], first.shape[0]), compose)
+    fraction = largest_dark_region(ref) / (ref.shape[0] * ref.shape[1])
+
+    def all_frames():
+        yield first
+        yield from frames
+
+    return check_frames(all_frames(), fraction, str(path))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from splinecam.engines.media import read_image
+
+    ap = argparse.ArgumentParser(prog="python -m splinecam.benchmarks.black_regions", description=__doc__.split("\n\n")[0])
+    ap.add_argument("videos", nargs="+", help="output videos to check")
+    ap.add_argument("--avatar", required=True, help="the avatar image the videos animate")
+    ap.add_argument("--compose", choices=("pad", "none"), default="pad",
+                    help="pad: live/demo output (default); none: animate output (the face crop)")
+    ap.add_argument("--json", help="write the reports as JSON")
+    args = ap.parse_args(argv)
+    avatar = read_image(args.avatar)
+    reports = [check_video(v, avatar, args.compose) for v in args.videos]
+    for r in reports:
+        print(f"{r.video}: {len(r.flagged)} of {r.frames} frames with a black region "
+              f"(avatar's own: {100 * r.reference_fraction:.3f} % of the frame)"
+              + (f"; frames {r.flagged[:20]}{' …' if len(r.flagged) > 20 else ''}, worst {r.worst_pixels} px" if r.flagged else ""))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([{**asdict(r), "ok": r.ok} for r in reports], f, indent=1)
+    return 0 if all(r.ok for r in reports) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

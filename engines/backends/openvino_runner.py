@@ -1,0 +1,108 @@
+"""OpenVINO graph runner: the exported ONNX graphs compiled by OpenVINO for the CPU or an Intel GPU.
+
+Devices: ``cpu`` (OpenVINO's CPU plugin, oneDNN JIT kernels chosen for the CPU it finds) and
+``intel-gpu`` (the GPU plugin: the integrated graphics of most Intel laptops; NOT RUN here — no Intel
+GPU on the machines splinecam is developed on, so only its device check is tested).
+
+Precisions are set explicitly with OpenVINO's ``INFERENCE_PRECISION_HINT`` (its CPU plugin would
+otherwise silently run bf16 on CPUs that have it): ``fp32`` = f32 everywhere; ``bf16`` = bf16 on CPUs
+with AVX-512 bf16 / AMX; ``fp16`` = f16 on the Intel GPU. The graphs are the same fp32 ONNX export the
+other engines use (:func:`~splinecam.engines.backends.onnxruntime_runner.ensure_export`); OpenVINO
+lowers precision inside its own graph (keeping the TPS/Gaussian maths as the plugin decides — which is
+why every reduced precision is measured against fp32 by ``splinecam bench``).
+
+Compiled models are cached on disk (OpenVINO's ``CACHE_DIR``) in a directory keyed like the TensorRT
+plans: device, OpenVINO version, precision, model hash (:func:`compiled_cache_dir`), so a cache made
+for another device, runtime or model is never reused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from splinecam.engines.backends.base import GraphRunner
+from splinecam.engines.backends.options import BackendOptions
+from splinecam.engines.tpsmm.checkpoint import LoadedModel
+
+#: splinecam device name → OpenVINO device name
+OV_DEVICES = {"cpu": "CPU", "intel-gpu": "GPU"}
+OV_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+
+def openvino_unavailable_reason(device: str = "cpu") -> str | None:
+    """None when OpenVINO can run on ``device`` here, else a one-line reason."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return "OpenVINO is not installed (pip install openvino)"
+    if device == "intel-gpu" and "GPU" not in ov.Core().available_devices:
+        return "OpenVINO sees no Intel GPU here (its GPU plugin needs Intel graphics and its driver)"
+    return None
+
+
+def compiled_cache_dir(model_hash: str, device: str, precision: str, root: Path | None = None) -> Path:
+    """Where OpenVINO keeps this model's compiled blobs: keyed by device, OpenVINO version, precision, model."""
+    import openvino as ov
+
+    from splinecam.engines.engine_cache import cache_root
+
+    version = ov.get_version().split("-")[0]
+    return (root or cache_root()) / "openvino" / f"{model_hash[:16]}-{device}-{precision}-ov{version}"
+
+
+class OpenVinoGraphs(GraphRunner):
+    engine = "openvino"
+
+    def __init__(self, loaded: LoadedModel, device: str, precision: str, options: BackendOptions):
+        import openvino as ov
+
+        from splinecam.engines.backends.onnxruntime_runner import default_threads, ensure_export
+
+        self.device, self.precision = device, precision
+        self.export_dir, self.manifest = ensure_export(loaded, "fp32", options.onnx_dir, options.progress)
+        core = ov.Core()
+        cache = compiled_cache_dir(loaded.model_hash, device, precision)
+        cache.mkdir(parents=True, exist_ok=True)
+        config = {"CACHE_DIR": str(cache), "PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_PRECISION_HINT": OV_PRECISIONS[precision]}
+        if device == "cpu":
+            config["INFERENCE_NUM_THREADS"] = options.threads or default_threads()
+            config["ENABLE_CPU_PINNING"] = False  # the capture / tracking / encoding threads need the cores too
+        self.compiled, self.requests, self._outputs = {}, {}, {}
+        for name in self.manifest.graphs:
+            path = self.manifest.graph_path(self.export_dir, name)
+            compiled = core.compile_model(str(path), OV_DEVICES[device], config)
+            self.compiled[name] = compiled
+            self.requests[name] = compiled.create_infer_request()
+            wanted = [t.name for t in self.manifest.graphs[name].outputs]  # a port may carry several names
+            self._outputs[name] = [(out, next(n for n in wanted if n in out.get_names())) for out in compiled.outputs]
+        self._inputs = {name: {t.name for t in g.inputs} for name, g in self.manifest.graphs.items()}
+
+    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one graph: float32 feeds by name → results by name (copied: OpenVINO reuses its buffers)."""
+        wanted = self._inputs[graph]
+        request = self.requests[graph]
+        request.infer({k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items() if k in wanted})
+        return {name: np.array(request.get_tensor(port).data) for port, name in self._outputs[graph]}
+
+    def encode_source(self, source: np.ndarray, kp_source: np.ndarray | None = None):
+        feeds = {"source": source} if kp_source is None else {"source": source, "kp_source_in": kp_source}
+        out = self.run("source_encoder", feeds)
+        return out.pop("kp_source"), out
+
+    def keypoints(self, image: np.ndarray) -> np.ndarray:
+        return self.run("keypoints", {"image": image})["kp"]
+
+    def generate(self, source: dict[str, np.ndarray], feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self.run("generator", {**source, **feeds})["prediction"]
+
+    def background(self, source: np.ndarray, driving: np.ndarray) -> np.ndarray | None:
+        if "background" not in self.requests:
+            return None
+        return self.run("background", {"source": source, "driving": driving})["bg_param"]
+
+    def close(self) -> None:
+        self.requests.clear()
+        self.compiled.clear()
