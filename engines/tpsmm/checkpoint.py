@@ -120,6 +120,8 @@ def _load_modules(model: TPSMM, modules: dict[str, dict], path: Path | str) -> t
             raise CheckpointError(f"{path}: no {name} weights in this checkpoint; it is not a complete TPSMM checkpoint")
     has_bg = model.bg_predictor is not None and "bg_predictor" in modules
     has_avd = "avd_network" in modules
+    if not has_avd:  # no AVD weights: no AVD network (random weights would also change the model hash)
+        model.avd_network = None
     for name, module in model.submodules().items():
         if name not in modules:
             continue
