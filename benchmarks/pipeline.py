@@ -24,7 +24,7 @@ from pathlib import Path
 from splinecam.benchmarks.runner import say, unavailable_reason
 from splinecam.benchmarks.results import STATUS_FAILED, STATUS_UNAVAILABLE, PipelineResult
 from splinecam.engines.errors import BackendUnavailableError, SplinecamError
-from splinecam.engines.tpsmm.checkpoint import LoadedModel
+from splinecam.engines.loaded_model import LoadedModel
 
 DEFAULT_AVATAR = Path(__file__).resolve().parents[1] / "live" / "assets" / "mona.jpg"
 

@@ -40,7 +40,7 @@ def _say(msg: str) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from splinecam.engines.export import export_onnx
+    from splinecam.engines.export.onnx_export import export_onnx
     from splinecam.engines.model_options import load_model_from_args
 
     if args.tensorrt:  # check first: no point exporting for minutes to fail at the end

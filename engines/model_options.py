@@ -12,7 +12,7 @@ from pathlib import Path
 
 from splinecam.engines.backends import BACKENDS, DEVICE_CHOICES, PRECISIONS, Backend, BackendOptions, create_backend
 from splinecam.engines.errors import CheckpointError
-from splinecam.engines.tpsmm.checkpoint import LoadedModel, load_checkpoint
+from splinecam.engines.loaded_model import LoadedModel
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "lite-256.safetensors"
@@ -55,9 +55,26 @@ def add_compile_argument(group) -> None:
 
 
 def load_model_from_args(args: argparse.Namespace) -> LoadedModel:
-    """The model named by --checkpoint/--config, or the bundled weights."""
-    path = Path(args.checkpoint) if getattr(args, "checkpoint", None) else default_checkpoint()
-    return load_checkpoint(path, getattr(args, "config", None))
+    """The model named by --checkpoint/--config, or the bundled weights (see :func:`load_model`)."""
+    return load_model(getattr(args, "checkpoint", None), getattr(args, "config", None))
+
+
+def load_model(checkpoint: str | Path | None = None, config: str | None = None) -> LoadedModel:
+    """``checkpoint`` (or the bundled weights) loaded with torch when it is installed; without torch (the light
+    install) only the bundled weights load, onto the exported graphs shipped beside them."""
+    from splinecam.engines.bundled import load_bundled, shipped_export_for, torch_available
+
+    path = Path(checkpoint) if checkpoint else default_checkpoint()
+    if not torch_available():
+        if path.resolve() == default_checkpoint().resolve() and config is None:
+            return load_bundled(path)
+        raise CheckpointError(f"loading {path} needs PyTorch, which this light install does not have: "
+                              f"pip install 'splinecam[torch]' (the bundled default model runs without it)")
+    from splinecam.engines.tpsmm.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(path, config)
+    loaded.shipped_export = shipped_export_for(loaded)
+    return loaded
 
 
 def backend_from_args(args: argparse.Namespace, loaded: LoadedModel) -> Backend:

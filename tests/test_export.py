@@ -11,7 +11,10 @@ import numpy as np
 import onnx
 import pytest
 
-from splinecam.engines.export import GRAPH_NAMES, TENSORRT10_ONNX_OPS, Manifest, export_onnx, inspect_graph
+from splinecam.engines.export.graph_checks import TENSORRT10_ONNX_OPS, inspect_graph
+from splinecam.engines.export.graphs import GRAPH_NAMES
+from splinecam.engines.export.manifest import Manifest
+from splinecam.engines.export.onnx_export import export_onnx
 from splinecam.engines.export.graph_checks import MAX_OPSET, MIN_OPSET
 
 GOLDEN_CKPT = "checkpoint.pth.tar"
@@ -140,7 +143,7 @@ def test_export_tensorrt_fails_cleanly_without_gpu(tmp_path, shared, capsys):
 
 
 def test_export_rejects_bf16(tmp_path, golden_model):
-    from splinecam.engines.export import ExportError
+    from splinecam.engines.export.onnx_export import ExportError
 
     with pytest.raises(ExportError):
         export_onnx(golden_model, tmp_path, "bf16")

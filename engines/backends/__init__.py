@@ -16,7 +16,7 @@ from splinecam.engines.backends.base import Backend, GraphRunner, SourceState, S
 from splinecam.engines.backends.options import BackendOptions
 from splinecam.engines.backends.registry import BACKENDS, COMPILED_TORCH, DEVICES, PRECISIONS, REGISTRY, check
 from splinecam.engines.errors import BackendUnavailableError
-from splinecam.engines.tpsmm.checkpoint import LoadedModel
+from splinecam.engines.loaded_model import LoadedModel  # noqa: F401 (annotations)
 
 __all__ = ["BACKENDS", "DEVICE_CHOICES", "PRECISIONS", "REGISTRY", "Backend", "BackendOptions", "Choice", "GraphRunner",
            "SourceState", "StageTimer", "create_backend", "resolve_choice"]
@@ -25,6 +25,10 @@ DEVICE_CHOICES = ("auto",) + DEVICES
 
 
 def _cuda_available() -> bool:
+    from splinecam.engines.bundled import torch_available
+
+    if not torch_available():
+        return False
     import torch
 
     return torch.cuda.is_available()
@@ -34,6 +38,12 @@ def _cpu_has_bf16() -> bool:
     from splinecam.engines.cpu import cpu_info
 
     return cpu_info().has_bf16
+
+
+def _torch_available() -> bool:
+    from splinecam.engines.bundled import torch_available
+
+    return torch_available()
 
 
 def _tensorrt_ready() -> bool:
@@ -89,6 +99,8 @@ def resolve_choice(backend: str, device: str, precision: str) -> tuple[str, str,
             backend = "openvino"
         elif device == "cuda":
             backend = "tensorrt" if _tensorrt_ready() else ("onnxruntime" if _ort_has_cuda() else "torch")
+        elif not _torch_available():  # the light install: the exported-graph engines only
+            backend = "openvino" if REGISTRY["openvino"].requirement("cpu", "fp32") is None else "onnxruntime"
         else:
             backend = "onnxruntime" if precision == "fp16" else "torch"
     if precision == "auto":

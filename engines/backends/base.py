@@ -36,7 +36,7 @@ from splinecam.engines.errors import BackendUnavailableError
 from splinecam.engines.tpsmm.config import ModelConfig
 
 if TYPE_CHECKING:
-    from splinecam.engines.tpsmm.checkpoint import LoadedModel
+    from splinecam.engines.loaded_model import LoadedModel
 
 
 # ----------------------------------------------------------------------------- conversions (the one place)

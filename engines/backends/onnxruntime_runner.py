@@ -20,8 +20,8 @@ import numpy as np
 
 from splinecam.engines.backends.base import GraphRunner
 from splinecam.engines.backends.options import BackendOptions
-from splinecam.engines.errors import EngineCacheError
-from splinecam.engines.tpsmm.checkpoint import LoadedModel
+from splinecam.engines.errors import CheckpointError, EngineCacheError
+from splinecam.engines.loaded_model import LoadedModel
 
 
 def ort_providers(device: str) -> list[str]:
@@ -34,12 +34,14 @@ def ensure_export(loaded: LoadedModel, precision: str, onnx_dir: str | Path | No
     """The export directory and manifest for ``loaded`` at ``precision``, exporting into the cache if needed.
 
     An explicit ``onnx_dir`` must hold an export of this very model (model hash) at this precision:
-    otherwise EngineCacheError (it is never silently used).
+    otherwise EngineCacheError (it is never silently used). The bundled model's fp32 graphs ship with
+    the package (``loaded.shipped_export``): used as they are, nothing is exported.
     """
     from splinecam.engines.engine_cache import onnx_export_dir
-    from splinecam.engines.export import Manifest, export_onnx
-    from splinecam.engines.export.graph_checks import DEFAULT_OPSET
+    from splinecam.engines.export.manifest import Manifest
 
+    if onnx_dir is None and precision == "fp32" and loaded.shipped_export is not None:
+        onnx_dir = loaded.shipped_export
     if onnx_dir is not None:
         directory = Path(onnx_dir)
         manifest = Manifest.read(directory)
@@ -49,6 +51,12 @@ def ensure_export(loaded: LoadedModel, precision: str, onnx_dir: str | Path | No
         if manifest.precision != precision:
             raise EngineCacheError(f"{directory} holds {manifest.precision} graphs, --precision {precision} was asked")
         return directory, manifest
+    if loaded.model is None:
+        raise CheckpointError(f"{precision} graphs of this model need exporting, which needs PyTorch: "
+                              f"pip install 'splinecam[torch]' (or use --precision fp32, whose graphs ship)")
+    from splinecam.engines.export.onnx_export import export_onnx
+    from splinecam.engines.export.graph_checks import DEFAULT_OPSET
+
     directory = onnx_export_dir(loaded.model_hash, precision, DEFAULT_OPSET)
     try:
         manifest = Manifest.read(directory)

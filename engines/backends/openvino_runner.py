@@ -24,7 +24,7 @@ import numpy as np
 
 from splinecam.engines.backends.base import GraphRunner
 from splinecam.engines.backends.options import BackendOptions
-from splinecam.engines.tpsmm.checkpoint import LoadedModel
+from splinecam.engines.loaded_model import LoadedModel
 
 #: splinecam device name → OpenVINO device name
 OV_DEVICES = {"cpu": "CPU", "intel-gpu": "GPU"}

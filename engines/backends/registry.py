@@ -21,13 +21,24 @@ DEVICES = ("cpu", "cuda", "intel-gpu")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
+TORCH_MISSING = "PyTorch is not installed (pip install 'splinecam[torch]')"
+
+
 def _cuda_missing() -> str | None:
+    from splinecam.engines.bundled import torch_available
+
+    if not torch_available():
+        return f"no CUDA GPU can be used: {TORCH_MISSING}"
     import torch
 
     return None if torch.cuda.is_available() else "no CUDA GPU is visible to torch"
 
 
 def _torch_requirement(device: str, precision: str) -> str | None:
+    from splinecam.engines.bundled import torch_available
+
+    if not torch_available():
+        return TORCH_MISSING
     if device == "cuda":
         return _cuda_missing()
     if precision == "bf16":

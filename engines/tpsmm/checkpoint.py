@@ -12,13 +12,13 @@ import hashlib
 import json
 import pickle
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import yaml
 
 from splinecam.engines.errors import CheckpointError
+from splinecam.engines.loaded_model import LoadedModel  # noqa: F401 (re-exported: the type load_checkpoint returns)
 from splinecam.engines.tpsmm.config import ModelConfig, builtin_config_names, config_from_dict, load_config
 from splinecam.engines.tpsmm.networks import TPSMM
 
@@ -29,24 +29,6 @@ REQUIRED_MODULES = ("kp_detector", "dense_motion_network", "inpainting_network")
 def required_modules(config: ModelConfig) -> tuple[str, ...]:
     """The networks a checkpoint of ``config`` must hold (landmark configs have no keypoint detector)."""
     return tuple(m for m in REQUIRED_MODULES if not (m == "kp_detector" and config.landmark_keypoints))
-
-
-@dataclass
-class LoadedModel:
-    """A model ready for inference (eval mode, float32, CPU) and what was learnt loading it.
-
-    has_avd: the checkpoint carried AVD weights (``--mode avd`` needs them);
-    has_bg: it carried background-predictor weights; model_hash: sha256 of the weights (engine
-    cache key); metadata: the extra fields stored in our safetensors (training record …).
-    """
-
-    model: TPSMM
-    config: ModelConfig
-    path: Path | None
-    has_avd: bool
-    has_bg: bool
-    model_hash: str
-    metadata: dict = field(default_factory=dict)
 
 
 def weights_hash(model: TPSMM) -> str:

@@ -1,8 +1,11 @@
-"""TPSMM's per-frame host step: driving keypoints → the generator graph's per-frame inputs.
+"""TPSMM's per-frame host step: driving keypoints → the generator graph's per-frame inputs. NumPy only.
 
-The T small TPS systems are solved here, on the host, in float32 (:func:`solve_tps`), so no exported
-graph holds a matrix inverse (DESIGN.md §3). Every engine's generator takes exactly these feeds, by
-name (:mod:`splinecam.engines.export.graphs`).
+The T small TPS systems are solved here, on the host (DESIGN.md §3: no exported graph holds a matrix
+inverse), in float64 and handed to the graphs as float32 — "float32 or better". It is the same system
+as the official code's (:func:`splinecam.engines.tpsmm.geometry.solve_tps`: the 0.01 added to the whole
+(P+3)² diagonal, U(r) = r²·log(r²+1e-9)), solved instead of inverted. Every engine's generator takes
+exactly these feeds, by name (:mod:`splinecam.engines.export.graphs`); no torch is needed, so the light
+install (ONNX Runtime / OpenVINO only) runs it too.
 """
 
 from __future__ import annotations
@@ -13,6 +16,28 @@ from splinecam.engines.tpsmm.config import ModelConfig
 
 #: the generator's per-frame inputs, in its input order (after the cached source tensors)
 FRAME_INPUTS = ("kp_driving", "tps_theta", "tps_params", "bg_param")
+TPS_REGULARISER = 0.01
+LOG_EPS = 1e-9
+
+
+def solve_tps_host(kp_driving: np.ndarray, kp_source: np.ndarray, num_tps: int) -> tuple[np.ndarray, np.ndarray]:
+    """The T TPS mapping driving keypoints onto source keypoints: (K,2), (K,2) → theta (T,2,3), params (T,P,2).
+
+    P = K / T control points per TPS. float64 throughout.
+    """
+    d = np.asarray(kp_driving, np.float64).reshape(num_tps, -1, 2)
+    s = np.asarray(kp_source, np.float64).reshape(num_tps, -1, 2)
+    t, p, _ = d.shape
+    sq = ((d[:, :, None] - d[:, None, :]) ** 2).sum(-1)                       # (T,P,P)
+    system = np.zeros((t, p + 3, p + 3))
+    system[:, :p, :p] = sq * np.log(sq + LOG_EPS)
+    system[:, :p, p:p + 2] = d
+    system[:, :p, p + 2] = 1.0
+    system[:, p:, :p] = system[:, :p, p:].transpose(0, 2, 1)
+    system += TPS_REGULARISER * np.eye(p + 3)
+    rhs = np.concatenate([s, np.zeros((t, 3, 2))], axis=1)                   # (T,P+3,2)
+    param = np.linalg.solve(system, rhs)
+    return param[:, p:, :].transpose(0, 2, 1), param[:, :p, :]
 
 
 def generator_feeds(config: ModelConfig, kp_driving: np.ndarray, kp_source: np.ndarray,
@@ -22,14 +47,9 @@ def generator_feeds(config: ModelConfig, kp_driving: np.ndarray, kp_source: np.n
     kp_driving (1,K,2), tps_theta (1,T,2,3), tps_params (1,T,5,2), bg_param (1,3,3): float32,
     contiguous; ``bg_param`` is the identity without a background motion (exactly no motion).
     """
-    import torch
-
-    from splinecam.engines.tpsmm.geometry import solve_tps
-
     kp = np.ascontiguousarray(np.asarray(kp_driving, np.float32).reshape(1, -1, 2))
-    src = np.ascontiguousarray(np.asarray(kp_source, np.float32).reshape(1, -1, 2))
-    tps = solve_tps(torch.from_numpy(kp), torch.from_numpy(src), config.num_tps)
+    theta, params = solve_tps_host(kp[0], kp_source, config.num_tps)
     bg = np.eye(3, dtype=np.float32) if bg_param is None else np.asarray(bg_param, np.float32)
-    return {"kp_driving": kp, "tps_theta": np.ascontiguousarray(tps.theta.numpy()),
-            "tps_params": np.ascontiguousarray(tps.control_params.numpy()),
+    return {"kp_driving": kp, "tps_theta": np.ascontiguousarray(theta[None], np.float32),
+            "tps_params": np.ascontiguousarray(params[None], np.float32),
             "bg_param": np.ascontiguousarray(bg.reshape(1, 3, 3))}
