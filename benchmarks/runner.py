@@ -105,7 +105,8 @@ class OfficialBaseline(Runner):
     ends with a synchronize so its time is its own.
     """
 
-    variant = "torch fp32 eager, uncached: TPSMM.kp_detector + TPSMM.animate per frame (official demo)"
+    variant = ("torch fp32 eager, uncached: TPSMM.kp_detector (or, for landmark configs, the face mesh) + "
+               "TPSMM.animate per frame (official demo)")
 
     def __init__(self, loaded: LoadedModel, device: str = "cpu"):
         import torch
@@ -117,13 +118,25 @@ class OfficialBaseline(Runner):
         self.model = copy.deepcopy(loaded.model).float().to(self.device).eval()
         self._sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
 
+    def _keypoints(self, image: np.ndarray, source: bool = False) -> np.ndarray:
+        """(K,2) keypoints of an (S,S,3) uint8 image: the keypoint detector's, or for landmark configs
+        (no keypoint network) the face mesh's (static for the avatar, tracking for the driving frames)."""
+        if self.landmarks is not None:
+            return self.landmarks.source(image) if source else self.landmarks.driving(image)
+        return self.model.kp_detector(_nchw(image, self.device))[0].cpu().numpy()
+
     def setup(self, source, reference):
         import torch
 
+        self.landmarks = None
+        if self.model.kp_detector is None:
+            from splinecam.engines.tpsmm.landmarks import LandmarkKeypoints
+
+            self.landmarks = LandmarkKeypoints(self.model.config)
         with torch.inference_mode():
             self.source = _nchw(source, self.device)
-            self.kp_source = self.model.kp_detector(self.source)
-            kp_ref = self.model.kp_detector(_nchw(reference, self.device))[0].cpu().numpy()
+            self.kp_source = torch.from_numpy(self._keypoints(source, source=True))[None].to(self.device)
+            kp_ref = self._keypoints(reference)
         self.normaliser = KeypointNormaliser(self.kp_source[0].cpu().numpy(), "relative")
         self.normaliser.calibrate(kp_ref)
 
@@ -132,7 +145,7 @@ class OfficialBaseline(Runner):
 
         with torch.inference_mode():
             t0 = time.perf_counter()
-            kp = self.model.kp_detector(_nchw(driving, self.device))[0].cpu().numpy()
+            kp = self._keypoints(driving)
             t1 = time.perf_counter()
             kp_norm = torch.from_numpy(self.normaliser(kp))[None].to(self.device)
             t2 = time.perf_counter()

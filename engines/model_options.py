@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from splinecam.engines.backends import BACKENDS, DEVICE_CHOICES, PRECISIONS, Backend, BackendOptions, create_backend
+import numpy as np
+
+from splinecam.engines.backends import (BACKENDS, DEVICE_CHOICES, PRECISIONS, Backend, BackendOptions, create_backend,
+                                        resolve_choice)
 from splinecam.engines.errors import CheckpointError
 from splinecam.engines.loaded_model import LoadedModel
 
@@ -45,6 +48,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, backends: bool = True) 
         g.add_argument("--precision", default="auto", choices=("auto",) + PRECISIONS,
                        help="network precision; TPS and Gaussian maths stay float32 (default auto)")
         add_compile_argument(g)
+        g.add_argument("--retune", action="store_true",
+                       help="with --backend auto on a CPU: measure the candidates again instead of using the "
+                            "remembered winner for this machine and model")
 
 
 def add_compile_argument(group) -> None:
@@ -77,7 +83,39 @@ def load_model(checkpoint: str | Path | None = None, config: str | None = None) 
     return loaded
 
 
-def backend_from_args(args: argparse.Namespace, loaded: LoadedModel) -> Backend:
+def backend_from_args(args: argparse.Namespace, loaded: LoadedModel, sample: np.ndarray | None = None,
+                      say=print) -> Backend:
+    """The backend the flags ask for. ``--backend auto --precision auto`` on a CPU is measured
+    (:mod:`splinecam.engines.backends.autotune`) on ``sample``, the (S,S,3) uint8 avatar crop it will
+    animate; without a sample, the static policy of :func:`~splinecam.engines.backends.resolve_choice`."""
     options = BackendOptions(compile=not getattr(args, "no_compile", False))
-    return create_backend(loaded, getattr(args, "backend", "auto"), getattr(args, "device", "auto"),
-                          getattr(args, "precision", "auto"), options)
+    backend, device, precision = (getattr(args, name, "auto") for name in ("backend", "device", "precision"))
+    if sample is not None and backend == "auto" and precision == "auto" and \
+            resolve_choice("auto", device, "auto")[1] == "cpu":
+        from splinecam.engines.backends.autotune import choose
+
+        choice = choose(loaded, sample, options, retune=getattr(args, "retune", False),
+                        say=lambda m: say(f"splinecam: {m}"))
+        say(f"splinecam: {choice.explain()}")
+        return create_backend(loaded, choice.engine, "cpu", choice.precision, options)
+    return create_backend(loaded, backend, device, precision, options)
+
+
+def avatar_sample(path: str | Path, size: int) -> np.ndarray | None:
+    """The face crop (size×size uint8 RGB) of an avatar image, or of a folder's first image; None when
+    there is none to read or no face in it (the caller reports those itself)."""
+    from splinecam.engines.errors import SplinecamError
+    from splinecam.engines.faces import crop_box_for_face, crop_image, find_face
+    from splinecam.engines.media import read_image
+
+    p = Path(path)
+    if p.is_dir():
+        images = sorted(q for q in p.iterdir() if q.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp", ".bmp"))
+        if not images:
+            return None
+        p = images[0]
+    try:
+        image = read_image(p)
+        return crop_image(image, crop_box_for_face(find_face(image, "the avatar")), size)
+    except SplinecamError:
+        return None

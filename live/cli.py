@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from splinecam.engines.model_options import add_model_arguments, backend_from_args, load_model_from_args
 from splinecam.live.normalise import MODES
 
@@ -47,7 +49,8 @@ def run_animate(args: argparse.Namespace) -> int:
     opts = AnimateOptions(Path(args.source), Path(args.driving), Path(args.out), args.mode, args.find_best_frame,
                           args.crop, args.max_frames, args.output_size)
     inputs = prepare_inputs(opts, loaded.config.image_size)  # user errors before any compiling
-    backend = backend_from_args(args, loaded)
+    sample = inputs.source if inputs.source.dtype == np.uint8 else None
+    backend = backend_from_args(args, loaded, sample)
     result = animate(backend, opts, inputs)
     print(f"wrote {result.out}: {result.frames} frames of {result.size[0]}x{result.size[1]} at {result.fps:g} fps"
           f"{' with audio' if result.audio else ''} (reference frame {result.reference_frame}, "

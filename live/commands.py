@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from splinecam.engines.errors import SplinecamError
-from splinecam.engines.model_options import add_model_arguments, backend_from_args, load_model_from_args
+from splinecam.engines.model_options import add_model_arguments, avatar_sample, backend_from_args, load_model_from_args
 from splinecam.live.compose import COMPOSE_MODES, parse_size
 from splinecam.live.normalise import MODES
 from splinecam.live.smoothing import DEFAULT_BETA, DEFAULT_MIN_CUTOFF
@@ -202,7 +202,7 @@ def _run(options, args, say=print) -> tuple[dict, object]:
     source = open_source(options.camera, options.camera_size, options.camera_fps)  # a wrong camera fails first
     try:
         loaded = load_model_from_args(args)
-        backend = backend_from_args(args, loaded)
+        backend = backend_from_args(args, loaded, avatar_sample(options.avatar, loaded.config.image_size), say=say)
         if options.mode == "avd" and not backend.has_avd:
             raise SplinecamError("--mode avd needs a checkpoint with an AVD network (this one has none): "
                                  "use --mode relative or standard")
