@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from splinecam.engines.tpsmm.geometry import LOG_EPS, TPSParams, kp2gaussian, make_coordinate_grid
-from splinecam.engines.tpsmm.layers import AntiAliasInterpolation2d
+from splinecam.engines.tpsmm.layers import SeparableAntiAlias
 from splinecam.engines.tpsmm.motion import DenseMotion, Inpainting, dropout_softmax
 
 PADDING = "border"
@@ -127,7 +127,7 @@ class LightDenseMotion(nn.Module):
         self.num_tps = num_tps
         self.scale_factor = scale_factor
         self.kp_variance = kp_variance
-        self.down = AntiAliasInterpolation2d(num_channels, scale_factor)
+        self.down = SeparableAntiAlias(num_channels, scale_factor)
         self.unet = SmallUNet(num_channels * (num_tps + 1) + num_tps + 1, block_expansion, max_features, num_blocks)
         self.maps = nn.Conv2d(self.unet.out_channels, num_tps + 1, 3, padding=1)
         self.occlusion = nn.Conv2d(self.unet.out_channels, 1, 3, padding=1)
