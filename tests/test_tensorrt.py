@@ -475,3 +475,32 @@ def test_buffers_across_streams_are_kept_alive_and_close_waits_first(fake_trt):
     assert log.index(("host_wait", "drain/sync", "close")) > max(log.index(e) for e in waits if e[1] != "drain/sync")
     assert generator._contexts == {} and generator.engine is None and backend.graphs.engines == {}
     assert pipe.closed and stages.d_pred == []
+
+
+def test_tensorrt_extra_never_swaps_torch():
+    """Issue 19 item 11: the [tensorrt] extra is TensorRT + the [torch] extra, nothing that pins torch
+    (torch-tensorrt pins one torch minor version) and nothing unused (cuda-python); README says why."""
+    import ast
+    import configparser
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = configparser.ConfigParser()
+    cfg.read(repo / "setup.cfg")
+    extras = {name: [r.strip() for r in value.splitlines() if r.strip()]
+              for name, value in cfg["options.extras_require"].items()}
+    assert extras["tensorrt"] == ["tensorrt>=10.12", "splinecam[torch]"]
+    every = [*cfg["options"]["install_requires"].split(), *(r for reqs in extras.values() for r in reqs)]
+    assert not [r for r in every if r.lower().replace("_", "-").startswith(("torch-tensorrt", "cuda-python"))]
+    torch_req = next(r for r in extras["torch"] if r.startswith("torch"))
+    assert "<" not in torch_req and "==" not in torch_req           # an installed torch >= 2.1 is kept
+    for path in repo.rglob("*.py"):
+        if any(part in (".git", "build") for part in path.parts):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not [n for n in names if n.split(".")[0] in ("torch_tensorrt", "cuda")], path
+    readme = (repo / "README.md").read_text()
+    assert "torch-tensorrt is not in it" in readme and "pins one torch minor version" in readme
+    assert "`cuda-python` is not in it" in readme

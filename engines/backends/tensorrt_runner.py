@@ -506,6 +506,7 @@ class _TrtStages:
         self.d_pred = [eng["generator"].new_outputs(device, gen_stream) for _ in range(depth)]
         self.d_frame = [device.empty((s, s, 3), torch.uint8, gen_stream) for _ in range(depth)]
         self.identity = device.empty(*gen_inputs["bg_param"], gen_stream)
+        # a blocking copy from pageable memory: complete when it returns, before any stream reads it
         self.identity.copy_(torch.eye(3, dtype=self.identity.dtype).view(self.identity.shape))
         self.slot_source: list[Any] = [None] * depth
         self.slot_bg: list[bool] = [False] * depth
