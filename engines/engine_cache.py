@@ -1,7 +1,8 @@
 """Where exported graphs and TensorRT plans are kept, and when a cached plan may be used.
 
 A TensorRT plan is only valid for the GPU (model name and compute capability), TensorRT version,
-precision, model weights (``LoadedModel.model_hash``) and exact ONNX graph it was built from.
+precision, model weights (``LoadedModel.model_hash``), exact ONNX graph and builder settings (TF32,
+workspace, optimisation level, network flags) it was built from.
 :class:`PlanKey` holds all of them; its digest names the plan file, and the key itself is stored
 beside the plan (``<plan>.json``, with the plan's sha256). :func:`plan_status` — a pure function —
 decides from that record whether a plan is VALID, MISSING, STALE (any key part differs) or CORRUPT
@@ -70,7 +71,9 @@ class PlanKey:
     graph: exported graph name; model_hash: sha256 of the weights; precision: the ONNX graph's
     precision (fp32 / fp16; TensorRT builds strongly typed networks, so it is the graph's);
     gpu_name / compute_capability ("8.6"): the device; tensorrt_version: the builder's version;
-    onnx_sha256: the exact graph file the plan was parsed from.
+    onnx_sha256: the exact graph file the plan was parsed from; builder_settings: the canonical text
+    of every builder setting applied (``tensorrt_runner.BuilderSettings.describe()``: TF32, workspace,
+    optimisation level, network flags) — a plan built with other settings is stale.
     """
 
     graph: str
@@ -80,6 +83,7 @@ class PlanKey:
     compute_capability: str
     tensorrt_version: str
     onnx_sha256: str
+    builder_settings: str
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
@@ -120,7 +124,7 @@ def plan_status(key: PlanKey, record: dict | None, plan_sha256: str | None) -> t
             return PlanStatus.STALE, f"built for {name}={have!r}, need {want!r}"
     if record.get("plan_sha256") != plan_sha256:
         return PlanStatus.CORRUPT, "plan bytes do not match their checksum"
-    return PlanStatus.VALID, "plan matches GPU, TensorRT, precision, model and graph"
+    return PlanStatus.VALID, "plan matches GPU, TensorRT, precision, model, graph and builder settings"
 
 
 def _sha256(data: bytes) -> str:

@@ -15,9 +15,11 @@ Privacy (DESIGN.md §1, the brief): sinks only ever receive frames composed from
 the still at start-up, the animated avatar, the held / eased / resting avatar while no face is
 found or the camera is away — except while the user holds the pass-through toggle (key P).
 
-The seam for the GPU pipeline (engines/cuda_pipeline.py, overlapped CUDA streams): it plugs in as
-another processor with the same ``process(CapturedFrame) -> Processed`` (and ``close()``); the
-loop, the sinks and the metrics do not change.
+On the TensorRT backend (CUDA) the processor runs the networks through the overlapped two-stream
+pipeline (live/inference.py, engines/cuda_pipeline.py): the same steps, but ``process`` returns the
+frame before (None for the first; ``flush()`` gives the last), so the keypoints of frame N+1 overlap
+the generator of frame N. Every other backend runs them directly; the loop, the sinks and the
+metrics are the same either way.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from splinecam.live.calibration import BestFrameSearch, Match, ghost_overlay
 from splinecam.live.capture import CaptureThread, CapturedFrame, FrameSource, Pacing, open_source
 from splinecam.live.compose import ComposeOptions, fit_picture
 from splinecam.live.hotkeys import Action, Command, command_for_key
+from splinecam.live.inference import DirectInference, OverlappedInference, inference_for
 from splinecam.live.metrics import LiveMetrics
 from splinecam.live.normalise import MODES, KeypointNormaliser
 from splinecam.live.preview import OverlayInfo, PreviewWindow
@@ -108,14 +111,34 @@ class Processed:
     camera: np.ndarray | None = None
 
 
+@dataclass
+class _InFlight:
+    """A frame between its inference and its composition: the avatar it was generated for, and its face —
+    an (S,S,3) image, or the overlapped pipeline's ticket for one (``image``: a composed pass-through)."""
+
+    frame: CapturedFrame
+    avatar: object
+    face: object
+    kind: str
+    crop: np.ndarray | None = None
+    kp_raw: np.ndarray | None = None
+    status: str = ""
+    match: Match | None = None
+    image: np.ndarray | None = None
+
+
 class FrameProcessor:
-    """The per-frame work of the live loop, on the main thread (see the module doc for the seam)."""
+    """The per-frame work of the live loop, on the processing thread. ``inference``: how the networks
+    run (live/inference.py; default: overlapped on a backend with a GPU pipeline, else direct)."""
 
     def __init__(self, backend: Backend, library: AvatarLibrary, cropper: FaceCropper, metrics: LiveMetrics,
                  mode: str = "relative", smoothing: SmoothingSettings = SmoothingSettings(),
                  controls: Controls | None = None, output_size: tuple[int, int] = (1280, 720),
-                 search: BestFrameSearch | None = None, hold_s: float = 0.25, ease_s: float = 0.5):
+                 search: BestFrameSearch | None = None, hold_s: float = 0.25, ease_s: float = 0.5,
+                 inference: DirectInference | OverlappedInference | None = None):
         self.backend = backend
+        self.inference = inference if inference is not None else inference_for(backend)
+        self._pending: _InFlight | None = None
         self.library = library
         self.cropper = cropper
         self.metrics = metrics
@@ -186,22 +209,36 @@ class FrameProcessor:
         image = a.still if not self.controls.mirror else a.still[:, ::-1].copy()
         return OutputFrame(image, None, "avatar")
 
-    def process(self, frame: CapturedFrame) -> Processed:
-        """One captured frame (H, W, 3 RGB) → the output frame (and what the overlay needs)."""
+    def process(self, frame: CapturedFrame) -> Processed | None:
+        """One captured frame (H, W, 3 RGB) → the output frame (and what the overlay needs): this frame's,
+        or with the overlapped GPU inference the previous frame's (None for the first; see flush)."""
+        current = self._infer(frame)
+        if not self.inference.lag:
+            return self._finish(current)
+        previous, self._pending = self._pending, current
+        return None if previous is None else self._finish(previous)
+
+    def flush(self) -> Processed | None:
+        """The frame still in flight (overlapped GPU inference), or None."""
+        pending, self._pending = self._pending, None
+        return None if pending is None else self._finish(pending)
+
+    def _infer(self, frame: CapturedFrame) -> _InFlight:
+        """Everything up to the generator: track, crop, keypoints, smoothing, calibration, normalisation,
+        search, fallback — and the generator started (done, or in flight)."""
         c = self.controls
         t = frame.media_time
         if c.passthrough:
             with self.stages.time("compose"):
                 image = fit_picture(frame.image, self.output_size, c.mirror)
-            return Processed(OutputFrame(image, frame.timestamp, "passthrough", frame.index), None, None,
-                             "PASS-THROUGH", camera=frame.image)
+            return _InFlight(frame, None, None, "passthrough", status="PASS-THROUGH", image=image)
         with self.stages.time("track"):
             tracked = self.cropper.update(frame)
         avatar = self.library.current
         match, kp_raw, status = None, None, ""
         if tracked.found:
             with self.stages.time("keypoints"):
-                kp = self.backend.keypoints(tracked.crop)
+                kp = self.inference.keypoints(tracked.crop, avatar.source)
             with self.stages.time("normalise"):
                 kp_raw = self.smoother(kp, t) if c.smoothing else kp
                 if c.calibrate:
@@ -216,7 +253,7 @@ class FrameProcessor:
                 if self.search.expired(t):
                     self._message(self._finish_search())
             with self.stages.time("generate"):
-                face = self.backend.generate(avatar.source, kp_drive)
+                face = self.inference.generate(avatar.source, kp_drive)
             kind = "animated"
         else:
             self.metrics.count("no_face")
@@ -228,12 +265,23 @@ class FrameProcessor:
                 face = avatar.image
             else:
                 with self.stages.time("generate"):
-                    face = self.backend.generate(avatar.source, pose.kp)
+                    face = self.inference.pose(avatar.source, pose.kp)
             kind = "avatar"
+        return _InFlight(frame, avatar, face, kind, tracked.crop, kp_raw, status, match)
+
+    def _finish(self, f: _InFlight) -> Processed:
+        """The frame's face (waiting for the GPU when it is in flight) composed into the output frame."""
+        if f.kind == "passthrough":
+            return Processed(OutputFrame(f.image, f.frame.timestamp, "passthrough", f.frame.index), None, None,
+                             f.status, camera=f.frame.image)
+        face = f.face
+        if self.inference.lag:
+            with self.stages.time("gpu_wait"):
+                face = self.inference.resolve(face)
         with self.stages.time("compose"):
-            image = avatar.composer.compose(face, c.mirror)
-        return Processed(OutputFrame(image, frame.timestamp, kind, frame.index), tracked.crop, kp_raw, status,
-                         match, camera=frame.image)
+            image = f.avatar.composer.compose(face, self.controls.mirror)
+        return Processed(OutputFrame(image, f.frame.timestamp, f.kind, f.frame.index), f.crop, f.kp_raw, f.status,
+                         f.match, camera=f.frame.image)
 
     def _message(self, text: str, seconds: float = 3.0) -> None:
         self.controls.message, self.controls.message_until = text, time.perf_counter() + seconds
@@ -272,6 +320,8 @@ class FrameProcessor:
             c.show_help = not c.show_help
 
     def close(self) -> None:
+        self._pending = None
+        self.inference.close()
         self.cropper.close()
         self.search.close()
 
@@ -438,6 +488,7 @@ class LivePipeline:
                 frame = self.capture.get(timeout=0.05)
                 if frame is None:
                     if self.capture.ended:
+                        self._deliver(proc.flush())  # the overlapped GPU path's last frame
                         return
                     idle = time.perf_counter() - last_frame_t
                     if idle > 0.5 and (self.capture.status == "reconnecting" or idle > 2.0):
@@ -449,13 +500,7 @@ class LivePipeline:
                             away_shown = True
                     continue
                 last_frame_t, away_shown, last_t, self._status = time.perf_counter(), False, frame.media_time, ""
-                p = proc.process(frame)
-                metrics.processed()
-                if sender is not None:
-                    sender.publish(p.output)
-                else:
-                    self.fanout.deliver(p.output)
-                self._latest = p
+                self._deliver(proc.process(frame))  # None: the overlapped GPU path's first frame
         except KeyboardInterrupt:
             self.stopped_by = "Ctrl-C"
             self.interrupted = True
@@ -466,6 +511,17 @@ class LivePipeline:
                 sender.publish(proc.still())  # on an error the meeting sees the avatar at rest
         finally:
             self._done.set()
+
+    def _deliver(self, p: Processed | None) -> None:
+        """A processed frame to the sender (paced) or straight to the sinks (unpaced file), and the overlay."""
+        if p is None:
+            return
+        self.metrics.processed()
+        if self._sender is not None:
+            self._sender.publish(p.output)
+        else:
+            self.fanout.deliver(p.output)
+        self._latest = p
 
     def _finish(self) -> tuple[dict, list[str]]:
         """Stop the threads, close the sinks (recording finalised), write the metrics."""

@@ -1,5 +1,6 @@
-"""The overlap / ordering logic of the GPU frame pipeline, on the CPU with a recording device;
-the same pipeline on real CUDA streams is marked ``gpu`` (skipped without a GPU)."""
+"""The overlap / ordering logic of the GPU frame pipeline, on the CPU with a recording device (tickets,
+pose frames, slot reuse, close, blocking events); the same pipeline on real CUDA streams is marked
+``gpu`` (skipped without a GPU). The TensorRT stages on this pipeline: tests/test_tensorrt.py."""
 
 from __future__ import annotations
 
@@ -28,18 +29,26 @@ class FakeStages:
     def enqueue_upload(self, slot):
         self.d_in[slot] = self.h_in[slot].copy()
 
-    def enqueue_keypoints(self, slot):
+    def enqueue_keypoints(self, slot, source=None):
         self.h_kp[slot][:] = self.d_in[slot].mean()
 
     def host_keypoints(self, slot):
         return self.h_kp[slot]
 
-    def solve(self, slot, kp):
+    def solve(self, slot, kp, source=None, from_frame=True):
         self.log.append(("solve", slot))
         self.tps[slot] = kp * 2
+        self.from_frame = getattr(self, "from_frame", {})
+        self.from_frame[slot] = from_frame
 
     def enqueue_generator(self, slot):
-        self.h_out[slot][:] = self.d_in[slot] + 1
+        if self.from_frame[slot]:
+            self.h_out[slot][:] = self.d_in[slot] + 1
+        else:  # a pose ticket: no camera frame; the output encodes the driving keypoints
+            self.h_out[slot][:] = np.uint8(self.tps[slot].mean() / 2)
+
+    def close(self):
+        self.log.append(("stages_close",))
 
     def host_output(self, slot):
         return self.h_out[slot]
@@ -124,6 +133,107 @@ def test_depth_below_two_is_refused():
         OverlappedPipeline(RecordingDevice(), FakeStages(RecordingDevice(), 1), depth=1)
 
 
+def test_pose_tickets_run_the_generator_only_in_order_with_frames():
+    device = RecordingDevice()
+    pipe = OverlappedPipeline(device, FakeStages(device), 2)
+    t0 = pipe.keypoints(frames(1)[0])
+    pipe.generate(t0, t0.kp)
+    p1 = pipe.pose(np.full((K, 2), 6, np.float32))        # no face: hold the last pose
+    r0 = pipe.collect(t0)
+    t2 = pipe.keypoints(np.full((S, S, 3), 50, np.uint8))
+    pipe.generate(t2, t2.kp)
+    r1, r2 = pipe.collect(p1), pipe.collect(t2)
+    assert [r.index for r in (r0, r1, r2)] == [0, 1, 2]
+    assert (r0.frame == 1).all() and (r1.frame == 6).all() and (r2.frame == 51).all()
+    assert r1.kp is None and np.allclose(r2.kp, 50)
+    log = device.log
+    # the pose ticket launches no upload or keypoints and waits on no keypoint event
+    assert ("launch", "kp", "upload[1]") not in log and ("launch", "kp", "kp[1]") not in log
+    assert not any(e[0] == "stream_wait" and e[3] == "kp[1]" for e in log)
+    # the generator stream runs gen[0], gen[1], gen[2] in that order
+    gens = [e[2] for e in log if e[:2] == ("launch", "gen")]
+    assert gens == ["gen[0]", "gen[1]", "gen[2]"]
+
+
+def test_a_slot_is_reused_only_after_its_frame_was_collected():
+    from splinecam.engines.cuda_pipeline import PipelineOrderError
+
+    device = RecordingDevice()
+    pipe = OverlappedPipeline(device, FakeStages(device), 2)
+    t0 = pipe.keypoints(frames(1)[0])
+    pipe.generate(t0, t0.kp)
+    t1 = pipe.keypoints(frames(2)[1])
+    pipe.generate(t1, t1.kp)
+    with pytest.raises(PipelineOrderError, match="collect frame 0"):
+        pipe.keypoints(frames(3)[2])                     # slot 0 still holds frame 0's output
+    with pytest.raises(PipelineOrderError):
+        pipe.generate(t1, t1.kp)                         # twice
+    pipe.collect(t0)
+    with pytest.raises(PipelineOrderError):
+        pipe.collect(t0)                                 # twice
+    t2 = pipe.keypoints(frames(3)[2])                    # slot 0 is free again
+    assert t2.slot == 0
+
+
+def test_close_waits_for_every_recorded_event_before_the_stages_free_their_buffers():
+    device = RecordingDevice()
+    pipe = OverlappedPipeline(device, FakeStages(device), 2)
+    for f in frames(3):
+        pipe.submit(f)                                   # frame 2 still in flight: never collected
+    pipe.close()
+    log = device.log
+    closed = log.index(("stages_close",))
+    waits = {e[1] for e in log[:closed] if e[0] == "host_wait" and e[2] == "close"}
+    recorded = {e[1] for e in log if e[0] == "record"}
+    assert waits == recorded                             # every event we recorded, waited for at close
+    assert pipe.closed and log.count(("stages_close",)) == 1
+    pipe.close()                                         # idempotent
+    assert log.count(("stages_close",)) == 1
+
+
+def test_cuda_events_are_blocking(monkeypatch):
+    """Issue 19 item 10: torch.cuda.Event() is non-blocking by default (synchronize() spins a core);
+    the CUDA device makes every event with blocking=True. Checked on the CPU with torch.cuda stubbed."""
+    import torch
+
+    from splinecam.engines import cuda_pipeline
+
+    made = []
+
+    class Event:
+        def __init__(self, **kwargs):
+            made.append(kwargs)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    device = cuda_pipeline.CudaStreamDevice()
+    device.new_event("kp_done/0")
+    assert made == [{"blocking": True}]
+    assert device.torch_device == torch.device("cuda", 0)  # an explicit index: tensors compare equal to it
+
+
+@pytest.mark.gpu
+def test_blocking_event_sleeps_instead_of_spinning():
+    """On a GPU: waiting ~0.3 s on a blocking event costs the host far less CPU time than wall time."""
+    import time
+
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU: blocking events have not run here")
+    from splinecam.engines.cuda_pipeline import CudaStreamDevice
+
+    device = CudaStreamDevice()
+    stream, event = device.new_stream("s"), device.new_event("e")
+    cycles = int(torch.cuda.get_device_properties(0).clock_rate * 1000 * 0.3)  # kHz → ~0.3 s of cycles
+    device.launch(stream, "sleep", lambda: torch.cuda._sleep(cycles))
+    event.record(stream)
+    wall, cpu = time.perf_counter(), time.process_time()
+    event.synchronize()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    assert wall > 0.1 and cpu < 0.5 * wall, (wall, cpu)
+
+
 @pytest.mark.gpu
 def test_pipeline_on_cuda_streams():
     torch = pytest.importorskip("torch")
@@ -135,7 +245,7 @@ def test_pipeline_on_cuda_streams():
         def enqueue_upload(self, slot):
             self.d_in[slot] = torch.from_numpy(self.h_in[slot]).to("cuda", non_blocking=True)
 
-        def enqueue_keypoints(self, slot):
+        def enqueue_keypoints(self, slot, source=None):
             self.h_kp[slot][:] = self.d_in[slot].float().mean().item()
 
         def enqueue_generator(self, slot):

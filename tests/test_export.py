@@ -113,6 +113,68 @@ def test_fp16_graph_keeps_float32_islands(tmp_path_factory, golden_model):
     assert logs and all(elem[n.output[0]] == onnx.TensorProto.FLOAT for n in logs)
 
 
+def _elem_types(model) -> dict[str, int]:
+    inferred = onnx.shape_inference.infer_shapes(model)
+    g = inferred.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*g.value_info, *g.input, *g.output]}
+    types.update({i.name: i.data_type for i in g.initializer})
+    return types
+
+
+def test_fp16_keypoints_background_and_instance_norms_are_float32_islands(tmp_path_factory, golden_model):
+    """Issue 19 items 4-5, on the exported fp16 ONNX: the keypoint head's regression, sigmoid and ·2−1
+    (keypoints and source_encoder graphs), the background's regression and every InstanceNormalization
+    (source_encoder, generator) run on FLOAT tensors with FLOAT weights; the convolutions stay FLOAT16."""
+    directory = golden_export(tmp_path_factory, golden_model, "fp16")
+    FLOAT, FLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    seen: dict[str, int] = {}
+    for name in ("keypoints", "source_encoder", "generator", "background"):
+        model = onnx.load(str(directory / f"{name}.onnx"))
+        types = _elem_types(model)
+        producer = {o: n for n in model.graph.node for o in n.output}
+        consumers: dict[str, list] = {}
+        for n in model.graph.node:
+            for i in n.input:
+                consumers.setdefault(i, []).append(n)
+        for node in model.graph.node:
+            if node.op_type in ("Gemm", "InstanceNormalization"):
+                seen[node.op_type] = seen.get(node.op_type, 0) + 1
+                assert all(types[t] == FLOAT for t in [*node.input, *node.output] if t), (name, node.name)
+            if node.op_type == "Conv":
+                assert types[node.output[0]] == FLOAT16, (name, node.name)  # the networks stay fp16
+        if name in ("keypoints", "source_encoder"):
+            # sigmoid(fc)·2 − 1: Gemm → Sigmoid → Mul → Sub, all FLOAT, ending in the float32 keypoints
+            gemm = next(n for n in model.graph.node if n.op_type == "Gemm")
+            sigmoid = consumers[gemm.output[0]][0]
+            assert sigmoid.op_type == "Sigmoid" and types[sigmoid.output[0]] == FLOAT
+            affine = consumers[sigmoid.output[0]][0]
+            assert affine.op_type == "Mul" and types[affine.output[0]] == FLOAT
+            shift = consumers[affine.output[0]][0]
+            assert shift.op_type == "Sub" and types[shift.output[0]] == FLOAT
+            assert producer[gemm.input[0]].op_type == "Cast"  # the pooled fp16 features, cast up once
+    assert seen == {"Gemm": 3, "InstanceNormalization": 4 + 27}
+
+
+def test_fp32_export_model_is_the_loaded_model_and_fp16_islands_keep_float32_weights(golden_model):
+    import torch
+
+    from splinecam.engines.export.graphs import Float32InstanceNorm, Float32Linear, model_in_dtype
+
+    fp32 = model_in_dtype(golden_model, "fp32")
+    assert not any(isinstance(m, (Float32InstanceNorm, Float32Linear)) for m in fp32.modules())
+    want = golden_model.model.state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in fp32.state_dict().items())
+    fp16 = model_in_dtype(golden_model, "fp16")
+    islands = {n: m for n, m in fp16.named_modules() if isinstance(m, (Float32InstanceNorm, Float32Linear))}
+    assert len(islands) == sum(isinstance(m, torch.nn.InstanceNorm2d) for m in golden_model.model.modules()) + 2
+    for name, island in islands.items():
+        original = golden_model.model.get_submodule(name)
+        assert island.weight.dtype == torch.float32 and torch.equal(island.weight, original.weight)  # not via fp16
+        assert torch.equal(island.bias, original.bias)
+    assert fp16.kp_detector.fg_encoder.conv1.weight.dtype == torch.float16
+    assert next(golden_model.model.parameters()).dtype == torch.float32  # the loaded model is untouched
+
+
 def test_export_command_then_onnxruntime(tmp_path_factory, golden_model):
     import onnxruntime as ort
 

@@ -229,11 +229,27 @@ class Backend:
             return self.landmarks.driving(nchw_to_image(frame))
         return np.asarray(self.graphs.keypoints(np.ascontiguousarray(frame, np.float32)), np.float32).reshape(-1, 2)
 
-    def predict(self, source: SourceState, kp_driving: np.ndarray, bg_param: np.ndarray | None = None) -> np.ndarray:
-        """(K,2) normalised driving keypoints [+ (3,3) background] → (1,3,S,S) float32 prediction."""
+    def frame_feeds(self, source: SourceState, kp_driving: np.ndarray,
+                    bg_param: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The model family's per-frame host step: (K,2) normalised driving keypoints [+ (3,3) background]
+        → the generator's per-frame feeds (TPSMM: the TPS solve, :func:`splinecam.engines.tpsmm.host.generator_feeds`)."""
         from splinecam.engines.tpsmm.host import generator_feeds
 
-        return self.graphs.generate(source.tensors, generator_feeds(self.config, kp_driving, source.kp, bg_param))
+        return generator_feeds(self.config, kp_driving, source.kp, bg_param)
+
+    def predict(self, source: SourceState, kp_driving: np.ndarray, bg_param: np.ndarray | None = None) -> np.ndarray:
+        """(K,2) normalised driving keypoints [+ (3,3) background] → (1,3,S,S) float32 prediction."""
+        return self.graphs.generate(source.tensors, self.frame_feeds(source, kp_driving, bg_param))
+
+    def overlapped(self, background: bool = False, depth: int = 2):
+        """The graph runner's overlapped GPU pipeline (:class:`splinecam.engines.cuda_pipeline.OverlappedPipeline`:
+        keypoints of frame N+1 on one CUDA stream while the generator of frame N runs on another), with this
+        runner's host step; None where the runner has none (every engine but TensorRT) or the keypoints come
+        from the face mesh. ``background``: run the background graph per frame (models that have one)."""
+        make = getattr(self.graphs, "overlapped", None)
+        if make is None or self.landmarks is not None:
+            return None
+        return make(self.frame_feeds, background and self.has_bg, depth)
 
     # ------------------------------------------------------------ the interface the live loop uses
 

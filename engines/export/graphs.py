@@ -19,10 +19,20 @@ matrix inverse. ``bg_param`` is always an input of the generator; the identity m
 exactly the no-background motion (x·1 + y·0 + 0 and a division by 1 are exact).
 
 Precision lives in the graph (TensorRT strongly typed networks): in an ``fp16`` graph the
-convolutional networks run in float16 while keypoints, TPS grids and Gaussians stay float32
-(``log(r² + 1e-9)`` is NaN in fp16). The cached source tensors (``source_image``,
-``source_small``, ``source_feat*``) are then float16; everything crossing to or from the host
-(images, keypoints, TPS parameters, predictions) is float32 in every precision.
+convolutional networks run in float16 while these stay float32 islands (:func:`model_in_dtype`):
+
+* keypoints — the keypoint head's regression (``fc``), its ``sigmoid(·)·2 − 1`` (``head: fc``) or
+  its soft-argmax (``head: heatmap``), so keypoints are not quantised to fp16 steps (~5e-4);
+* the background affine (``bg_predictor``'s ``fc`` and the 3×3 it builds);
+* every InstanceNormalization (mean and variance over up to 256×256 values per channel):
+  computed on float32 inputs, cast back to float16 after; TensorRT 11 removed the per-layer
+  compute-precision control, so the graph itself says float32;
+* TPS grids and Gaussians (``log(r² + 1e-9)`` is NaN in fp16), in :mod:`splinecam.engines.tpsmm`.
+
+The cached source tensors (``source_image``, ``source_small``, ``source_feat*``) are then float16;
+everything crossing to or from the host (images, keypoints, TPS parameters, predictions) is float32
+in every precision. ``fp32`` graphs are the unmodified model (the same ONNX bytes as before the
+islands existed).
 """
 
 from __future__ import annotations
@@ -162,10 +172,73 @@ def graph_specs(model: TPSMM, precision: str = "fp32", with_background: bool = T
     return specs
 
 
+class Float32InstanceNorm(nn.Module):
+    """An ``nn.InstanceNorm2d`` (affine, no running statistics) computed in float32 inside a reduced-
+    precision network: input cast to float32, normalised with float32 scale and bias, cast back."""
+
+    def __init__(self, norm: nn.InstanceNorm2d):
+        super().__init__()
+        if norm.track_running_stats or not norm.affine:
+            raise ValueError("Float32InstanceNorm replaces affine InstanceNorm2d without running statistics")
+        self.eps = norm.eps
+        self.weight = nn.Parameter(norm.weight.detach().float().clone(), requires_grad=False)
+        self.bias = nn.Parameter(norm.bias.detach().float().clone(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.nn.functional.instance_norm(x.float(), None, None, self.weight, self.bias, True, 0.0, self.eps)
+        return y.to(x.dtype)
+
+
+class Float32Linear(nn.Module):
+    """An ``nn.Linear`` computed in float32 (float32 weights, input cast up); its output stays float32,
+    so what follows it (the keypoint head's sigmoid·2−1, the background's 3×3) is float32 too."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.weight = nn.Parameter(linear.weight.detach().float().clone(), requires_grad=False)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float().clone(),
+                                                                 requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x.float(), self.weight, self.bias)
+
+
+def _float32_islands(model: TPSMM) -> dict[str, nn.Module]:
+    """Name → module of everything an fp16 graph keeps in float32 (see the module docstring)."""
+    islands: dict[str, nn.Module] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.InstanceNorm2d):
+            islands[name] = module
+    for name in ("kp_detector.fg_encoder.fc", "bg_predictor.bg_encoder.fc"):
+        module = model.get_submodule(name) if _has_submodule(model, name) else None
+        if isinstance(module, nn.Linear):
+            islands[name] = module
+    return islands
+
+
+def _has_submodule(model: nn.Module, name: str) -> bool:
+    try:
+        return model.get_submodule(name) is not None
+    except AttributeError:
+        return False
+
+
 def model_in_dtype(loaded: LoadedModel, precision: str) -> TPSMM:
-    """A copy of the model in the export precision's dtype (the loaded model is left untouched)."""
+    """A copy of the model in the export precision's dtype (the loaded model is left untouched).
+
+    fp32: the model as loaded. fp16: the networks in float16 with the float32 islands of the module
+    docstring, their float32 weights taken from the loaded model (never rounded through fp16).
+    """
     import copy
 
     dtype = EXPORT_DTYPES[precision]
     model = copy.deepcopy(loaded.model).eval()
-    return model.to(dtype) if dtype != torch.float32 else model
+    if dtype == torch.float32:
+        return model
+    model = model.to(dtype)
+    for name, original in _float32_islands(loaded.model).items():
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        island = Float32InstanceNorm(original) if isinstance(original, nn.InstanceNorm2d) else Float32Linear(original)
+        setattr(parent, child, island.to(next(original.parameters()).device).eval())
+    return model
