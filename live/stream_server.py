@@ -210,6 +210,7 @@ class StreamServer:
         with self._cond:
             self.viewers += delta
             if delta > 0:
+                self._encoded_tick = -1  # publish the newest frame again now, for this viewer
                 self.counts["viewers_total"] += 1
                 self.counts["viewers_peak"] = max(self.counts["viewers_peak"], self.viewers)
             elif self.viewers == 0:  # nobody kept it fresh: the next viewer must not see an old frame

@@ -31,10 +31,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from splinecam import __version__
 from splinecam.engines.backends.base import Backend, GraphRunner, SourceState, image_to_nchw, nchw_to_image
 from splinecam.engines.errors import BackendOffline, BackendUnavailableError, SplinecamError
 from splinecam.engines.remote import protocol as P
+from splinecam.engines.remote.protocol import splinecam_version
 from splinecam.engines.remote.worker import token_proof
 
 log = logging.getLogger("splinecam.remote")
@@ -185,7 +185,7 @@ class WorkerConnection:
             proof = token_proof(token, bytes.fromhex(nonce)) if token else ""
         except ValueError:
             raise WorkerError(f"--remote {self.address} sent a malformed greeting") from None
-        self.sock.sendall(P.pack(P.HELLO, {"auth": proof, "client": __version__, "codec": codec,
+        self.sock.sendall(P.pack(P.HELLO, {"auth": proof, "client": splinecam_version(), "codec": codec,
                                            "quality": int(quality)}))
         try:
             reply = P.recv_message(self.sock)

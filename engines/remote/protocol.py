@@ -312,6 +312,17 @@ def expect_array(msg: Message, name: str, shape: tuple[int | None, ...], dtype: 
     return arr
 
 
+def splinecam_version() -> str:
+    """The installed splinecam's version (package metadata), for the greeting and the hello: informative only,
+    compatibility is the protocol VERSION."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("splinecam")
+    except PackageNotFoundError:
+        return "?"
+
+
 # ----------------------------------------------------------------------------- addresses
 
 

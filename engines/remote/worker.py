@@ -28,9 +28,9 @@ import time
 
 import numpy as np
 
-from splinecam import __version__
 from splinecam.engines.errors import SplinecamError
 from splinecam.engines.remote import protocol as P
+from splinecam.engines.remote.protocol import splinecam_version
 
 log = logging.getLogger("splinecam.worker")
 
@@ -54,7 +54,7 @@ def model_info(backend, model_hash: str = "") -> dict:
     return {"config": cfg, "engine": backend.name, "device": backend.device, "precision": backend.precision,
             "describe": backend.describe(), "has_avd": bool(backend.has_avd), "has_bg": bool(backend.has_bg),
             "size": int(backend.size), "num_kp": int(backend.config.num_kp),
-            "model_hash": model_hash, "worker": __version__}
+            "model_hash": model_hash, "worker": splinecam_version()}
 
 
 class _Server(socketserver.ThreadingTCPServer):
@@ -95,9 +95,13 @@ class _Connection(socketserver.BaseRequestHandler):
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            with worker._count_lock:
+                worker._sockets.add(sock)
             session = _Session(worker, sock, peer)
             session.run()
         finally:
+            with worker._count_lock:
+                worker._sockets.discard(sock)
             worker._slots.release()
 
     def _send(self, data: bytes) -> None:
@@ -131,7 +135,7 @@ class _Session:
         w = self.worker
         nonce = secrets.token_bytes(16)
         self.sock.settimeout(w.hello_timeout)
-        self.send(P.pack(P.GREETING, {"nonce": nonce.hex(), "worker": __version__, "max_payload": w.max_payload}))
+        self.send(P.pack(P.GREETING, {"nonce": nonce.hex(), "worker": splinecam_version(), "max_payload": w.max_payload}))
         try:
             msg = P.recv_message(self.sock, w.max_payload)
         except P.ProtocolError as err:
@@ -292,6 +296,7 @@ class WorkerServer:
         self._closing = threading.Event()
         self._count_lock = threading.Lock()
         self.counts = {"clients": 0, "refused": 0, "frames_generated": 0}
+        self._sockets: set[socket.socket] = set()
         self.info = model_info(backend, model_hash)
         self._serving = False
         self._server = _Server((host, port), _Connection, self)
@@ -320,5 +325,12 @@ class WorkerServer:
         if self._serving:
             self._server.shutdown()
         self._server.server_close()
+        with self._count_lock:
+            sockets = list(self._sockets)
+        for sock in sockets:  # the clients see the worker go, as when its process ends
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         if self._thread is not None:
             self._thread.join(5.0)
