@@ -342,19 +342,19 @@ class LivePipeline:
         if options.calibration is not None:
             processor.restore_calibration(options.calibration)
         sinks = []
+        stream = None
+        if options.serve is not None:  # first: a port in use fails before any other sink is opened
+            from splinecam.live.stream_server import StreamServer
+
+            stream = StreamServer(*options.serve, token=options.serve_token, say=say)
+            sinks.append(stream)
+            metrics.sections["stream"] = stream.report
         if options.virtual_camera:
             sinks.append(open_virtual_camera(options.output_size, fps, options.virtual_camera_device,
                                              camera_factory, say))
         if options.record is not None:
             sinks.append(RecorderSink(options.record, fps, options.output_size, block=not pacing.newest_wins,
                                       metrics=metrics))
-        stream = None
-        if options.serve is not None:
-            from splinecam.live.stream_server import StreamServer
-
-            stream = StreamServer(*options.serve, token=options.serve_token, say=say)
-            sinks.append(stream)
-            metrics.sections["stream"] = stream.report
         for name, report in getattr(backend, "metric_sections", {}).items():
             metrics.sections[name] = report
         fanout = SinkFanout(sinks, metrics)

@@ -440,3 +440,55 @@ def test_cli_worker_and_live_remote_record_30_frames(shared, tmp_path):
         worker.terminate()
         _, werr = worker.communicate(timeout=30)
     assert "refused" in werr and "wrong token" in werr and "nope" not in werr and "left after 30 frames" in werr
+
+
+def test_a_worker_that_stops_answering_counts_as_gone():
+    """A worker that hangs (stopped process, dead link without a reset): no reply within the timeout →
+    offline at once for the following calls, not a frozen loop."""
+    class Hanging(ShiftBackend):
+        def generate(self, source, kp_driving, bg_param=None):
+            if self.calls["generate"] >= 1:
+                time.sleep(3.0)
+            return super().generate(source, kp_driving, bg_param)
+
+    server = WorkerServer(Hanging(), TOKEN, "127.0.0.1", 0).start()
+    remote = RemoteBackend(*server.address, TOKEN, reply_timeout=0.5, retry_s=10.0, say=lambda s: None)
+    try:
+        state = remote.prepare_source(rand_image())
+        remote.generate(state, state.kp)
+        t0 = time.perf_counter()
+        with pytest.raises(BackendOffline):
+            remote.generate(state, state.kp)
+        waited = time.perf_counter() - t0
+        assert waited < 2.5, waited                                 # the timeout, not the worker's 3 s
+        t0 = time.perf_counter()
+        with pytest.raises(BackendOffline):
+            remote.generate(state, state.kp)                        # offline now: at once, no waiting
+        assert time.perf_counter() - t0 < 0.1 and not remote.online
+    finally:
+        remote.close()
+        server.close()
+
+
+def test_image_headers_are_checked_before_decoding(worker):
+    """A small file announcing a huge picture (a decompression bomb) is refused without decoding it, and
+    nothing with a payload is even read before the token is checked."""
+    import cv2
+
+    img = rand_image(size=64)
+    for codec in ("jpeg", "png"):
+        data = P.encode_image(img, codec)
+        assert P.image_size(data, codec) == (64, 64)
+    big = cv2.imencode(".jpg", np.zeros((4000, 4000, 3), np.uint8))[1].tobytes()
+    with pytest.raises(P.ProtocolError, match="announced"):
+        P.decode_image(big, (256, 256, 3))
+    sock, greeting = raw_connect(worker)
+    hello_with_payload = P.pack(P.HELLO, {"auth": "x"}, [P.Blob("image", img, "jpeg")])
+    sock.sendall(hello_with_payload)
+    assert expect_error(sock, "too_large") and closed(sock)
+    sock, greeting = raw_connect(worker)
+    assert hello(sock, greeting).kind == P.WELCOME
+    sock.sendall(P.pack_encoded(P.KEYPOINTS, {"blobs": [["image", "jpeg", [256, 256, 3], len(big)]]},
+                                P.Encoded([], [big])))
+    assert "announced" in expect_error(sock, "malformed")["message"]
+    sock.close()

@@ -532,3 +532,23 @@ def test_cli_serve_with_a_real_model(shared, tmp_path):
     assert all(s.std() > 20 for s in shots)
     assert np.abs(shots[-1].astype(int) - shots[-2].astype(int)).max() > 40, "two screenshots a second apart differ"
     assert m["stream"]["viewers_total"] >= 3 and m["stream"]["frames_served"] >= len(parts)
+
+
+def test_a_port_in_use_is_one_line_before_any_sink_opens(tmp_path):
+    from splinecam.engines.errors import SplinecamError
+    from splinecam.live.pipeline import LiveOptions, LivePipeline
+    from tests.test_live_pipeline import FakeCamera, FakeDetector, avatar_dir
+    from splinecam.engines.faces import FaceTracker
+    from splinecam.live.tracking import FaceCropper
+
+    taken = socket.create_server(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    opts = LiveOptions(avatar=str(avatar_dir(tmp_path)), crop="none", preview=False, virtual_camera=False,
+                       output_size=(320, 180), record=tmp_path / "r.mp4", serve=("127.0.0.1", port))
+    try:
+        with pytest.raises(SplinecamError, match=f"--serve 127.0.0.1:{port}: cannot listen") as err:
+            LivePipeline.build(opts, PassThroughBackend(), source=FakeCamera(n=5, live=False, fps=25.0),
+                               cropper=FaceCropper(FaceTracker(FakeDetector()), 256), say=lambda s: None)
+        assert "\n" not in str(err.value) and not (tmp_path / "r.mp4").exists()
+    finally:
+        taken.close()

@@ -257,19 +257,21 @@ class RemoteGraphs(GraphRunner):
 class RemoteBackend(Backend):
     """A :class:`Backend` served by ``splinecam worker`` at ``host:port`` (see the module docstring).
 
-    Raises :class:`WorkerError` (one line) when the worker cannot be reached or refuses at start.
+    Raises :class:`WorkerError` (one line) when the worker cannot be reached or refuses at start. A reply
+    that takes longer than ``reply_timeout`` + 4 × the slowest recent round trip means the worker is gone.
     ``say``: where the one-line "worker lost / back" notes go. ``report()``: the ``remote`` metrics.
     """
 
     def __init__(self, host: str, port: int, token: str, codec: str = "jpeg", quality: int = 90,
-                 retry_s: float = 1.0, connect_timeout: float = 5.0, say=None, clock=time.monotonic):
+                 retry_s: float = 1.0, connect_timeout: float = 5.0, reply_timeout: float = 3.0, say=None,
+                 clock=time.monotonic):
         from splinecam.engines.tpsmm.config import config_from_dict
 
         if codec not in CODECS:
             raise ValueError(f"codec must be one of {CODECS}")
         self.host, self.port, self._token = host, int(port), token
         self.codec, self.quality = codec, int(quality)
-        self.retry_s, self.connect_timeout = float(retry_s), float(connect_timeout)
+        self.retry_s, self.connect_timeout, self.reply_timeout = float(retry_s), float(connect_timeout), float(reply_timeout)
         self.say = say or (lambda msg: log.warning("%s", msg))
         self.clock = clock
         self.stats = _Stats()
@@ -306,7 +308,7 @@ class RemoteBackend(Backend):
     def _timeout(self, kind: str) -> float:
         if kind == "prepare":
             return 60.0
-        return min(30.0, 3.0 + 4.0 * self._slowest)
+        return min(30.0, self.reply_timeout + 4.0 * self._slowest)
 
     def _lost(self, why: str) -> None:
         conn, self._conn = self._conn, None

@@ -117,10 +117,43 @@ def encode_image(image: np.ndarray, codec: str, quality: int = 90) -> bytes:
     return buf.tobytes()
 
 
+def image_size(data: bytes, codec: str) -> tuple[int, int] | None:
+    """(height, width) from a JPEG's frame header or a PNG's IHDR, read before decoding anything (a small file
+    may announce a huge picture); None when the header cannot be found."""
+    if codec == "png":
+        if len(data) >= 24 and data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+            w, h = struct.unpack("!II", data[16:24])
+            return h, w
+        return None
+    i = 2
+    if data[:2] != b"\xff\xd8":
+        return None
+    while i + 9 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        length = struct.unpack("!H", data[i + 2:i + 4])[0]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+            h, w = struct.unpack("!HH", data[i + 5:i + 9])
+            return h, w
+        i += 2 + length
+    return None
+
+
 def decode_image(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
-    """JPEG / PNG bytes → (H, W, 3) uint8 RGB of the announced ``shape``; ProtocolError otherwise."""
+    """JPEG / PNG bytes → (H, W, 3) uint8 RGB of the announced ``shape``; ProtocolError otherwise. The size
+    in the file's header is checked first, so nothing bigger than announced is ever decoded."""
     import cv2
 
+    codec = "png" if data[:4] == b"\x89PNG" else "jpeg"
+    if image_size(data, codec) != tuple(shape[:2]):
+        raise ProtocolError("malformed", f"an image blob is not a {codec} of the announced {shape[1]}x{shape[0]}")
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if bgr is None:
         raise ProtocolError("malformed", "an image blob does not decode")

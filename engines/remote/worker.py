@@ -137,7 +137,7 @@ class _Session:
         self.sock.settimeout(w.hello_timeout)
         self.send(P.pack(P.GREETING, {"nonce": nonce.hex(), "worker": splinecam_version(), "max_payload": w.max_payload}))
         try:
-            msg = P.recv_message(self.sock, w.max_payload)
+            msg = P.recv_message(self.sock, 0)   # before the token is checked: a small description, no payload
         except P.ProtocolError as err:
             self.refuse(err.code, str(err))
             return False
