@@ -21,6 +21,23 @@ def _list(allowed: tuple[str, ...]):
     return parse
 
 
+def _without_token(argv: list[str]) -> list[str]:
+    """The command line as kept in the JSON: a --token's value is not (it is a secret)."""
+    out, hide = [], False
+    for a in argv:
+        if hide:
+            out.append("TOKEN")
+            hide = False
+        elif a == "--token":
+            out.append(a)
+            hide = True
+        elif a.startswith("--token="):
+            out.append("--token=TOKEN")
+        else:
+            out.append(a)
+    return out
+
+
 def register(subparsers) -> None:
     from splinecam.engines.backends import BACKENDS, DEVICE_CHOICES, PRECISIONS
     from splinecam.engines.model_options import add_compile_argument, add_model_arguments
@@ -111,8 +128,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint, config=args.config, backends=args.backends, precisions=args.precisions,
         device=args.device, frames=args.frames or DEFAULT_FRAMES, warmup=args.warmup, threads=args.threads,
         driving=args.driving, source=args.source, seed=args.seed, note=args.note,
-        command="splinecam " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"]
-        else "splinecam bench",
+        command="splinecam " + " ".join(shlex.quote(a) for a in _without_token(sys.argv[1:]))
+        if sys.argv[1:2] == ["bench"] else "splinecam bench",
         pipeline=args.pipeline, pipeline_frames=args.frames, pipeline_unpaced=args.pipeline_unpaced,
         output_size=size, compile=not args.no_compile, remote=remote, token=token, remote_codec=args.remote_codec,
         remote_quality=args.remote_quality)

@@ -132,6 +132,9 @@ def readme_table(files: list[tuple[Path, dict]]) -> str:
     pipes = ["| device | threads | model | backend | camera clip | pacing | output | fps (processed) "
              "| latency p50 / p95 (ms) | frames processed / dropped | run |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    remotes = ["| client device | worker (backend) | model (weights) | keypoints on | frames as | fps (processed) "
+               "| round trip / frame (ms): mean = network + worker (inference) | bytes / frame up / down | run |",
+               "|---|---|---|---|---|---|---|---|---|"]
     for path, data in files:
         dev, model, settings = data.get("device") or {}, data.get("model") or {}, data.get("settings") or {}
         link = f"[{path.name}](results/{path.name})"
@@ -152,6 +155,16 @@ def readme_table(files: list[tuple[Path, dict]]) -> str:
             if p.get("status") != "ok":
                 continue
             lat, fr = p.get("latency_ms") or {}, p.get("frames") or {}
+            r = p.get("remote")
+            if r:
+                rt, net, b = r.get("round_trip_ms") or {}, r.get("network_ms") or {}, r.get("bytes_per_frame") or {}
+                remotes.append(f"| {device_label(dev)} | {r.get('worker')} ({r.get('worker_backend')}) | "
+                               f"{r.get('model')} ({r.get('weights') or '?'}) | {r.get('keypoints_on')} | "
+                               f"{r.get('frames_as')} | {_f(p.get('fps_processed'), '.2f')} | "
+                               f"{_f(rt.get('mean'), '.1f')} = {_f(net.get('mean'), '.1f')} + "
+                               f"{_f(r.get('worker_ms'), '.1f')} ({_f(r.get('inference_ms'), '.1f')}) | "
+                               f"{_f(b.get('sent'), '.0f')} / {_f(b.get('received'), '.0f')} | {link} |")
+                continue
             pipes.append(f"| {device_label(dev)} | {settings.get('threads')} | {weights_label(model)} | "
                          f"{p.get('variant') or p.get('backend')} | {p.get('clip')} | "
                          f"{'like a camera' if p.get('paced') else 'unpaced'} | {p.get('output_size')} | "
@@ -160,13 +173,19 @@ def readme_table(files: list[tuple[Path, dict]]) -> str:
     out = lines
     if len(pipes) > 2:
         out += ["", "Live pipeline (`--pipeline`):", ""] + pipes
+    if len(remotes) > 2:
+        out += ["", "Networks on a worker (`--pipeline CLIP --remote HOST:PORT`):", ""] + remotes
     if files:
         out += ["", "Runs:", ""]
     for path, data in files:
         note = f" — {data['note']}" if data.get("note") else ""
         inputs = (data.get("inputs") or {}).get("description", "")
+        source = (data.get("model") or {}).get("source")
+        remote = next((p["remote"] for p in data.get("pipeline") or [] if p.get("remote")), None)
+        if source is None and remote:
+            source = f"the worker's, {remote.get('model')} ({remote.get('weights') or '?'})"
         out.append(f"- [{path.name}](results/{path.name}) ({(data.get('created') or '')[:16]}): "
-                   f"`{data.get('command') or 'splinecam bench'}`; model: {(data.get('model') or {}).get('source')}; "
+                   f"`{data.get('command') or 'splinecam bench'}`; model: {source}; "
                    f"inputs: {inputs}{note}")
     return "\n".join(out)
 

@@ -492,3 +492,24 @@ def test_image_headers_are_checked_before_decoding(worker):
                                 P.Encoded([], [big])))
     assert "announced" in expect_error(sock, "malformed")["message"]
     sock.close()
+
+
+def test_bench_pipeline_remote_splits_the_round_trip_and_counts_bytes(worker, tmp_path, monkeypatch, capsys):
+    from splinecam.cli import main
+    from tests.conftest import REPO
+
+    out = tmp_path / "bench.json"
+    host, port = worker.address
+    argv = ["bench", "--pipeline", str(REPO / "live" / "assets" / "webcam.mp4"), "--remote", f"{host}:{port}",
+            "--token", TOKEN, "--frames", "40", "--json", str(out)]
+    monkeypatch.setattr(sys, "argv", ["splinecam", *argv])
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "round trip per frame mean" in text and "B sent" in text
+    data = json.loads(out.read_text())
+    (p,) = data["pipeline"]
+    r = p["remote"]
+    assert p["backend"] == "remote" and r["frames_generated"] == worker.counts["frames_generated"] > 0
+    assert r["bytes_per_frame"]["sent"] > 0 and r["bytes_per_frame"]["received"] > 0
+    assert r["round_trip_ms"]["mean"] >= r["network_ms"]["mean"] >= 0
+    assert TOKEN not in out.read_text() and "--token TOKEN" in data["command"]

@@ -89,7 +89,7 @@ def run_worker(args: argparse.Namespace) -> int:
             token = make_token()
         try:
             server = WorkerServer(backend, token, host, port, max_clients=args.max_clients,
-                                  model_hash=loaded.model_hash)
+                                  model_hash=loaded.model_hash, weights=loaded.path.name if loaded.path else "")
         except OSError as err:
             raise SplinecamError(f"--listen {args.listen}: cannot listen there ({err.strerror or err})") from None
         bound_host, bound_port = server.address

@@ -483,7 +483,8 @@ class RemoteBackend(Backend):
             data["offline_s"] = round(data["offline_s"] + self.clock() - self._offline_since, 3)
         info = self.info
         return {"worker": self.address, "worker_backend": str(info.get("describe", "?")),
-                "model": self.config.name, "keypoints_on": self.keypoints_where,
+                "model": self.config.name, "weights": str(info.get("weights", "")),
+                "keypoints_on": self.keypoints_where,
                 "frames_as": self.codec if self.codec != "jpeg" else f"jpeg q{self.quality}",
                 "online": self.online, **data}
 

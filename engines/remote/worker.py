@@ -46,15 +46,16 @@ def token_proof(token: str, nonce: bytes) -> str:
     return hmac.new(token.encode("utf-8"), nonce, hashlib.sha256).hexdigest()
 
 
-def model_info(backend, model_hash: str = "") -> dict:
-    """What a client needs to know of the worker's model (sent in WELCOME)."""
+def model_info(backend, model_hash: str = "", weights: str = "") -> dict:
+    """What a client needs to know of the worker's model (sent in WELCOME); ``weights``: the checkpoint's
+    file name, for reports."""
     cfg = backend.config.to_yaml_dict()
     for k in ("train_params", "train_avd_params", "dataset_params"):
         cfg.pop(k, None)
     return {"config": cfg, "engine": backend.name, "device": backend.device, "precision": backend.precision,
             "describe": backend.describe(), "has_avd": bool(backend.has_avd), "has_bg": bool(backend.has_bg),
             "size": int(backend.size), "num_kp": int(backend.config.num_kp),
-            "model_hash": model_hash, "worker": splinecam_version()}
+            "model_hash": model_hash, "weights": weights, "worker": splinecam_version()}
 
 
 class _Server(socketserver.ThreadingTCPServer):
@@ -285,7 +286,7 @@ class WorkerServer:
 
     def __init__(self, backend, token: str, host: str = "127.0.0.1", port: int = 7860, max_clients: int = 8,
                  max_sources: int = 64, max_payload: int = P.MAX_PAYLOAD, hello_timeout: float = 10.0,
-                 model_hash: str = ""):
+                 model_hash: str = "", weights: str = ""):
         if not token:
             raise ValueError("the worker needs a token")
         self.backend, self.token = backend, token
@@ -297,7 +298,7 @@ class WorkerServer:
         self._count_lock = threading.Lock()
         self.counts = {"clients": 0, "refused": 0, "frames_generated": 0}
         self._sockets: set[socket.socket] = set()
-        self.info = model_info(backend, model_hash)
+        self.info = model_info(backend, model_hash, weights)
         self._serving = False
         self._server = _Server((host, port), _Connection, self)
         self.address = self._server.server_address[:2]
