@@ -54,6 +54,10 @@ class BenchOptions:
     pipeline_frames: int | None = None
     pipeline_unpaced: bool = False
     output_size: tuple[int, int] = (1280, 720)
+    remote: tuple[str, int] | None = None   # --pipeline over `splinecam worker` at (host, port)
+    token: str = ""
+    remote_codec: str = "jpeg"
+    remote_quality: int = 90
     extra: dict = field(default_factory=dict)
 
 
@@ -183,6 +187,27 @@ def _conditions() -> dict:
             "busy_processes": busy_processes()}
 
 
+def _run_remote_pipeline(opts: BenchOptions, threads: int) -> BenchResult:
+    """--pipeline CLIP --remote HOST:PORT: the live pipeline here, the networks on the worker (its model)."""
+    from splinecam.benchmarks.pipeline import run_remote_pipeline
+
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    before = _conditions()
+    device = collect_device_info(threads)
+    host, port = opts.remote
+    say(f"splinecam bench: {device.label} (client); networks on the worker at {host}:{port}")
+    result = BenchResult(device=device.to_dict(), model=None, inputs={"description": f"{opts.pipeline} as the camera"},
+                         created=started, command=opts.command, note=opts.note,
+                         settings={"threads": threads, "pipeline_frames": opts.pipeline_frames,
+                                   "paced": not opts.pipeline_unpaced, "mode": "relative",
+                                   "output_size": f"{opts.output_size[0]}x{opts.output_size[1]}",
+                                   "remote": f"{host}:{port}", "remote_codec": opts.remote_codec,
+                                   "remote_quality": opts.remote_quality})
+    result.pipeline = [run_remote_pipeline(opts)]
+    result.conditions = {"start": before, "end": _conditions()}
+    return result
+
+
 def run_bench(opts: BenchOptions) -> BenchResult:
     """Measure every row on the same frames, interleaved; return the typed result."""
     import torch
@@ -191,6 +216,8 @@ def run_bench(opts: BenchOptions) -> BenchResult:
 
     threads = opts.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
+    if opts.pipeline and opts.remote:
+        return _run_remote_pipeline(opts, threads)
     loaded, model_source = load_bench_model(opts)
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     before = _conditions()

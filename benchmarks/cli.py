@@ -21,6 +21,23 @@ def _list(allowed: tuple[str, ...]):
     return parse
 
 
+def _without_token(argv: list[str]) -> list[str]:
+    """The command line as kept in the JSON: a --token's value is not (it is a secret)."""
+    out, hide = [], False
+    for a in argv:
+        if hide:
+            out.append("TOKEN")
+            hide = False
+        elif a == "--token":
+            out.append(a)
+            hide = True
+        elif a.startswith("--token="):
+            out.append("--token=TOKEN")
+        else:
+            out.append(a)
+    return out
+
+
 def register(subparsers) -> None:
     from splinecam.engines.backends import BACKENDS, DEVICE_CHOICES, PRECISIONS
     from splinecam.engines.model_options import add_compile_argument, add_model_arguments
@@ -58,6 +75,13 @@ def register(subparsers) -> None:
                    help="with --pipeline: read every frame as fast as processed (default: paced like a camera, "
                         "frames dropped when processing is slower)")
     g.add_argument("--output-size", default="1280x720", metavar="WxH", help="with --pipeline: output size")
+    g.add_argument("--remote", metavar="HOST:PORT",
+                   help="with --pipeline: run the networks on a `splinecam worker` (the model is the worker's) and "
+                        "report the round trip split into network, worker and inference time, and bytes per frame")
+    g.add_argument("--token", metavar="TOKEN", help="with --remote: the worker's token (default $SPLINECAM_TOKEN)")
+    g.add_argument("--remote-codec", choices=("jpeg", "png", "raw"), default="jpeg",
+                   help="with --remote: how images cross the wire (default jpeg)")
+    g.add_argument("--remote-quality", type=int, default=90, metavar="Q", help="with --remote: JPEG quality")
     g.add_argument("--seed", type=int, default=0, help="seed of the random weights with --config alone")
     add_compile_argument(g)
     o = p.add_argument_group("output")
@@ -78,6 +102,23 @@ def run_bench_command(args: argparse.Namespace) -> int:
             raise SplinecamError(f"--{name} {value}: must be {'≥ 0' if name == 'warmup' else 'at least 1'}")
     if args.precisions and "auto" in args.precisions and not args.pipeline:
         raise SplinecamError("--precisions auto is for --pipeline; name the precisions to measure")
+    remote, token = None, ""
+    if args.remote:
+        import os
+
+        from splinecam.engines.remote.protocol import parse_address
+
+        if not args.pipeline:
+            raise SplinecamError("--remote measures the live pipeline: give --pipeline CLIP too")
+        try:
+            remote = parse_address(args.remote, flag="--remote")
+        except ValueError as err:
+            raise SplinecamError(str(err)) from None
+        token = args.token or os.environ.get("SPLINECAM_TOKEN", "")
+        if not token:
+            raise SplinecamError("--remote needs the worker's token: --token TOKEN or $SPLINECAM_TOKEN")
+        if not 1 <= args.remote_quality <= 100:
+            raise SplinecamError(f"--remote-quality {args.remote_quality}: must be 1-100")
     size = (1280, 720)
     if args.pipeline:
         from splinecam.live.compose import parse_size
@@ -87,10 +128,11 @@ def run_bench_command(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint, config=args.config, backends=args.backends, precisions=args.precisions,
         device=args.device, frames=args.frames or DEFAULT_FRAMES, warmup=args.warmup, threads=args.threads,
         driving=args.driving, source=args.source, seed=args.seed, note=args.note,
-        command="splinecam " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"]
-        else "splinecam bench",
+        command="splinecam " + " ".join(shlex.quote(a) for a in _without_token(sys.argv[1:]))
+        if sys.argv[1:2] == ["bench"] else "splinecam bench",
         pipeline=args.pipeline, pipeline_frames=args.frames, pipeline_unpaced=args.pipeline_unpaced,
-        output_size=size, compile=not args.no_compile)
+        output_size=size, compile=not args.no_compile, remote=remote, token=token, remote_codec=args.remote_codec,
+        remote_quality=args.remote_quality)
     result = run_bench(opts)
     data = result.to_dict()
     print(format_table(data))

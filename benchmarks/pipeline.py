@@ -50,6 +50,14 @@ def run_pipeline(clip: str | Path, loaded: LoadedModel, backend: str = "auto", p
         impl = create_backend(loaded, b, d, p, BackendOptions(progress=lambda msg: say(f"  {b} {p}: {msg}"), compile=compile_bf16))
     except BackendUnavailableError as err:
         return _not_run(clip, b, p, d, paced, output_size, STATUS_UNAVAILABLE, unavailable_reason(b, err))
+    return _run_live(impl, clip, avatar, max_frames, paced, output_size, t0, b, p, d)
+
+
+def _run_live(impl, clip: Path, avatar: Path, max_frames: int | None, paced: bool, output_size: tuple[int, int],
+              t0: float, b: str, p: str, d: str) -> PipelineResult:
+    """The live pipeline over ``impl`` (closed afterwards)."""
+    from splinecam.live.pipeline import LiveOptions, LivePipeline
+
     opts = LiveOptions(avatar=str(avatar), camera=str(clip), camera_size=None, camera_fps=None,
                        output_size=output_size, fps=None, virtual_camera=False, preview=False, record=None,
                        max_frames=max_frames, metrics=None, realtime=paced, loop=max_frames is not None)
@@ -65,7 +73,25 @@ def run_pipeline(clip: str | Path, loaded: LoadedModel, backend: str = "auto", p
         clip=clip.name, backend=b, precision=p, device=d, paced=paced, output_size=summary.get("output_size", ""),
         fps_processed=summary["fps"]["processed"], fps_output=summary["fps"]["output"],
         latency_ms=summary["latency_ms"], stages_ms=summary["stages_ms"], frames=summary["frames"],
-        duration_s=summary.get("duration_s", 0.0), setup_s=round(setup_s, 2), variant=impl.describe())
+        duration_s=summary.get("duration_s", 0.0), setup_s=round(setup_s, 2), variant=impl.describe(),
+        remote=summary.get("remote"))
+
+
+def run_remote_pipeline(opts) -> PipelineResult:
+    """``--pipeline CLIP --remote HOST:PORT``: the networks on a ``splinecam worker``; the result's ``remote``
+    splits the round trip into network, worker and inference time and counts the bytes per frame."""
+    from splinecam.engines.remote.client import RemoteBackend
+
+    clip = Path(opts.pipeline).expanduser()
+    if not clip.is_file():
+        raise SplinecamError(f"--pipeline {clip}: no such video (give a clip that stands in for the camera)")
+    avatar = Path(opts.source) if opts.source else DEFAULT_AVATAR
+    t0 = time.perf_counter()
+    host, port = opts.remote
+    impl = RemoteBackend(host, port, opts.token, opts.remote_codec, opts.remote_quality,
+                         say=lambda msg: say(f"  {msg}"))
+    return _run_live(impl, clip, avatar, opts.pipeline_frames, not opts.pipeline_unpaced, opts.output_size, t0,
+                     "remote", impl.precision, impl.device)
 
 
 def _not_run(clip: Path, backend: str, precision: str, device: str, paced: bool, size: tuple[int, int],

@@ -114,6 +114,7 @@ class PipelineResult:
     variant: str | None = None
     status: str = STATUS_OK
     reason: str | None = None
+    remote: dict | None = None   # --remote: the live metrics' "remote" section (network vs worker vs inference)
 
 
 @dataclass

@@ -34,6 +34,10 @@ def register(subparsers) -> None:
                    help="where TensorRT plans are kept (default $SPLINECAM_CACHE/tensorrt or ~/.cache/splinecam/tensorrt)")
     p.set_defaults(func=run_export)
 
+    from splinecam.engines.remote.cli import add_worker_command
+
+    add_worker_command(subparsers)
+
 
 def _say(msg: str) -> None:
     print(msg, flush=True)

@@ -33,3 +33,8 @@ class BackendUnavailableError(SplinecamError):
 
 class EngineCacheError(SplinecamError):
     """A compiled engine is missing, stale or was built for another GPU / TensorRT / model."""
+
+
+class BackendOffline(SplinecamError):
+    """The networks cannot run right now but may again soon (a remote worker that went away). The live
+    loop shows the avatar at rest — as when no face is found — and carries on; the message says why."""

@@ -77,6 +77,30 @@ def _add_driving_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"how fast the cut-off rises with speed: higher = less lag (default {DEFAULT_BETA:g})")
 
 
+SERVE_TOKEN_ENV = "SPLINECAM_SERVE_TOKEN"
+REMOTE_TOKEN_ENV = "SPLINECAM_TOKEN"
+
+
+def _add_stream_and_remote_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("stream without a driver (live/README.md, 'Browser stream')")
+    g.add_argument("--serve", metavar="[HOST:]PORT",
+                   help="also serve the output over HTTP: http://HOST:PORT/ (the stream full-window, for OBS's "
+                        "Browser Source), /stream.mjpg (MJPEG) and /control (the hotkeys' actions); host "
+                        "127.0.0.1 unless given (0.0.0.0:PORT: every interface, other machines need the token)")
+    g.add_argument("--serve-token", metavar="TOKEN",
+                   help=f"the token requests from other machines must carry (default ${SERVE_TOKEN_ENV}, else one is "
+                        f"made and printed when serving beyond this machine)")
+    g = p.add_argument_group("networks on another machine (`splinecam worker` there)")
+    g.add_argument("--remote", metavar="HOST:PORT",
+                   help="run the networks on a `splinecam worker` at HOST:PORT; capture, tracking, composition, "
+                        "preview and sinks stay here (no --checkpoint / --backend: those are the worker's)")
+    g.add_argument("--token", metavar="TOKEN", help=f"the worker's token (default ${REMOTE_TOKEN_ENV})")
+    g.add_argument("--remote-codec", choices=("jpeg", "png", "raw"), default="jpeg",
+                   help="how images cross the wire: jpeg (default), png or raw (exact, ~6x the bytes)")
+    g.add_argument("--remote-quality", type=_positive(int), default=90, metavar="Q",
+                   help="JPEG quality of the images on the wire, 1-100 (default 90)")
+
+
 def add_live_commands(subparsers) -> None:
     p = subparsers.add_parser(
         "live", help="drive an avatar from your webcam, live, into a virtual camera",
@@ -105,6 +129,7 @@ def add_live_commands(subparsers) -> None:
     g.add_argument("--virtual-camera-device", metavar="DEV", help="e.g. /dev/video10 (default: the first loopback)")
     g.add_argument("--preview", action=argparse.BooleanOptionalAction, default=True,
                    help="show the preview window with overlays and hotkeys (default on when there is a display)")
+    _add_stream_and_remote_arguments(p)
     p.add_argument("--remember", action=argparse.BooleanOptionalAction, default=True,
                    help="use and update the remembered settings (~/.config/splinecam/state.json)")
     add_model_arguments(p)
@@ -172,6 +197,14 @@ def options_from_args(args: argparse.Namespace, state=None):
         min_cutoff=args.smooth_min_cutoff or st.smooth_min_cutoff or DEFAULT_MIN_CUTOFF,
         beta=args.smooth_beta if args.smooth_beta is not None else (
             st.smooth_beta if st.smooth_beta is not None else DEFAULT_BETA))
+    serve = None
+    if getattr(args, "serve", None):
+        from splinecam.engines.remote.protocol import parse_address
+
+        try:
+            serve = parse_address(args.serve, flag="--serve")
+        except ValueError as err:
+            raise SplinecamError(str(err)) from None
     same_avatar = args.avatar is None or (st.avatar and Path(args.avatar).expanduser().resolve() == Path(st.avatar))
     calibration = np.asarray(st.calibration, np.float32) if st.calibration else None
     return LiveOptions(
@@ -183,7 +216,57 @@ def options_from_args(args: argparse.Namespace, state=None):
         crop=args.crop, avatar_start=st.avatar_name if same_avatar else None,
         virtual_camera=args.virtual_camera, virtual_camera_device=getattr(args, "virtual_camera_device", None),
         preview=args.preview, record=args.record, max_frames=args.max_frames, metrics=args.metrics,
-        realtime=args.realtime, loop=getattr(args, "loop", False), smoothing=smoothing, calibration=calibration)
+        realtime=args.realtime, loop=getattr(args, "loop", False), smoothing=smoothing, calibration=calibration,
+        serve=serve, serve_token=getattr(args, "serve_token", None) or os.environ.get(SERVE_TOKEN_ENV) or None)
+
+
+def _remote_backend(args: argparse.Namespace, say):
+    """The RemoteBackend of --remote HOST:PORT --token T (one-line errors for what cannot work)."""
+    from splinecam.engines.remote.client import RemoteBackend
+    from splinecam.engines.remote.protocol import parse_address
+
+    given = [f for f, v in (("--checkpoint", args.checkpoint), ("--config", args.config),
+                            ("--backend", args.backend != "auto"), ("--device", args.device != "auto"),
+                            ("--precision", args.precision != "auto"), ("--no-compile", args.no_compile),
+                            ("--retune", getattr(args, "retune", False))) if v]
+    if given:
+        raise SplinecamError(f"{', '.join(given)} with --remote: the model is the worker's, give "
+                             f"{'it' if len(given) == 1 else 'them'} to `splinecam worker`")
+    try:
+        host, port = parse_address(args.remote, flag="--remote")
+    except ValueError as err:
+        raise SplinecamError(str(err)) from None
+    if ":" not in args.remote or port == 0:
+        raise SplinecamError(f"--remote {args.remote}: give HOST:PORT, e.g. 192.168.1.20:7860")
+    if not 1 <= args.remote_quality <= 100:
+        raise SplinecamError(f"--remote-quality {args.remote_quality}: must be 1-100")
+    token = args.token or os.environ.get(REMOTE_TOKEN_ENV, "")
+    if not token:
+        raise SplinecamError(f"--remote needs the worker's token: --token TOKEN or ${REMOTE_TOKEN_ENV} "
+                             f"(`splinecam worker` printed it when it started)")
+    backend = RemoteBackend(host, port, token, args.remote_codec, args.remote_quality, say=say)
+    say(f"splinecam: networks on the worker at {backend.address} ({backend.graphs.worker_describe}, "
+        f"model {backend.config.name}); keypoints on the {backend.keypoints_where}")
+    return backend
+
+
+def _serve_token(options, say):
+    """--serve beyond this machine: said on start-up, and it needs a token (made here when none was given)."""
+    from splinecam.engines.remote.protocol import is_loopback
+
+    host, port = options.serve
+    if is_loopback(host):
+        return options
+    from dataclasses import replace
+    import secrets
+
+    token = options.serve_token
+    made = not token
+    if made:
+        token = secrets.token_urlsafe(12)
+    say(f"splinecam: --serve {host}:{port} listens beyond this machine: other machines need the token "
+        f"(…/?token=TOKEN){'' if not made else '; made one for this run: ' + token}")
+    return replace(options, serve_token=token)
 
 
 def _run(options, args, say=print) -> tuple[dict, object]:
@@ -200,21 +283,37 @@ def _run(options, args, say=print) -> tuple[dict, object]:
     from splinecam.live.capture import open_source
 
     source = open_source(options.camera, options.camera_size, options.camera_fps)  # a wrong camera fails first
+    remote = None
+    if options.serve is not None:
+        options = _serve_token(options, say)
     try:
-        loaded = load_model_from_args(args)
-        backend = backend_from_args(args, loaded, avatar_sample(options.avatar, loaded.config.image_size), say=say)
+        if getattr(args, "remote", None):
+            backend = remote = _remote_backend(args, say)
+        else:
+            loaded = load_model_from_args(args)
+            backend = backend_from_args(args, loaded, avatar_sample(options.avatar, loaded.config.image_size), say=say)
         if options.mode == "avd" and not backend.has_avd:
             raise SplinecamError("--mode avd needs a checkpoint with an AVD network (this one has none): "
                                  "use --mode relative or standard")
         pipeline = LivePipeline.build(options, backend, source=source, say=say)
     except BaseException:
         source.close()
+        if remote is not None:
+            remote.close()
         raise
     hint = "press H in the preview for the hotkeys, " if pipeline.preview is not None else ""
     say(f"splinecam: {backend.describe()}, output {options.output_size[0]}x{options.output_size[1]} "
         f"at {pipeline.fps:g} fps, mode {options.mode}; {hint}Ctrl-C to stop")
+    if pipeline.stream is not None:
+        url = pipeline.stream.url
+        say(f"splinecam: stream on {url} (OBS: add a Browser Source with this URL, {options.output_size[0]}x"
+            f"{options.output_size[1]}), MJPEG at {url}stream.mjpg, controls at {url}control")
     _sigterm_as_interrupt()
-    summary = pipeline.run()
+    try:
+        summary = pipeline.run()
+    finally:
+        if remote is not None:
+            remote.close()
     say(format_summary(summary))
     if options.record is not None:
         say(f"splinecam: recorded {options.record}")

@@ -14,7 +14,10 @@ JSON layout (``LiveMetrics.summary()``)::
      "latency_ms": {"p50", "p95", "max", "mean", "count"},
      "stages_ms": {"capture", "track", "keypoints", "normalise", "generate", "compose", "sinks", …},
      "loop_ms": mean per-frame time of the loop's own stages (everything but the networks),
-     "backend", "device", "precision", "source", "output_size", "duration_s"}
+     "backend", "device", "precision", "source", "output_size", "duration_s",
+     "remote": {…}  with --remote (engines/remote/client.py: frames the worker generated, round trip,
+                    network and inference time, bytes per frame),
+     "stream": {…}  with --serve (live/stream_server.py: viewers, frames served / skipped, JPEG encode)}
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class LiveMetrics:
     info: dict = field(default_factory=dict)
     stages: StageTimer = field(default_factory=StageTimer)
     window: int = 30  # frames in the rolling FPS / latency shown on the preview
+    sections: dict = field(default_factory=dict)  # name → callable returning a dict, added to the summary
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -126,7 +130,8 @@ class LiveMetrics:
                 "stages_ms": stages,
                 "loop_ms": round(loop, 3),
                 **self.info,
-                "duration_s": round(duration, 3)}
+                "duration_s": round(duration, 3),
+                **{name: report() for name, report in self.sections.items()}}
 
     def write(self, path: str | Path) -> dict:
         """Write :meth:`summary` as JSON (atomically); returns it."""

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from splinecam.engines.backends.base import Backend
-from splinecam.engines.errors import SplinecamError
+from splinecam.engines.errors import BackendOffline, SplinecamError
 from splinecam.live.avatars import AvatarLibrary
 from splinecam.live.calibration import BestFrameSearch, Match, ghost_overlay
 from splinecam.live.capture import CaptureThread, CapturedFrame, FrameSource, Pacing, open_source
@@ -80,6 +80,8 @@ class LiveOptions:
     calibration: np.ndarray | None = None  # remembered reference keypoints (K, 2)
     hold_s: float = 0.25
     ease_s: float = 0.5
+    serve: tuple[str, int] | None = None  # --serve: the MJPEG stream + control page (live/stream_server.py)
+    serve_token: str | None = None        # what requests from other machines must carry
 
 
 @dataclass
@@ -236,6 +238,18 @@ class FrameProcessor:
             tracked = self.cropper.update(frame)
         avatar = self.library.current
         match, kp_raw, status = None, None, ""
+        try:
+            face, kind, kp_raw, status, match = self._drive(tracked, avatar, t)
+        except BackendOffline as err:  # a remote worker away: the avatar at rest, as without a face
+            self.metrics.count("backend_offline")
+            self.smoother.reset()
+            face, kind, status = avatar.image, "avatar", str(err)
+        return _InFlight(frame, avatar, face, kind, tracked.crop, kp_raw, status, match)
+
+    def _drive(self, tracked, avatar, t: float):
+        """The networks' part of :meth:`_infer` → (face (S,S,3) or in flight, kind, kp_raw, status, match)."""
+        c = self.controls
+        match, kp_raw, status = None, None, ""
         if tracked.found:
             with self.stages.time("keypoints"):
                 kp = self.inference.keypoints(tracked.crop, avatar.source)
@@ -267,7 +281,7 @@ class FrameProcessor:
                 with self.stages.time("generate"):
                     face = self.inference.pose(avatar.source, pose.kp)
             kind = "avatar"
-        return _InFlight(frame, avatar, face, kind, tracked.crop, kp_raw, status, match)
+        return face, kind, kp_raw, status, match
 
     def _finish(self, f: _InFlight) -> Processed:
         """The frame's face (waiting for the GPU when it is in flight) composed into the output frame."""
@@ -287,7 +301,8 @@ class FrameProcessor:
         self.controls.message, self.controls.message_until = text, time.perf_counter() + seconds
 
     def handle(self, cmd: Command, t: float) -> None:
-        """Apply a hotkey command."""
+        """Apply a command: a hotkey's, or the control page's (live/control.py). Switches (pass-through,
+        smoothing, mirror) toggle, or take ``cmd.arg`` 0 / 1 when given (the control page's on / off)."""
         c, a = self.controls, cmd.action
         if a is Action.QUIT:
             c.quit = True
@@ -305,13 +320,13 @@ class FrameProcessor:
         elif a is Action.CYCLE_MODE:
             self._message(f"mode {self.cycle_mode()}")
         elif a is Action.PASSTHROUGH:
-            c.passthrough = not c.passthrough
+            c.passthrough = (not c.passthrough) if cmd.arg is None else bool(cmd.arg)
             self._message("pass-through ON: the meeting sees your camera" if c.passthrough
                           else "pass-through off: the meeting sees the avatar")
         elif a is Action.MIRROR:
-            c.mirror = not c.mirror
+            c.mirror = (not c.mirror) if cmd.arg is None else bool(cmd.arg)
         elif a is Action.SMOOTHING:
-            c.smoothing = not c.smoothing
+            c.smoothing = (not c.smoothing) if cmd.arg is None else bool(cmd.arg)
             self.smoother.reset()
             self._message(f"smoothing {'on' if c.smoothing else 'off'}")
         elif a is Action.OVERLAY:
@@ -342,6 +357,10 @@ class LivePipeline:
         self.say = say
         self.live = capture.pacing.newest_wins
         self.interrupted = False
+        self.stream = None  # the --serve StreamServer (also one of the fan-out's sinks)
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._latest: Processed | None = None
+        self._status = ""
 
     @classmethod
     def build(cls, options: LiveOptions, backend: Backend, source: FrameSource | None = None,
@@ -373,16 +392,44 @@ class LivePipeline:
         if options.calibration is not None:
             processor.restore_calibration(options.calibration)
         sinks = []
+        stream = None
+        if options.serve is not None:  # first: a port in use fails before any other sink is opened
+            from splinecam.live.stream_server import StreamServer
+
+            stream = StreamServer(*options.serve, token=options.serve_token, say=say)
+            sinks.append(stream)
+            metrics.sections["stream"] = stream.report
         if options.virtual_camera:
             sinks.append(open_virtual_camera(options.output_size, fps, options.virtual_camera_device,
                                              camera_factory, say))
         if options.record is not None:
             sinks.append(RecorderSink(options.record, fps, options.output_size, block=not pacing.newest_wins,
                                       metrics=metrics))
+        for name, report in getattr(backend, "metric_sections", {}).items():
+            metrics.sections[name] = report
         fanout = SinkFanout(sinks, metrics)
         preview = PreviewWindow.open("splinecam", say) if options.preview else None
         capture = CaptureThread(source, pacing)
-        return cls(options, processor, capture, fanout, metrics, fps, preview, say)
+        pipeline = cls(options, processor, capture, fanout, metrics, fps, preview, say)
+        if stream is not None:
+            stream.controller, pipeline.stream = pipeline, stream
+        return pipeline
+
+    # --- remote control (the stream server's control page: live/control.py)
+    def command(self, cmd: Command) -> None:
+        """Queue a command for the processing thread, as a hotkey does."""
+        self._commands.put(cmd)
+
+    def control_state(self) -> dict:
+        """What the control page shows (read from other threads: plain values only)."""
+        proc, c = self.processor, self.processor.controls
+        lib = proc.library
+        return {"avatars": [a.name for a in lib.avatars], "avatar": lib.index, "passthrough": c.passthrough,
+                "smoothing": c.smoothing, "mirror": c.mirror, "mode": proc.normaliser.mode,
+                "searching": proc.search.active,
+                "message": c.message if time.perf_counter() < c.message_until else "",
+                "status": self._status or (self._latest.status if self._latest is not None else ""),
+                "fps": round(self.metrics.recent_fps(), 2)}
 
     # --- the loop
     def _overlay(self, p: Processed | None, status: str = "") -> OverlayInfo:
@@ -414,11 +461,10 @@ class LivePipeline:
         responsive (~60 Hz) however slow inference is, and takes Ctrl-C. Hotkeys reach the
         processing through a queue and apply between two frames.
         """
-        opts, proc, metrics = self.options, self.processor, self.metrics
+        opts, proc = self.options, self.processor
         self._sender = None
         if self.live:
             self._sender = SteadySender(self.fanout, self.fps, proc.still(), opts.max_frames).start()
-        self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
         self._done = threading.Event()
         self._latest: Processed | None = None
