@@ -68,7 +68,7 @@ def load_bench_model(opts: BenchOptions) -> tuple[LoadedModel, str]:
     """(model, how it was obtained) from --checkpoint / --config / the bundled weights.
 
     Without either and without bundled weights in this install (before the first training run
-    has produced them), random lite-256 weights stand in, with a warning: timings are valid,
+    has produced them), random cpu-256 weights stand in, with a warning: timings are valid,
     pictures are not.
     """
     from splinecam.engines.model_options import default_checkpoint
@@ -83,10 +83,10 @@ def load_bench_model(opts: BenchOptions) -> tuple[LoadedModel, str]:
     try:
         path = default_checkpoint()
     except CheckpointError as err:
-        say(f"splinecam: warning: {err}; benchmarking random lite-256 weights instead (speed is valid, "
+        say(f"splinecam: warning: {err}; benchmarking random cpu-256 weights instead (speed is valid, "
             f"images are not)")
-        return perturbed_random_model("lite-256", opts.seed), \
-            f"random lite-256 weights (bundled weights missing), seed {opts.seed}"
+        return perturbed_random_model("cpu-256", opts.seed), \
+            f"random cpu-256 weights (bundled weights missing), seed {opts.seed}"
     loaded = load_checkpoint(path)
     return loaded, f"bundled weights {path.name}"
 

@@ -18,7 +18,7 @@ from splinecam.engines.errors import CheckpointError
 from splinecam.engines.loaded_model import LoadedModel
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "lite-256.safetensors"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "cpu-256.safetensors"
 
 
 def default_checkpoint() -> Path:
@@ -34,9 +34,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, backends: bool = True) 
     g = parser.add_argument_group("model")
     g.add_argument("--checkpoint", metavar="PATH",
                    help="official TPSMM .pth.tar (vox.pth.tar …) or splinecam .safetensors "
-                        "(default: the bundled lite-256 weights)")
+                        "(default: the bundled cpu-256 weights)")
     g.add_argument("--config", metavar="NAME|YAML",
-                   help="model config: a built-in name (vox-256, taichi-256, ted-384, mgif-256, lite-256) or an "
+                   help="model config: a built-in name (vox-256, taichi-256, ted-384, mgif-256, lite-256, cpu-256) or an "
                         "official-layout YAML; safetensors carry their own, official checkpoints are matched "
                         "to a built-in config by shape when omitted")
     if backends:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from splinecam.engines.errors import SplinecamError
-from splinecam.engines.tpsmm.geometry import relative_keypoints, relative_scale
+from splinecam.engines.relative_motion import relative_keypoints, relative_scale
 
 MODES = ("relative", "avd", "standard")
 

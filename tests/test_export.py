@@ -209,32 +209,3 @@ def test_export_rejects_bf16(tmp_path, golden_model):
 
     with pytest.raises(ExportError):
         export_onnx(golden_model, tmp_path, "bf16")
-
-
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_bundled_weights_export_and_match_torch(tmp_path, shared, precision):
-    """The bundled lite-256 (heatmap keypoint head: soft-argmax, our own layer) exports to graphs
-    TensorRT's parser takes, and ONNX Runtime's keypoints match torch's on a real face."""
-    import cv2
-    import onnxruntime as ort
-    import torch
-
-    from splinecam.engines.model_options import DEFAULT_WEIGHTS
-    from splinecam.engines.tpsmm.checkpoint import load_checkpoint
-
-    loaded = load_checkpoint(DEFAULT_WEIGHTS)
-    manifest = export_onnx(loaded, tmp_path, precision)
-    allowed = reference_ops(shared)
-    for info in manifest.graphs.values():
-        report = inspect_graph(tmp_path / info.file, frozenset(allowed))
-        assert report.ok and not report.dynamic, report.problems
-    face = cv2.cvtColor(cv2.imread(str(shared / "data" / "samples" / "source.png")), cv2.COLOR_BGR2RGB)
-    image = cv2.resize(face, (256, 256), interpolation=cv2.INTER_AREA).astype(np.float32)[None] / 255
-    image = np.ascontiguousarray(image.transpose(0, 3, 1, 2))
-    info = manifest.graphs["keypoints"]
-    session = ort.InferenceSession(str(tmp_path / info.file), providers=["CPUExecutionProvider"])
-    got = session.run(None, {info.inputs[0].name: image})[0]
-    with torch.no_grad():
-        want = loaded.model.kp_detector(torch.from_numpy(image)).numpy()
-    assert got.shape == want.shape == (1, 50, 2)
-    assert np.abs(got - want).max() < (1e-4 if precision == "fp32" else 5e-3)

@@ -117,7 +117,7 @@ def register(subparsers) -> None:
                                           "keypoints (standard mode); report L1, PSNR and AKD beside the "
                                           "no-motion baseline.")
     p.add_argument("--checkpoint", help="weights (.safetensors, .pth.tar, run dir or checkpoint.pth; "
-                                        "default: the bundled lite-256)")
+                                        "default: the bundled cpu-256)")
     p.add_argument("--config", help="config for an official .pth.tar without a matching built-in")
     p.add_argument("--data", required=True, action="append",
                    help="a video, a folder of videos, or prepare-data output (repeatable)")

@@ -110,15 +110,10 @@ def machine_key(loaded: LoadedModel, threads: int) -> dict:
 
     from splinecam.engines.cpu import cpu_info
 
-    versions = {}
-    for name in ("onnxruntime", "openvino"):
-        try:
-            versions[name] = __import__(name).__version__
-        except Exception:
-            versions[name] = None
-    cpu = cpu_info()
-    from splinecam.engines.export.onnx_export import installed_version
+    from splinecam.engines.versions import installed_version, runtime_versions
 
+    versions = {k: v for k, v in runtime_versions().items() if k in ("onnxruntime", "openvino")}
+    cpu = cpu_info()
     return {"cpu": cpu.model, "isa": cpu.isa, "flags": list(cpu.flags), "threads": threads,
             "model_hash": loaded.model_hash, "python": platform.python_version(), "splinecam": installed_version(),
             **versions}

@@ -22,6 +22,7 @@ import torch
 from splinecam.engines.errors import SplinecamError
 from splinecam.engines.export.graph_checks import DEFAULT_OPSET, inspect_graph
 from splinecam.engines.export.graphs import EXPORT_DTYPES, graph_specs, model_in_dtype
+from splinecam.engines.versions import installed_version
 from splinecam.engines.export.manifest import GraphInfo, Manifest, TensorInfo
 from splinecam.engines.tpsmm.checkpoint import LoadedModel
 
@@ -60,16 +61,6 @@ def _fold_in_place(path: Path) -> list[TensorInfo]:
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name
         outputs.append(TensorInfo(value.name, tuple(int(d.dim_value) for d in tt.shape.dim), dtype))
     return outputs
-
-
-def installed_version() -> str:
-    """The installed splinecam distribution's version (package metadata, for the manifest's record)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("splinecam")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def export_onnx(loaded: LoadedModel, out_dir: str | Path, precision: str = "fp32", opset: int = DEFAULT_OPSET,

@@ -1,0 +1,112 @@
+"""The bundled default model: its shipped graphs, the light install, and what it must do (issues 12-14).
+
+- the graphs under engines/weights/<name>-graphs are an export of exactly the bundled weights (model
+  hash), pass TensorRT's operator checks, and ONNX Runtime runs them as torch runs the weights;
+- ``splinecam demo`` runs with PyTorch blocked (the light install) and never imports it;
+- no pixel of the driving frame reaches the output: only its keypoints do;
+- the demo output has no black hole (benchmarks/black_regions.py's definition).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import DATA, REPO
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    from splinecam.engines.model_options import load_model
+
+    return load_model()
+
+
+def _crop(path):
+    from splinecam.engines.model_options import avatar_sample
+
+    crop = avatar_sample(path, 256)
+    assert crop is not None, path
+    return crop
+
+
+def test_shipped_graphs_are_an_export_of_the_bundled_weights(bundled, shared):
+    from splinecam.engines.bundled import graphs_dir
+    from splinecam.engines.export.graph_checks import inspect_graph
+    from splinecam.engines.export.manifest import Manifest
+    from splinecam.engines.model_options import default_checkpoint
+
+    directory = graphs_dir(default_checkpoint())
+    manifest = Manifest.read(directory)
+    assert manifest.model_hash == bundled.model_hash, "re-export the bundled weights: splinecam export " \
+        f"--checkpoint {default_checkpoint()} --out {directory}"
+    assert manifest.precision == "fp32" and bundled.shipped_export == directory
+    allowed = {ln.strip() for ln in (shared / "reference" / "tensorrt10-onnx-ops.txt").read_text().splitlines()
+               if ln.strip() and not ln.startswith("#")}
+    for name, info in manifest.graphs.items():
+        report = inspect_graph(directory / info.file, frozenset(allowed))
+        assert report.ok and not report.dynamic, (name, report.problems)
+
+
+def test_shipped_graphs_run_as_torch_runs_the_weights(bundled):
+    from splinecam.engines.backends import create_backend
+
+    torch_b = create_backend(bundled, "torch", "cpu", "fp32")
+    ort_b = create_backend(bundled, "onnxruntime", "cpu", "fp32")
+    assert ort_b.graphs.export_dir == bundled.shipped_export  # nothing exported: the shipped graphs
+    avatar = _crop(REPO / "live" / "assets" / "mona.jpg")
+    st_t, st_o = torch_b.prepare_source(avatar), ort_b.prepare_source(avatar)
+    np.testing.assert_allclose(st_t.kp, st_o.kp, atol=1e-6)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        kp = st_t.kp + rng.normal(0, 0.03, st_t.kp.shape).astype(np.float32)
+        a, b = torch_b.predict(st_t, kp), ort_b.predict(st_o, kp)
+        assert np.abs(a - b).max() <= 1e-3
+
+
+def test_no_pixel_of_the_driving_frame_reaches_the_output(bundled, monkeypatch):
+    """Two driving frames with different pixels but the same keypoints give the same output: the
+    generator sees the driver only through its keypoints (the privacy rule; identity preservation)."""
+    from splinecam.engines.backends import create_backend
+    from splinecam.engines.media import VideoReader
+
+    backend = create_backend(bundled, "onnxruntime", "cpu", "fp32")
+    state = backend.prepare_source(_crop(REPO / "live" / "assets" / "mona.jpg"))
+    frame = next(iter(VideoReader(REPO / "live" / "assets" / "webcam.mp4")))
+    crop = _crop_frame(frame)
+    kp = backend.keypoints(crop)
+    first = backend.generate(state, kp)
+    other = np.random.default_rng(1).integers(0, 256, crop.shape, dtype=np.uint8)  # other pixels, same keypoints
+    monkeypatch.setattr(backend.landmarks, "driving", lambda image: kp.copy())
+    assert np.array_equal(backend.generate(state, backend.keypoints(other)), first)
+    # and the keypoints themselves carry the motion: moving them changes the output
+    assert not np.array_equal(backend.generate(state, kp + np.float32(0.05)), first)
+
+
+def _crop_frame(frame):
+    from splinecam.engines.faces import crop_box_for_face, crop_image, find_face
+
+    return crop_image(frame, crop_box_for_face(find_face(frame, "the frame")), 256)
+
+
+@pytest.mark.slow
+def test_light_install_demo_runs_without_torch_and_has_no_black_hole(tmp_path):
+    """``splinecam demo`` with PyTorch blocked (as in `pip install splinecam`, no extras): it runs on the
+    shipped graphs, imports no torch, and its video has no black region the avatar does not have."""
+    out = tmp_path / "demo.mp4"
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from splinecam.cli import main\n"
+            f"rc = main(['demo', '--out', {str(out)!r}, '--no-preview'])\n"
+            "assert sys.modules.get('torch') is None, 'torch was imported'\n"
+            "sys.exit(rc)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                       env={**__import__("os").environ, "SPLINECAM_CACHE": str(tmp_path / "cache")})
+    assert r.returncode == 0, (r.stdout[-1500:], r.stderr[-1500:])
+    from splinecam.benchmarks.black_regions import check_video
+    from splinecam.engines.media import read_image
+
+    report = check_video(str(out), read_image(REPO / "live" / "assets" / "mona.jpg"), "pad")
+    assert report.frames >= 150 and report.ok, (report.flagged, report.excess)
