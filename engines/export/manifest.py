@@ -2,7 +2,8 @@
 
 ``manifest.json`` sits beside the ONNX files. Backends address every tensor by the names it lists
 (never by position) and refuse a directory whose manifest does not match the model they were given
-(model hash) or this splinecam's manifest format.
+(model hash) or this splinecam's manifest format, and check each graph file against the sha256 the
+manifest records (:meth:`Manifest.verify`).
 """
 
 from __future__ import annotations
@@ -63,11 +64,9 @@ class Manifest:
         return json.dumps(asdict(self), indent=2)
 
     def write(self, directory: str | Path) -> Path:
-        path = Path(directory) / MANIFEST_NAME
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json())
-        tmp.replace(path)
-        return path
+        from splinecam.engines.outputs import write_text_atomic
+
+        return write_text_atomic(Path(directory) / MANIFEST_NAME, self.to_json(), "export manifest")
 
     @classmethod
     def from_dict(cls, data: dict) -> "Manifest":
@@ -88,12 +87,28 @@ class Manifest:
             manifest = cls.from_dict(data)
         except FileNotFoundError:
             raise EngineCacheError(f"{path} does not exist: run 'splinecam export' to write the ONNX graphs") from None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise EngineCacheError(f"{path} is not a splinecam export manifest ({exc}); export again") from None
         if manifest.format != MANIFEST_FORMAT:
             raise EngineCacheError(f"{path} has manifest format {manifest.format}, this splinecam reads "
                                    f"{MANIFEST_FORMAT}: export again")
         return manifest
+
+    def verify(self, directory: str | Path, required: tuple[str, ...] = (), check_hashes: bool = True) -> None:
+        """Raise EngineCacheError unless every ``required`` graph is listed and every listed graph file
+        exists and (``check_hashes``) matches its sha256."""
+        from splinecam.engines.cache_store import file_sha256
+
+        for name in required:
+            if name not in self.graphs:
+                raise EngineCacheError(f"export in {directory} has no {name!r} graph: export again")
+        for name, g in self.graphs.items():
+            path = Path(directory) / g.file
+            if not path.is_file():
+                raise EngineCacheError(f"{path} is missing from the export in {directory}: export again")
+            if check_hashes and g.sha256 and file_sha256(path) != g.sha256:
+                raise EngineCacheError(f"{path} does not match its manifest's sha256 (truncated or overwritten): "
+                                       f"export again")
 
     def graph_path(self, directory: str | Path, name: str) -> Path:
         if name not in self.graphs:
