@@ -29,8 +29,16 @@ from splinecam.training import cli as training_cli
 REGISTRARS = (live_cli.register, engines_cli.register, training_cli.register, benchmarks_cli.register)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (``splinecam live: error: argument --fps: …``), exit 2;
+    every subcommand's parser is one too (argparse makes subparsers of the parent's class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="splinecam",
         description="Drive a portrait from your webcam, live, into a video call (Thin-Plate Spline Motion Model). "
                     "Start with 'splinecam demo'.")
