@@ -168,8 +168,8 @@ def non_negative_int(high: int = 10**9) -> NumberArg:
 
 
 def check_array(value: Any, what: str, shape: Iterable[int | None], low: float | None = None,
-                high: float | None = None) -> np.ndarray:
-    """Nested lists of numbers (JSON) → a float32 array of ``shape`` (None: any length), every element
+                high: float | None = None, dtype=np.float32) -> np.ndarray:
+    """Nested lists of numbers (JSON) → a ``dtype`` (float32) array of ``shape`` (None: any length), every element
     finite and inside [low, high]. Ragged lists, text, bools and NaN raise ValidationError."""
     shape = tuple(shape)
     if not isinstance(value, (list, tuple, np.ndarray)):
@@ -198,7 +198,7 @@ def check_array(value: Any, what: str, shape: Iterable[int | None], low: float |
         raise ValidationError(f"{what} holds NaN or infinite values")
     if (low is not None and (arr < low).any()) or (high is not None and (arr > high).any()):
         raise ValidationError(f"{what} has values outside [{_fmt(low)}, {_fmt(high)}]")
-    return arr.astype(np.float32)
+    return arr.astype(dtype)
 
 
 def _shape_text(shape: tuple) -> str:

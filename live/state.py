@@ -69,7 +69,7 @@ def _mode(value, what):
 
 
 def _calibration(value, what):
-    return check_array(value, what, (None, 2), low=-10.0, high=10.0).tolist()
+    return check_array(value, what, (None, 2), low=-10.0, high=10.0, dtype=float).tolist()
 
 
 # how each remembered value is checked (the same rules as the flags that set it)
