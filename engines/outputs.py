@@ -121,6 +121,13 @@ def check_output(path: PathLike, flag: str, kind: str = "file", inputs: Iterable
     if path is None or not str(path).strip():
         raise OutputError(f"{flag} needs a path")
     p = Path(path).expanduser()
+    try:
+        return _check_output(p, flag, kind, inputs, suffixes, create_folder)
+    except OSError as err:  # a name too long, a path through something that is not a folder, …
+        raise OutputError(f"cannot write {flag} {p}: {err.strerror or err} (choose another path)") from None
+
+
+def _check_output(p: Path, flag: str, kind: str, inputs, suffixes, create_folder: bool) -> Path:
     for source in inputs:
         if source is None or not str(source).strip():
             continue

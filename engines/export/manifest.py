@@ -18,6 +18,12 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 
 
+def _typed(value, kind: type, what: str):
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise TypeError(f"{what} must be {kind.__name__}, got {value!r:.40}")
+    return value
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     """One graph input or output: name, static shape, dtype name (``float32`` / ``float16``)."""
@@ -70,13 +76,32 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Manifest":
+        """The manifest from its JSON; TypeError / ValueError for anything not of the manifest's types."""
+        if not isinstance(data, dict) or not isinstance(data.get("graphs", {}), dict):
+            raise TypeError("not a JSON object with a 'graphs' mapping")
+
+        def tensor(t) -> TensorInfo:
+            if not isinstance(t, dict) or not isinstance(t.get("shape"), list):
+                raise TypeError(f"tensor entry {t!r:.60}")
+            shape = tuple(_typed(d, int, "shape") for d in t["shape"])
+            return TensorInfo(_typed(t["name"], str, "tensor name"), shape, _typed(t["dtype"], str, "dtype"))
+
         graphs = {}
         for name, g in data.get("graphs", {}).items():
+            if not isinstance(g, dict) or not isinstance(g.get("inputs"), list) or not isinstance(g.get("outputs"), list):
+                raise TypeError(f"graph {name!r} entry")
+            file = _typed(g["file"], str, "file")
+            if not file or Path(file).name != file:
+                raise ValueError(f"graph {name!r}: file {file!r} is not a file name")
             graphs[name] = GraphInfo(
-                name=g["name"], file=g["file"], sha256=g.get("sha256", ""),
-                inputs=[TensorInfo(t["name"], tuple(t["shape"]), t["dtype"]) for t in g["inputs"]],
-                outputs=[TensorInfo(t["name"], tuple(t["shape"]), t["dtype"]) for t in g["outputs"]])
+                name=_typed(g["name"], str, "name"), file=file, sha256=_typed(g.get("sha256", ""), str, "sha256"),
+                inputs=[tensor(t) for t in g["inputs"]], outputs=[tensor(t) for t in g["outputs"]])
         fields = {k: v for k, v in data.items() if k != "graphs"}
+        for k in ("model_hash", "config_name", "precision", "splinecam_version", "torch_version"):
+            _typed(fields.get(k, ""), str, k)
+        for k in ("image_size", "num_kp", "num_tps", "opset", "format"):
+            if k in fields:
+                _typed(fields[k], int, k)
         return cls(graphs=graphs, **fields)
 
     @classmethod
