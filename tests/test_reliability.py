@@ -182,6 +182,32 @@ def test_bad_fps_leaves_no_part_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("name", ["out.avi", "out.gif", "out"])
+@pytest.mark.parametrize("cmd", ["animate", "live"])
+def test_unknown_containers_are_refused_not_written_as_mp4(tmp_path, capsys, cmd, name):
+    out = str(tmp_path / name)
+    argv = (["animate", "--source", str(AVATAR), "--driving", str(CLIP), "--out", out] if cmd == "animate" else
+            ["live", "--camera", str(CLIP), "--avatar", str(AVATAR), "--record", out, "--no-preview", "--no-remember"])
+    one_error(capsys, main(argv), "is not a video container", ".mp4")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_settings_are_remembered_even_when_the_end_of_the_run_fails(tmp_path, capsys, monkeypatch):
+    """An --metrics file that cannot be written at the end used to lose the remembered state too."""
+    from splinecam.live.metrics import LiveMetrics
+    from splinecam.live.state import state_path
+
+    def full_disk(self, path):
+        raise OutputError(f"cannot write --metrics {path}: No space left on device")
+
+    monkeypatch.setattr(LiveMetrics, "write", full_disk)
+    rc = main(["live", "--camera", str(CLIP), "--avatar", str(AVATAR), "--no-preview", "--no-virtual-camera",
+               "--max-frames", "2", "--metrics", str(tmp_path / "m.json"), *GOLDEN_ARGS])
+    err = capsys.readouterr().err
+    assert rc == 2 and "No space left" in err and "Traceback" not in err
+    assert json.loads(state_path().read_text())["avatar"] == str(AVATAR.resolve())
+
+
 def test_broken_ffmpeg_env_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", "/nonexistent")
     one_error(capsys, main(["animate", "--source", str(AVATAR), "--driving", str(CLIP), "--out",
@@ -438,6 +464,8 @@ def test_bad_training_data_is_one_data_error(tmp_path, fault, capsys):
     with pytest.raises(DataError):
         load_clips(root)
     one_error(capsys, main(["evaluate", "--data", str(root), *GOLDEN_ARGS[:4]]), str(root))
+    one_error(capsys, main(["train", "--config", str(GOLDEN / "config.yaml"), "--data", str(root),
+                            "--out", str(tmp_path / "run")]), str(root))
 
 
 # ============================================================================ verified caches (probe 3)

@@ -109,8 +109,9 @@ def _check_recording(tmp_path: Path, run: Run, said: str) -> int:
     (signal.SIGINT, True, 130),     # Ctrl-C in the terminal: the whole foreground group gets it
     (signal.SIGTERM, True, 143),    # a group stop (service manager, `kill -TERM -PGID`)
     (signal.SIGTERM, False, 143),   # `kill PID`: the Python process alone
+    (signal.SIGINT, False, 130),    # SIGINT to the Python process alone (exited 0 before)
     (signal.SIGHUP, False, 129),    # the terminal was closed
-], ids=["sigint-group", "sigterm-group", "sigterm-process", "sighup"])
+], ids=["sigint-group", "sigterm-group", "sigterm-process", "sigint-process", "sighup"])
 def test_live_record_survives_the_signal(tmp_path, sig, group, code):
     run = _live(tmp_path)
     run.wait_for("Ctrl-C to stop")
