@@ -71,7 +71,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="run directory (checkpoint, logs, visualisations)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--init", help="initial weights: a training checkpoint, .safetensors or official .pth.tar")
-    p.add_argument("--max-steps", type=positive_int(), help="stop after this many optimisation steps (in total)")
+    p.add_argument("--max-steps", type=non_negative_int(),
+                   help="stop after this many optimisation steps (in total; 0: the warm start alone)")
     p.add_argument("--epochs", type=positive_int(), help="number of epochs (default: the config's num_epochs)")
     p.add_argument("--batch-size", type=number_arg(int, 1, 4096), help="global batch size (default: the config's)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
