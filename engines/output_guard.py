@@ -24,7 +24,7 @@ import numpy as np
 
 from splinecam.engines.errors import SplinecamError
 
-DARK = 16 / 255        # a pixel at or below this (every channel of the mean) counts as black
+DARK = 2 / 255         # a pixel whose channel mean is at or below this counts as black (a broken engine gives 0)
 BLACK_SHARE = 0.005    # a prediction with fewer bright pixels than this share is "all black"
 LIT_SHARE = 0.2        # an avatar with more bright pixels than this share is "not black"
 
