@@ -565,7 +565,7 @@ def test_plan_store_falls_back_when_unwritable(readonly_dir, tmp_path, monkeypat
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    key = PlanKey("generator", "ab" * 32, "fp16", "GPU", "8.9", "10.12.0", "cd" * 32)
+    key = PlanKey("generator", "ab" * 32, "fp16", "GPU", "8.9", "10.12.0", "cd" * 32, "tf32=off")
     said = []
     path = store_plan(key, b"plan", readonly_dir / "tensorrt", say=said.append)
     assert str(path).startswith(str(tmp_path / "tmp"))
