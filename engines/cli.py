@@ -12,7 +12,6 @@ otherwise.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def register(subparsers) -> None:

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from splinecam.cli import main
-from splinecam.engines.errors import CheckpointError, ConfigError, EngineCacheError, OutputError, SplinecamError
+from splinecam.engines.errors import CheckpointError, ConfigError, EngineCacheError, OutputError
 from tests.conftest import GOLDEN, REPO
 
 CLIP = REPO / "live" / "assets" / "webcam.mp4"
@@ -270,7 +270,7 @@ def test_range_and_array_checks():
     ("mode", "sideways"), ("avatar", 5), ("camera", ["0"]),
 ])
 def test_bad_remembered_state_is_ignored_and_never_written_back(tmp_path, field, value):
-    from splinecam.live.state import LiveState, load_state, save_state, state_path
+    from splinecam.live.state import load_state, save_state, state_path
 
     good = {"avatar": str(AVATAR), "camera": "0", "mode": "relative", "smooth_beta": 3.0, "mirror": True,
             "calibration": [[0.1, 0.2]] * 50, "smooth_min_cutoff": 2.0, "smoothing": True}
