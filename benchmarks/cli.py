@@ -7,6 +7,7 @@ import shlex
 import sys
 
 from splinecam.engines.errors import SplinecamError
+from splinecam.engines.validate import SEED, THREADS, non_negative_int, number_arg, positive_int
 
 DEFAULT_FRAMES = 30
 
@@ -59,11 +60,11 @@ def register(subparsers) -> None:
                    help=f"comma-separated, from {','.join(PRECISIONS)} (default: every one a backend has)")
     g.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
                    help="device of torch / onnxruntime rows and of the baseline (default: cuda when available)")
-    g.add_argument("--frames", type=int, metavar="N",
+    g.add_argument("--frames", type=positive_int(), metavar="N",
                    help=f"timed frames per row (default {DEFAULT_FRAMES}); with --pipeline: stop after N output "
                         f"frames (default: the whole clip)")
-    g.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed frames per row first (default 3)")
-    g.add_argument("--threads", type=int, metavar="N", help="torch / onnxruntime threads (default: all cores)")
+    g.add_argument("--warmup", type=non_negative_int(), default=3, metavar="N", help="untimed frames per row first (default 3)")
+    g.add_argument("--threads", type=number_arg(THREADS), metavar="N", help="torch / onnxruntime threads (default: all cores)")
     g.add_argument("--driving", metavar="VIDEO",
                    help="driving frames from this video, resized to the model size (default: the bundled webcam "
                         "clip, or synthetic frames)")
@@ -81,8 +82,8 @@ def register(subparsers) -> None:
     g.add_argument("--token", metavar="TOKEN", help="with --remote: the worker's token (default $SPLINECAM_TOKEN)")
     g.add_argument("--remote-codec", choices=("jpeg", "png", "raw"), default="jpeg",
                    help="with --remote: how images cross the wire (default jpeg)")
-    g.add_argument("--remote-quality", type=int, default=90, metavar="Q", help="with --remote: JPEG quality")
-    g.add_argument("--seed", type=int, default=0, help="seed of the random weights with --config alone")
+    g.add_argument("--remote-quality", type=number_arg(int, 1, 100), default=90, metavar="Q", help="with --remote: JPEG quality")
+    g.add_argument("--seed", type=number_arg(SEED), default=0, help="seed of the random weights with --config alone")
     add_compile_argument(g)
     o = p.add_argument_group("output")
     o.add_argument("--json", metavar="OUT.json", help="write the results as JSON")

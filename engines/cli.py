@@ -12,7 +12,6 @@ otherwise.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -51,8 +50,10 @@ def run_export(args: argparse.Namespace) -> int:
         from splinecam.engines.backends.tensorrt_runner import require_tensorrt
 
         require_tensorrt("export --tensorrt", "run export without --tensorrt for the ONNX graphs alone")
+    from splinecam.engines.outputs import check_output
+
+    out = check_output(args.out, "--out", kind="dir", inputs=[getattr(args, "checkpoint", None)])  # before any work
     loaded = load_model_from_args(args)
-    out = Path(args.out)
     _say(f"exporting {loaded.config.name} ({args.precision}) from {loaded.path or 'random weights'} to {out}")
     manifest = export_onnx(loaded, out, args.precision, progress=_say)
     _say(f"wrote {len(manifest.graphs)} graphs and {out / 'manifest.json'} (model {manifest.model_hash[:12]}…)")

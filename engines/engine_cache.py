@@ -9,6 +9,11 @@ decides from that record whether a plan is VALID, MISSING, STALE (any key part d
 (unreadable record, or plan bytes that do not match their checksum). Anything but VALID is rebuilt,
 never loaded.
 
+Both caches are verified by the one mechanism of :mod:`splinecam.engines.cache_store` (a seal with the
+key and per-file sha256, checked before every use; an unwritable cache falls back to a temporary
+folder with a warning): the ONNX exports as :class:`~splinecam.engines.cache_store.CacheDir` entries
+(:func:`onnx_export_entry`), the plans as one-file entries decided by the same ``record_status``.
+
 Layout under the cache root (``$SPLINECAM_CACHE``, else ``~/.cache/splinecam``)::
 
     onnx/<model_hash[:16]>-<precision>-opset<N>-v<version>-<exporter[:8]>/   manifest.json + *.onnx
@@ -17,14 +22,18 @@ Layout under the cache root (``$SPLINECAM_CACHE``, else ``~/.cache/splinecam``):
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from splinecam.engines.cache_store import (CacheDir, EntryStatus, fallback_location, record_status, warn_fallback,
+                                           writable)
+from splinecam.engines.outputs import write_bytes_atomic, write_text_atomic
+
 PLAN_RECORD_FORMAT = 1
+PlanStatus = EntryStatus  # VALID / MISSING / STALE / CORRUPT, as for every cache entry
 
 
 def cache_root() -> Path:
@@ -58,6 +67,13 @@ def onnx_export_dir(model_hash: str, precision: str, opset: int, root: Path | No
     """The cached ONNX export of one model at one precision (written by ``export_onnx``)."""
     name = f"{model_hash[:16]}-{precision}-opset{opset}-{exporter_fingerprint()[:8]}"
     return (root or cache_root()) / "onnx" / name
+
+
+def onnx_export_entry(model_hash: str, precision: str, opset: int, root: Path | None = None) -> CacheDir:
+    """The cached ONNX export as a verified cache entry (engines/cache_store.py)."""
+    return CacheDir(onnx_export_dir(model_hash, precision, opset, root),
+                    key={"model_hash": model_hash, "precision": precision, "opset": opset,
+                         "exporter": exporter_fingerprint()}, what="ONNX export")
 
 
 def plan_dir(root: Path | None = None) -> Path:
@@ -95,13 +111,6 @@ class PlanKey:
                 f"-{self.digest()[:16]}.plan")
 
 
-class PlanStatus(enum.Enum):
-    VALID = "valid"
-    MISSING = "missing"
-    STALE = "stale"
-    CORRUPT = "corrupt"
-
-
 def plan_status(key: PlanKey, record: dict | None, plan_sha256: str | None) -> tuple[PlanStatus, str]:
     """Decide whether a cached plan may be loaded (pure: no file access).
 
@@ -109,22 +118,15 @@ def plan_status(key: PlanKey, record: dict | None, plan_sha256: str | None) -> t
     JSON — pass ``{}`` for an unreadable one); plan_sha256: checksum of the plan bytes on disk (None:
     no plan file). Returns (status, one-line reason).
     """
-    if plan_sha256 is None and record is None:
-        return PlanStatus.MISSING, "no plan cached"
-    if plan_sha256 is None:
-        return PlanStatus.MISSING, "plan file missing beside its record"
-    if not isinstance(record, dict) or not record:
-        return PlanStatus.CORRUPT, "plan has no readable record"
-    if record.get("format") != PLAN_RECORD_FORMAT or not isinstance(record.get("key"), dict):
-        return PlanStatus.CORRUPT, "plan record has an unknown format"
-    stored = record["key"]
-    for name, want in asdict(key).items():
-        have = stored.get(name)
-        if have != want:
-            return PlanStatus.STALE, f"built for {name}={have!r}, need {want!r}"
-    if record.get("plan_sha256") != plan_sha256:
-        return PlanStatus.CORRUPT, "plan bytes do not match their checksum"
-    return PlanStatus.VALID, "plan matches GPU, TensorRT, precision, model, graph and builder settings"
+    if isinstance(record, dict) and record:  # the plan record: key + plan_sha256 → the generic seal form
+        if record.get("format") != PLAN_RECORD_FORMAT:
+            return PlanStatus.CORRUPT, "plan record has an unknown format"
+        record = {"format": record.get("format"), "key": record.get("key"),
+                  "files": {"plan": {"sha256": record.get("plan_sha256")}}}
+    status, reason = record_status(asdict(key), record, {"plan": plan_sha256})
+    if status is PlanStatus.VALID:
+        reason = "plan matches GPU, TensorRT, precision, model, graph and builder settings"
+    return status, reason
 
 
 def _sha256(data: bytes) -> str:
@@ -136,32 +138,48 @@ def plan_path(key: PlanKey, directory: Path | None = None) -> Path:
 
 
 def lookup_plan(key: PlanKey, directory: Path | None = None) -> tuple[PlanStatus, str, bytes | None]:
-    """Read and validate a cached plan: (status, reason, plan bytes if VALID else None)."""
+    """Read and validate a cached plan: (status, reason, plan bytes if VALID else None). When the
+    cache folder is not writable, a plan stored in its fallback folder (:func:`store_plan`) counts."""
     path = plan_path(key, directory)
+    status, reason, data = _lookup(key, path)
+    if status is not PlanStatus.VALID and writable(path.parent) is not None:
+        alt = _lookup(key, fallback_location(path))
+        if alt[0] is PlanStatus.VALID:
+            return alt
+    return status, reason, data
+
+
+def _lookup(key: PlanKey, path: Path) -> tuple[PlanStatus, str, bytes | None]:
     record_path = path.with_name(path.name + ".json")
-    plan_bytes = path.read_bytes() if path.is_file() else None
+    try:
+        plan_bytes = path.read_bytes() if path.is_file() else None
+    except OSError:
+        plan_bytes = None
     record: dict | None = None
     if record_path.is_file():
         try:
             record = json.loads(record_path.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, UnicodeDecodeError):
+            record = {}
+        if not isinstance(record, dict):
             record = {}
     status, reason = plan_status(key, record, None if plan_bytes is None else _sha256(plan_bytes))
     return status, reason, plan_bytes if status is PlanStatus.VALID else None
 
 
-def store_plan(key: PlanKey, plan_bytes: bytes, directory: Path | None = None) -> Path:
-    """Write a plan and its record atomically (record last: a plan without one is never loaded)."""
+def store_plan(key: PlanKey, plan_bytes: bytes, directory: Path | None = None, say=print) -> Path:
+    """Write a plan and its record atomically (record last: a plan without one is never loaded).
+    An unwritable cache folder: stored in its fallback folder instead, after one warning."""
     path = plan_path(key, directory)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    why = writable(path.parent)
+    if why is not None:
+        alt = fallback_location(path)
+        warn_fallback(path.parent, why, alt.parent, say)
+        path = alt
     record_path = path.with_name(path.name + ".json")
     if record_path.exists():
         record_path.unlink()
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(plan_bytes)
-    tmp.replace(path)
+    write_bytes_atomic(path, plan_bytes, "TensorRT plan")
     record = {"format": PLAN_RECORD_FORMAT, "key": asdict(key), "plan_sha256": _sha256(plan_bytes)}
-    tmp = record_path.with_name(record_path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(record_path)
+    write_text_atomic(record_path, json.dumps(record, indent=2), "TensorRT plan record")
     return path

@@ -15,6 +15,11 @@ class MediaError(SplinecamError):
     """An image, video or camera could not be read or written."""
 
 
+class OutputError(MediaError):
+    """An output path cannot be used: a folder, unwritable, one of the inputs, an unknown container
+    (engines/outputs.py)."""
+
+
 class FaceNotFoundError(SplinecamError):
     """No face was found where one is needed."""
 

@@ -3,8 +3,10 @@
 Frames are ``H×W×3 uint8`` RGB arrays everywhere. Reading uses OpenCV (its pip wheels decode
 every common format); writing uses the FFmpeg executable shipped by ``imageio-ffmpeg``, because
 pip's OpenCV cannot encode H.264 and there is no system FFmpeg. Videos are written as H.264
-(libx264, yuv420p, CRF 18, ``+faststart``) MP4, atomically: to a hidden temporary file next to
-the target, moved into place by ``close()``.
+(libx264, yuv420p, CRF 18, ``+faststart``) in the container the extension names (.mp4, .mov, .mkv,
+.m4v; others are refused), atomically: to a hidden temporary file next to the target, moved into
+place by ``close()`` — also after Ctrl-C, with the frames written so far (engines/outputs.py has the
+rules every output follows, engines/interrupts.py the signals).
 
 Every failure a user can cause raises :class:`splinecam.engines.errors.MediaError` with a one-line message
 naming the file.
@@ -24,18 +26,39 @@ import cv2
 import numpy as np
 
 from splinecam.engines.errors import MediaError
+from splinecam.engines.interrupts import child_process_kwargs, deferred
+from splinecam.engines.outputs import check_output, finalise, temp_path_beside
+from splinecam.engines.validate import FPS, Range
 
 PathLike = str | os.PathLike
 
 
 def ffmpeg_exe() -> str:
-    """Path of the FFmpeg executable bundled with imageio-ffmpeg."""
+    """Path of the FFmpeg executable (``IMAGEIO_FFMPEG_EXE`` if set, else the one bundled with
+    imageio-ffmpeg); raises :class:`MediaError` naming the fix if there is none that can run."""
+    env = os.environ.get("IMAGEIO_FFMPEG_EXE")
     try:
         import imageio_ffmpeg
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except Exception as err:  # pragma: no cover - broken install
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError, OSError) as err:  # pragma: no cover - broken install
         raise MediaError(f"FFmpeg is not available ({err}): reinstall with "
                          f"`pip install --force-reinstall imageio-ffmpeg`") from None
+    if not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
+        if env:
+            raise MediaError(f"IMAGEIO_FFMPEG_EXE={env} is not an FFmpeg executable: unset it "
+                             f"(splinecam brings its own) or point it at ffmpeg")
+        raise MediaError(f"FFmpeg ({exe}) is missing: reinstall with "
+                         f"`pip install --force-reinstall imageio-ffmpeg`")  # pragma: no cover
+    return exe
+
+
+def _run_ffmpeg(args: list[str]) -> subprocess.CompletedProcess:
+    """Run FFmpeg to completion in its own process group (a Ctrl-C reaches splinecam only)."""
+    try:
+        return subprocess.run([ffmpeg_exe(), *args], capture_output=True, text=True, errors="replace",
+                              **child_process_kwargs())
+    except OSError as err:
+        raise MediaError(f"cannot run FFmpeg: {err.strerror or err}") from None
 
 
 # ----------------------------------------------------------------------------- images
@@ -66,22 +89,26 @@ def read_image(path: PathLike) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def write_image(path: PathLike, image_rgb: np.ndarray) -> None:
-    """Write an ``H×W×3 uint8`` RGB array as a picture (format from the extension); the
-    folder is created if missing. Raises :class:`MediaError` if it cannot be written."""
-    p = Path(path)
+def write_image(path: PathLike, image_rgb: np.ndarray, flag: str = "output") -> None:
+    """Write an ``H×W×3 uint8`` RGB array as a picture (format from the extension: ``IMAGE_SUFFIXES``),
+    through a temporary file beside it; the folder is created if missing. Raises :class:`MediaError`
+    (an :class:`~splinecam.engines.outputs.OutputError` for an unusable path) if it cannot be written."""
     _check_frame(image_rgb)
-    _make_parent(p)
+    p = check_output(path, flag, kind="image")
     ok, buf = False, None
     try:
-        ok, buf = cv2.imencode(p.suffix or ".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+        ok, buf = cv2.imencode(p.suffix, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
     except cv2.error:
         ok = False
     if not ok:
-        raise MediaError(f"cannot write image {p}: unknown picture format {p.suffix!r} "
-                         f"(use .png or .jpg)")
+        raise MediaError(f"cannot write image {p}: OpenCV cannot encode {p.suffix!r} (use .png or .jpg)")
     try:
-        buf.tofile(str(p))
+        tmp = temp_path_beside(p)
+        try:
+            buf.tofile(str(tmp))
+            finalise(tmp, p)
+        finally:
+            tmp.unlink(missing_ok=True)
     except OSError as err:
         raise MediaError(f"cannot write image {p}: {err.strerror or err}") from None
 
@@ -97,17 +124,6 @@ def _check_frame(frame: np.ndarray, size: tuple[int, int] | None = None) -> None
                          f"{size[0]}x{size[1]}: resize frames to the writer's size")
 
 
-def _make_parent(p: Path) -> None:
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise MediaError(f"cannot create the folder for {p}: {err.strerror or err} "
-                         f"(choose a writable output path)") from None
-    if not os.access(p.parent, os.W_OK):
-        raise MediaError(f"cannot write {p}: the folder is not writable "
-                         f"(choose a writable output path)")
-
-
 # ----------------------------------------------------------------------------- probing
 
 
@@ -118,8 +134,7 @@ def probe(path: PathLike) -> dict:
     p = Path(path)
     if not p.is_file():
         raise MediaError(f"file not found: {p} (check the path)")
-    res = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(p)],
-                         capture_output=True, text=True, errors="replace")
+    res = _run_ffmpeg(["-hide_banner", "-nostdin", "-i", str(p)])
     text = res.stderr
     streams = [ln for ln in text.splitlines() if ln.lstrip().startswith("Stream #")]
     if not streams:
@@ -236,53 +251,56 @@ class VideoReader:
 # ----------------------------------------------------------------------------- writing
 
 
+SIDE = Range(int, low=1, high=8192)
+
+
 class VideoWriter:
-    """Write ``H×W×3 uint8`` RGB frames to an H.264 MP4 (libx264, yuv420p, CRF ``crf``).
+    """Write ``H×W×3 uint8`` RGB frames to an H.264 video (libx264, yuv420p, CRF ``crf``).
 
-    ``size`` is ``(width, height)`` of the frames given to :meth:`write`; a frame of another
-    size raises ``ValueError``. yuv420p needs even sides: an odd width or height is padded by
-    repeating the last column / row, so the file is at most one pixel wider / taller
+    ``path``'s extension picks the container (``.mp4``, ``.mov``, ``.mkv``, ``.m4v``); any other is
+    refused, like a folder, an unwritable place or one of ``inputs`` (the checks of
+    :func:`splinecam.engines.outputs.check_output`, made here before FFmpeg starts; ``flag`` names the
+    option in the messages). ``size`` is ``(width, height)`` of the frames given to :meth:`write`; a
+    frame of another size raises ``ValueError``. yuv420p needs even sides: an odd width or height is
+    padded by repeating the last column / row, so the file is at most one pixel wider / taller
     (``output_size``). With ``audio_from``, ``close()`` copies the audio of that file (if it has
-    any) into the result, re-encoded as AAC and cut to the video's length. The video goes to a
-    temporary file next to ``path`` and replaces ``path`` only when complete. The output
-    folder is created if missing; one that cannot be written raises :class:`MediaError`.
+    any) into the result, re-encoded as AAC and cut to the video's length.
 
-    Use as a context manager; leaving the block on an exception still finalises what was
-    written (a recording interrupted by Ctrl-C is kept).
+    The video goes to a hidden temporary file next to ``path`` and replaces ``path`` when closed,
+    with ordinary file permissions. FFmpeg runs in its own process group, so a Ctrl-C in the
+    terminal reaches splinecam only; leaving the ``with`` block on an exception (Ctrl-C included)
+    still finalises the frames written so far into a playable file.
     """
 
     def __init__(self, path: PathLike, fps: float, size: tuple[int, int], *,
                  audio_from: PathLike | None = None, crf: int = 18,
-                 preset: str = "medium") -> None:
-        self.path = Path(path)
-        w, h = int(size[0]), int(size[1])
-        if w <= 0 or h <= 0:
-            raise ValueError(f"video size must be positive, got {size}")
-        if not fps or fps <= 0:
-            raise ValueError(f"fps must be positive, got {fps}")
+                 preset: str = "medium", flag: str = "output", inputs=()) -> None:
+        try:
+            w, h = SIDE.check(size[0], "video width"), SIDE.check(size[1], "video height")
+            self.fps = float(FPS.check(fps, "fps"))
+        except (TypeError, IndexError):
+            raise ValueError(f"video size must be (width, height), got {size!r}") from None
+        self.path = check_output(path, flag, kind="video", inputs=[*inputs, audio_from])
         self.size = (w, h)
         self.output_size = (w + w % 2, h + h % 2)
-        self.fps = float(fps)
         self.audio_from = Path(audio_from) if audio_from is not None else None
         self.frames_written = 0
-        _make_parent(self.path)
-        suffix = self.path.suffix or ".mp4"
-        # the container follows the extension (.mp4, .mov, .mkv); anything else gets MP4
-        self._format = [] if suffix.lower() in (".mp4", ".mov", ".mkv") else ["-f", "mp4"]
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".part{suffix}",
-                                   dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        exe = ffmpeg_exe()
+        try:
+            self._tmp = temp_path_beside(self.path)
+        except OSError as err:
+            raise MediaError(f"cannot write {flag} {self.path}: {err.strerror or err}") from None
         self._log = tempfile.TemporaryFile()
         rate = str(Fraction(self.fps).limit_denominator(100000))
-        cmd = [ffmpeg_exe(), "-y", "-hide_banner", "-nostdin", "-loglevel", "error",
+        cmd = [exe, "-y", "-hide_banner", "-nostdin", "-loglevel", "error",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{self.output_size[0]}x"
                f"{self.output_size[1]}", "-r", rate, "-i", "-", "-an",
                "-c:v", "libx264", "-preset", preset, "-crf", str(int(crf)),
-               "-pix_fmt", "yuv420p", "-movflags", "+faststart", *self._format, str(self._tmp)]
+               "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(self._tmp)]
         try:
             self._proc: subprocess.Popen | None = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log)
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log,
+                **child_process_kwargs())
         except OSError as err:
             self._cleanup()
             raise MediaError(f"cannot start FFmpeg to write {self.path}: {err}") from None
@@ -306,26 +324,42 @@ class VideoWriter:
 
     def close(self) -> None:
         """Finish the file (and mux the audio); raises :class:`MediaError` on failure or if no
-        frame was written. Calling it again does nothing."""
+        frame was written. Calling it again does nothing. A first signal arriving meanwhile is
+        raised once the file is complete (:func:`splinecam.engines.interrupts.deferred`)."""
         if self._proc is None:
             return
+        with deferred():
+            self._close()
+
+    def _close(self) -> None:
         proc, self._proc = self._proc, None
         try:
             proc.stdin.close()
         except OSError:
             pass
-        code = proc.wait()
+        code, pending = _wait(proc)
+        self._finish(code)
+        if pending is not None:
+            raise pending
+
+    def _finish(self, code: int) -> None:
         if self.frames_written == 0:
             self._cleanup()
             raise MediaError(f"no frames were written to {self.path}: nothing to save")
         if code != 0:
             said = self._ffmpeg_said()
+            kept = _decodable_frames(self._tmp)
+            if kept:  # stopped from outside (a signal to FFmpeg itself): keep what it finished
+                finalise(self._tmp, self.path)
+                self._cleanup()
+                raise MediaError(f"FFmpeg stopped early ({said}): kept the {kept} frames it finished "
+                                 f"in {self.path}")
             self._cleanup()
             raise MediaError(f"cannot write video {self.path}: FFmpeg failed ({said})")
         try:
             if self.audio_from is not None and probe(self.audio_from)["audio"]:
                 self._mux_audio()
-            os.replace(self._tmp, self.path)
+            finalise(self._tmp, self.path)
         except OSError as err:
             raise MediaError(f"cannot write video {self.path}: {err.strerror or err}") from None
         finally:
@@ -333,11 +367,10 @@ class VideoWriter:
 
     def _mux_audio(self) -> None:
         muxed = self._tmp.with_name(self._tmp.name.replace(".part", ".mux"))
-        cmd = [ffmpeg_exe(), "-y", "-hide_banner", "-nostdin", "-loglevel", "error",
-               "-i", str(self._tmp), "-t", f"{self.frames_written / self.fps:.6f}", "-i", str(self.audio_from),
-               "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac",
-               "-movflags", "+faststart", *self._format, str(muxed)]
-        res = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+        res = _run_ffmpeg(["-y", "-hide_banner", "-nostdin", "-loglevel", "error",
+                           "-i", str(self._tmp), "-t", f"{self.frames_written / self.fps:.6f}",
+                           "-i", str(self.audio_from), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
+                           "-c:a", "aac", "-movflags", "+faststart", str(muxed)])
         if res.returncode != 0:
             muxed.unlink(missing_ok=True)
             said = (res.stderr.strip().splitlines() or ["unknown error"])[-1]
@@ -386,3 +419,31 @@ class VideoWriter:
                 self._cleanup()
             except Exception:
                 pass
+
+
+def _wait(proc: subprocess.Popen) -> tuple[int, KeyboardInterrupt | None]:
+    """``proc.wait()`` that a plain KeyboardInterrupt (no handlers installed) cannot cut short:
+    returns (exit code, the interrupt to re-raise once the file is finalised, or None)."""
+    pending = None
+    while True:
+        try:
+            return proc.wait(), pending
+        except KeyboardInterrupt as err:
+            pending = err
+
+
+def _decodable_frames(path: Path) -> int:
+    """How many frames OpenCV decodes from ``path`` (0 for a file that is not a playable video)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return 0
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    try:
+        while cap.isOpened():
+            ok, _ = cap.read()
+            if not ok:
+                break
+            n += 1
+    finally:
+        cap.release()
+    return n

@@ -12,6 +12,7 @@ frames as one pass in order with that reference.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +23,13 @@ from splinecam.engines.backends import Backend
 from splinecam.engines.errors import SplinecamError
 from splinecam.engines.faces import CropBox, crop_box_for_face, crop_image, find_best_frame, find_face, stable_crop_for_frames
 from splinecam.engines.media import VideoReader, VideoWriter, read_image
+from splinecam.engines.output_guard import GeneratorOutputError
 from splinecam.engines.progress import Progress
+from splinecam.engines.validate import COUNT, Range
 from splinecam.live.normalise import KeypointNormaliser
 
 CROPS = ("face", "none")
+OUTPUT_SIZE = Range(int, 16, 4096)   # --output-size: pixels per side
 
 
 @dataclass
@@ -103,6 +107,9 @@ def prepare_inputs(opts: AnimateOptions, size: int) -> AnimationInputs:
     file) before any network is built."""
     if opts.crop not in CROPS:
         raise SplinecamError(f"unknown --crop {opts.crop!r}: use face or none")
+    OUTPUT_SIZE.check(opts.output_size, "--output-size")
+    if opts.max_frames is not None:
+        COUNT.check(opts.max_frames, "--max-frames")
     source_image = read_image(opts.source)
     reader = VideoReader(opts.driving)
     if opts.crop == "face":
@@ -137,14 +144,24 @@ def animate(backend: Backend, opts: AnimateOptions, inputs: AnimationInputs | No
 
     out_size = (opts.output_size, opts.output_size) if opts.crop == "face" else (size, size)
     written = 0
-    with VideoWriter(opts.out, inputs.fps, out_size, audio_from=opts.driving) as writer, \
-            Progress(f"animate {Path(opts.out).name}", frames.total()) as progress:
-        for frame in frames:
-            kp = normaliser(backend.keypoints(frame))
-            pred = backend.generate(state, kp)
-            if out_size != (size, size):
-                pred = cv2.resize(pred, out_size, interpolation=cv2.INTER_CUBIC)
-            writer.write(pred)
-            written += 1
-            progress.update()
+    try:
+        with VideoWriter(opts.out, inputs.fps, out_size, audio_from=opts.driving, flag="--out",
+                         inputs=[opts.source]) as writer, \
+                Progress(f"animate {Path(opts.out).name}", frames.total()) as progress:
+            for frame in frames:
+                kp = normaliser(backend.keypoints(frame))
+                try:
+                    pred = backend.generate(state, kp)
+                except GeneratorOutputError as err:
+                    kept = f"; the {written} frames before it are kept in {opts.out}" if written else ""
+                    raise GeneratorOutputError(f"driving frame {written}: {err}{kept}") from None
+                if out_size != (size, size):
+                    pred = cv2.resize(pred, out_size, interpolation=cv2.INTER_CUBIC)
+                writer.write(pred)
+                written += 1
+                progress.update()
+    except KeyboardInterrupt:  # the writer has finalised what it had: say where it is
+        if written and Path(opts.out).is_file():
+            print(f"splinecam: kept the {written} frames made so far in {opts.out}", file=sys.stderr, flush=True)
+        raise
     return AnimateResult(written, inputs.fps, out_size, reference, inputs.has_audio, Path(opts.out))

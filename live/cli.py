@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from splinecam.engines.model_options import add_model_arguments, backend_from_args, load_model_from_args
+from splinecam.engines.validate import number_arg, positive_int
 from splinecam.live.normalise import MODES
 
+OUTPUT_SIDE = (16, 4096)  # --output-size: pixels per side of the animate output
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -27,9 +29,10 @@ def register(subparsers) -> None:
     p.add_argument("--find-best-frame", action="store_true",
                    help="use as reference the driving frame whose face landmarks best match the source")
     p.add_argument("--crop", default="face", choices=("face", "none"), help="face-crop inputs (default) or not")
-    p.add_argument("--max-frames", type=int, metavar="N", help="animate at most the first N driving frames")
-    p.add_argument("--output-size", type=int, default=512, metavar="PX",
-                   help="side of the output video with --crop face (default 512)")
+    p.add_argument("--max-frames", type=positive_int(), metavar="N", help="animate at most the first N driving frames")
+    p.add_argument("--output-size", type=number_arg(int, *OUTPUT_SIDE), default=512, metavar="PX",
+                   help=f"side of the output video with --crop face, {OUTPUT_SIDE[0]} to {OUTPUT_SIDE[1]} "
+                        f"(default 512)")
     add_model_arguments(p)
     p.set_defaults(func=run_animate)
 
@@ -40,8 +43,13 @@ def register(subparsers) -> None:
 
 def run_animate(args: argparse.Namespace) -> int:
     from splinecam.engines.errors import SplinecamError
+    from splinecam.engines.media import ffmpeg_exe
+    from splinecam.engines.outputs import check_output
     from splinecam.live.animate import AnimateOptions, animate, prepare_inputs
 
+    # the output first: a folder, an unwritable place, an input or an unknown container fails before any work
+    args.out = check_output(args.out, "--out", kind="video", inputs=[args.source, args.driving])
+    ffmpeg_exe()
     loaded = load_model_from_args(args)
     if args.mode == "avd" and not loaded.has_avd:
         raise SplinecamError(f"--mode avd needs a checkpoint with an AVD network ({loaded.path} has none): "

@@ -8,15 +8,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
 from splinecam.engines.errors import SplinecamError
 from splinecam.engines.model_options import add_model_arguments, avatar_sample, backend_from_args, load_model_from_args
+from splinecam.engines.validate import FPS, number_arg, positive_int
 from splinecam.live.compose import COMPOSE_MODES, parse_size
 from splinecam.live.normalise import MODES
-from splinecam.live.smoothing import DEFAULT_BETA, DEFAULT_MIN_CUTOFF
+from splinecam.live.smoothing import BETA, CUTOFF, DEFAULT_BETA, DEFAULT_MIN_CUTOFF
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEMO_AVATAR = ASSETS / "mona.jpg"
@@ -31,23 +31,11 @@ def _size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _positive(kind):
-    def parse(text: str):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return v
-    return parse
-
-
 def _add_output_arguments(p: argparse.ArgumentParser, record: bool = True) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--output-size", type=_size, default=(1280, 720), metavar="WxH",
                    help="size of the frames sent and recorded (default 1280x720)")
-    g.add_argument("--fps", type=_positive(float), metavar="N",
+    g.add_argument("--fps", type=number_arg(FPS), metavar="N",
                    help="frames per second sent to the virtual camera / recorded (default: the camera's or file's)")
     g.add_argument("--compose", choices=COMPOSE_MODES, default="pad",
                    help="pad: the 256x256 result scaled to the output height over a background (default); "
@@ -58,7 +46,7 @@ def _add_output_arguments(p: argparse.ArgumentParser, record: bool = True) -> No
                    help="flip the output left-right (default: off, or as last time)")
     if record:
         g.add_argument("--record", type=Path, metavar="OUT.mp4", help="also record the output (H.264 mp4)")
-    g.add_argument("--max-frames", type=_positive(int), metavar="N", help="stop after N output frames")
+    g.add_argument("--max-frames", type=positive_int(), metavar="N", help="stop after N output frames")
     g.add_argument("--metrics", type=Path, metavar="OUT.json",
                    help="write frame counts, FPS, latency p50/p95/max and per-stage ms as JSON")
 
@@ -71,9 +59,9 @@ def _add_driving_arguments(p: argparse.ArgumentParser) -> None:
                    help="face-crop the avatar (auto, default) or take it whole (none: already a face crop)")
     g.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=None,
                    help="One-Euro smoothing of the driving keypoints (default on)")
-    g.add_argument("--smooth-min-cutoff", type=_positive(float), metavar="HZ",
+    g.add_argument("--smooth-min-cutoff", type=number_arg(CUTOFF), metavar="HZ",
                    help=f"smoothing cut-off when still: lower = steadier (default {DEFAULT_MIN_CUTOFF:g})")
-    g.add_argument("--smooth-beta", type=float, metavar="B",
+    g.add_argument("--smooth-beta", type=number_arg(BETA), metavar="B",
                    help=f"how fast the cut-off rises with speed: higher = less lag (default {DEFAULT_BETA:g})")
 
 
@@ -97,7 +85,7 @@ def _add_stream_and_remote_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--token", metavar="TOKEN", help=f"the worker's token (default ${REMOTE_TOKEN_ENV})")
     g.add_argument("--remote-codec", choices=("jpeg", "png", "raw"), default="jpeg",
                    help="how images cross the wire: jpeg (default), png or raw (exact, ~6x the bytes)")
-    g.add_argument("--remote-quality", type=_positive(int), default=90, metavar="Q",
+    g.add_argument("--remote-quality", type=number_arg(int, 1, 100), default=90, metavar="Q",
                    help="JPEG quality of the images on the wire, 1-100 (default 90)")
 
 
@@ -115,7 +103,7 @@ def add_live_commands(subparsers) -> None:
                    help="camera index, name (see `splinecam cameras`), video file or stream URL (default: last, or 0)")
     g.add_argument("--camera-size", type=_size, default=(1280, 720), metavar="WxH",
                    help="capture size asked of the camera (default 1280x720)")
-    g.add_argument("--camera-fps", type=_positive(float), default=30.0, metavar="N",
+    g.add_argument("--camera-fps", type=number_arg(FPS), default=30.0, metavar="N",
                    help="capture rate asked of the camera (default 30)")
     g.add_argument("--realtime", action="store_true",
                    help="play a video file at its own fps, newest frame wins, like a camera "
@@ -166,15 +154,6 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="splinecam: %(message)s")
-
-
-def _sigterm_as_interrupt() -> None:
-    def handler(signum, frame):  # a service manager's stop ends the run like Ctrl-C
-        raise KeyboardInterrupt
-    try:
-        signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (tests)
-        pass
 
 
 def options_from_args(args: argparse.Namespace, state=None):
@@ -269,7 +248,26 @@ def _serve_token(options, say):
     return replace(options, serve_token=token)
 
 
-def _run(options, args, say=print) -> tuple[dict, object]:
+def check_outputs(options, record_flag: str = "--record") -> None:
+    """The recording and the metrics file, checked before anything is loaded (engines/outputs.py):
+    not a folder, writable, a container splinecam writes, and none of the inputs."""
+    from splinecam.engines.media import ffmpeg_exe
+    from splinecam.engines.outputs import check_output
+
+    camera = options.camera if Path(str(options.camera)).exists() else None
+    if options.record is not None:
+        options.record = check_output(options.record, record_flag, kind="video",
+                                      inputs=[camera, options.avatar])
+        ffmpeg_exe()  # a broken IMAGEIO_FFMPEG_EXE fails now, not after the model is built
+    if options.metrics is not None:
+        options.metrics = check_output(options.metrics, "--metrics", inputs=[camera, options.avatar, options.record])
+
+
+def _run(options, args, say=print, on_finish=None, record_flag: str = "--record") -> tuple[dict, object]:
+    """Run the live pipeline for ``options``; ``on_finish(pipeline)`` runs once the pipeline has
+    stopped, whatever stopped it (live: remember the settings). A signal that stopped the run is
+    raised again (as :class:`~splinecam.engines.interrupts.Interrupted`) after everything was
+    written and said."""
     from splinecam.live.metrics import format_summary
     from splinecam.live.pipeline import LivePipeline
 
@@ -280,6 +278,7 @@ def _run(options, args, say=print) -> tuple[dict, object]:
         ComposeOptions(options.output_size, options.compose, options.background)
     except ValueError as err:
         raise SplinecamError(str(err)) from None
+    check_outputs(options, record_flag)
     from splinecam.live.capture import open_source
 
     source = open_source(options.camera, options.camera_size, options.camera_fps)  # a wrong camera fails first
@@ -308,30 +307,38 @@ def _run(options, args, say=print) -> tuple[dict, object]:
         url = pipeline.stream.url
         say(f"splinecam: stream on {url} (OBS: add a Browser Source with this URL, {options.output_size[0]}x"
             f"{options.output_size[1]}), MJPEG at {url}stream.mjpg, controls at {url}control")
-    _sigterm_as_interrupt()
     try:
         summary = pipeline.run()
     finally:
         if remote is not None:
             remote.close()
+        if on_finish is not None:
+            on_finish(pipeline)
     say(format_summary(summary))
-    if options.record is not None:
-        say(f"splinecam: recorded {options.record}")
+    if options.record is not None and pipeline.recorded is not None:
+        say(f"splinecam: recorded {options.record} ({pipeline.recorded} frames)")
     if options.metrics is not None:
         say(f"splinecam: metrics in {options.metrics}")
+    if pipeline.interrupt is not None:
+        raise pipeline.interrupt
+    refused = summary["frames"].get("bad_output", 0)
+    if refused and not pipeline.processor.generated_ok:
+        raise SplinecamError(f"every generated frame ({refused}) was refused by the output guard (non-finite or "
+                             f"black): the avatar was held throughout; see the first error above for the fix")
     return summary, pipeline
 
 
 def run_live(args: argparse.Namespace) -> int:
-    from splinecam.live.state import load_state, save_state
+    from splinecam.live.state import LiveState, load_state, save_state
 
     state = load_state() if args.remember else None
     options = options_from_args(args, state)
-    summary, pipeline = _run(options, args)
-    if args.remember:
-        from splinecam.live.state import LiveState
 
-        save_state(pipeline.state(state or LiveState()))
+    def remember(pipeline) -> None:
+        if args.remember:
+            save_state(pipeline.state(state or LiveState()))
+
+    _run(options, args, on_finish=remember)
     return 0
 
 
@@ -346,7 +353,7 @@ def run_demo(args: argparse.Namespace) -> int:
     args.camera_fps = None
     args.loop = False
     options = options_from_args(args, None)
-    _run(options, args)
+    _run(options, args, record_flag="--out")
     return 0
 
 

@@ -9,7 +9,7 @@ processing and sender threads.
 JSON layout (``LiveMetrics.summary()``)::
 
     {"frames": {"captured", "processed", "dropped", "output", "repeated", "no_face",
-                "recorder_dropped", "reconnects"},
+                "recorder_dropped", "reconnects", "bad_output"},   # bad_output: generator output refused
      "fps": {"processed", "output"},            # per second of wall time since the first frame
      "latency_ms": {"p50", "p95", "max", "mean", "count"},
      "stages_ms": {"capture", "track", "keypoints", "normalise", "generate", "compose", "sinks", …},
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from splinecam.engines.backends.base import StageTimer
-from splinecam.engines.errors import SplinecamError
+from splinecam.engines.outputs import write_text_atomic
 
 NETWORK_STAGES = ("keypoints", "generate")
 
@@ -49,7 +49,7 @@ class LiveMetrics:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self.counts = {k: 0 for k in ("captured", "processed", "dropped", "output", "repeated", "no_face",
-                                      "recorder_dropped", "reconnects")}
+                                      "recorder_dropped", "reconnects", "bad_output")}
         self._latency = deque(maxlen=100_000)  # seconds; bounded so a day-long run stays flat
         self._latency_max = 0.0
         self._latency_n = 0
@@ -136,15 +136,13 @@ class LiveMetrics:
     def write(self, path: str | Path) -> dict:
         """Write :meth:`summary` as JSON (atomically); returns it."""
         data = self.summary()
-        p = Path(path)
-        try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            tmp = p.with_name(p.name + ".tmp")
-            tmp.write_text(json.dumps(data, indent=2) + "\n")
-            tmp.replace(p)
-        except OSError as err:
-            raise SplinecamError(f"cannot write --metrics {p}: {err.strerror or err}") from None
+        write_text_atomic(Path(path), json.dumps(data, indent=2) + "\n", "--metrics")
         return data
+
+
+def _bad(frames: dict) -> str:
+    n = frames.get("bad_output", 0)
+    return f", {n} held (generator output refused)" if n else ""
 
 
 def format_summary(data: dict) -> str:
@@ -154,7 +152,8 @@ def format_summary(data: dict) -> str:
     lat_txt = (f"latency p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms, max {lat['max']:.0f} ms"
                if lat["count"] else "latency n/a")
     return (f"frames: {f['captured']} captured, {f['processed']} processed, {f['dropped']} dropped, "
-            f"{f['output']} sent ({f['repeated']} repeats), {f['no_face']} without a face\n"
+            f"{f['output']} sent ({f['repeated']} repeats), {f['no_face']} without a face"
+            f"{_bad(f)}\n"
             f"fps: {data['fps']['processed']:.2f} processed, {data['fps']['output']:.2f} sent; {lat_txt}\n"
             f"stages (ms/frame): {stages}; loop's own work {data['loop_ms']:.1f} ms\n"
             f"backend {data.get('backend', '?')} on {data.get('device', '?')} ({data.get('precision', '?')})")

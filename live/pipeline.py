@@ -35,6 +35,8 @@ import numpy as np
 
 from splinecam.engines.backends.base import Backend
 from splinecam.engines.errors import BackendOffline, SplinecamError
+from splinecam.engines.interrupts import Interrupted, as_interrupted, deferred, hurry
+from splinecam.engines.output_guard import GeneratorOutputError, check_frame
 from splinecam.live.avatars import AvatarLibrary
 from splinecam.live.calibration import BestFrameSearch, Match, ghost_overlay
 from splinecam.live.capture import CaptureThread, CapturedFrame, FrameSource, Pacing, open_source
@@ -127,6 +129,7 @@ class _InFlight:
     status: str = ""
     match: Match | None = None
     image: np.ndarray | None = None
+    refused: GeneratorOutputError | None = None   # the output guard refused the generated face
 
 
 class FrameProcessor:
@@ -151,6 +154,8 @@ class FrameProcessor:
         self.smoother = OneEuroFilter.from_settings(smoothing)
         self.fallback = PoseFallback(hold_s, ease_s)
         self.search = search or BestFrameSearch()
+        self._bad_streak = 0        # consecutive generated frames the output guard refused
+        self.generated_ok = 0       # generated frames it let through
         avatar = library.current
         avd = backend.avd if backend.has_avd else None
         self.normaliser = KeypointNormaliser(avatar.source.kp, mode, avd)
@@ -244,6 +249,8 @@ class FrameProcessor:
             self.metrics.count("backend_offline")
             self.smoother.reset()
             face, kind, status = avatar.image, "avatar", str(err)
+        except GeneratorOutputError as err:  # the output guard refused the face (engines/output_guard.py)
+            return _InFlight(frame, avatar, None, "avatar", tracked.crop, None, "", None, refused=err)
         return _InFlight(frame, avatar, face, kind, tracked.crop, kp_raw, status, match)
 
     def _drive(self, tracked, avatar, t: float):
@@ -288,14 +295,35 @@ class FrameProcessor:
         if f.kind == "passthrough":
             return Processed(OutputFrame(f.image, f.frame.timestamp, "passthrough", f.frame.index), None, None,
                              f.status, camera=f.frame.image)
+        if f.refused is not None:
+            return self._refused(f, f.refused)
         face = f.face
         if self.inference.lag:
             with self.stages.time("gpu_wait"):
                 face = self.inference.resolve(face)
+            try:  # the GPU pipeline's frames come back as uint8: the all-black half of the guard
+                check_frame(face, f.avatar.image)
+            except GeneratorOutputError as err:
+                return self._refused(f, err)
+        if f.kind == "animated":
+            self._bad_streak, self.generated_ok = 0, self.generated_ok + 1
         with self.stages.time("compose"):
             image = f.avatar.composer.compose(face, self.controls.mirror)
         return Processed(OutputFrame(image, f.frame.timestamp, f.kind, f.frame.index), f.crop, f.kp_raw, f.status,
                          f.match, camera=f.frame.image)
+
+    def _refused(self, f: _InFlight, err: GeneratorOutputError) -> Processed:
+        """The output guard refused the generated frame: hold the avatar (at rest), count it, say it once
+        per run of bad frames (terminal and preview)."""
+        self.metrics.count("bad_output")
+        if not self._bad_streak:
+            log.error("%s; holding the avatar", err)
+        self._bad_streak += 1
+        with self.stages.time("compose"):
+            image = f.avatar.composer.compose(f.avatar.image, self.controls.mirror)
+        return Processed(OutputFrame(image, f.frame.timestamp, "avatar", f.frame.index), f.crop, f.kp_raw,
+                         "generator output refused: holding the avatar (see the terminal)", f.match,
+                         camera=f.frame.image)
 
     def _message(self, text: str, seconds: float = 3.0) -> None:
         self.controls.message, self.controls.message_until = text, time.perf_counter() + seconds
@@ -361,6 +389,8 @@ class LivePipeline:
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._latest: Processed | None = None
         self._status = ""
+        self.interrupt: Interrupted | None = None   # the signal that stopped the run (raised again by the command)
+        self.recorded: int | None = None            # frames in the finalised recording
 
     @classmethod
     def build(cls, options: LiveOptions, backend: Backend, source: FrameSource | None = None,
@@ -403,8 +433,9 @@ class LivePipeline:
             sinks.append(open_virtual_camera(options.output_size, fps, options.virtual_camera_device,
                                              camera_factory, say))
         if options.record is not None:
+            camera_file = options.camera if Path(str(options.camera)).is_file() else None
             sinks.append(RecorderSink(options.record, fps, options.output_size, block=not pacing.newest_wins,
-                                      metrics=metrics))
+                                      metrics=metrics, inputs=[camera_file, options.avatar]))
         for name, report in getattr(backend, "metric_sections", {}).items():
             metrics.sections[name] = report
         fanout = SinkFanout(sinks, metrics)
@@ -492,22 +523,30 @@ class LivePipeline:
                     self._commands.put(cmd)
                 if self.preview.closed:
                     self._commands.put(Command(Action.QUIT))
-        except KeyboardInterrupt:
-            self.stopped_by = "Ctrl-C"
-            self.interrupted = True
+        except KeyboardInterrupt as exc:
+            self._interrupted(exc)
         finally:
             self._stop.set()
             self.capture.slot.close()
-            try:
-                worker.join()
-            except KeyboardInterrupt:  # a second Ctrl-C: do not wait for the frame in flight
-                pass
-            summary, errors = self._finish()
+            with deferred():  # a signal now is raised after the recording is finalised
+                try:
+                    while worker.is_alive() and not hurry():  # a second signal: not waiting for the frame in flight
+                        worker.join(0.1)
+                except KeyboardInterrupt as exc:  # the same, without splinecam's handlers (a library caller)
+                    self._interrupted(exc)
+                summary, errors = self._finish(hurried=worker.is_alive())
         if self._error is not None:
             raise self._error
         if errors:
             raise SplinecamError(errors[0])
         return summary
+
+    def _interrupted(self, exc: KeyboardInterrupt) -> None:
+        stop = as_interrupted(exc)
+        if self.interrupt is None:
+            self.interrupt = stop
+            self.stopped_by = "Ctrl-C" if stop.name == "SIGINT" else stop.name
+        self.interrupted = True
 
     def _work(self) -> None:
         """The processing thread: frames → processor → sender / sinks, hotkey commands between frames."""
@@ -569,16 +608,22 @@ class LivePipeline:
             self.fanout.deliver(p.output)
         self._latest = p
 
-    def _finish(self) -> tuple[dict, list[str]]:
-        """Stop the threads, close the sinks (recording finalised), write the metrics."""
+    def _finish(self, hurried: bool = False) -> tuple[dict, list[str]]:
+        """Stop the threads, close the sinks (recording finalised), write the metrics. ``hurried``: the
+        processing thread is still busy with a frame (a second signal): its trackers are left open
+        for the process exit, not closed under it."""
         proc, metrics = self.processor, self.metrics
         if self._sender is not None:
             self._sender.stop()
         self.capture.stop()
+        recorder = next((s for s in self.fanout.sinks if isinstance(s, RecorderSink)), None)
         errors = self.fanout.close()
+        if recorder is not None and recorder.writer.frames_written and not any(str(recorder.path) in e for e in errors):
+            self.recorded = recorder.writer.frames_written
         if self.preview is not None:
             self.preview.close()
-        proc.close()
+        if not hurried:
+            proc.close()
         metrics.set_count("captured", self.capture.captured)
         metrics.set_count("dropped", self.capture.dropped)
         metrics.set_count("reconnects", self.capture.reconnects)
@@ -587,7 +632,12 @@ class LivePipeline:
             metrics.stages.counts[k] = self.capture.timer.counts[k]
         metrics.info["stopped_by"] = self.stopped_by
         metrics.info["mode"] = proc.normaliser.mode
-        summary = metrics.write(self.options.metrics) if self.options.metrics else metrics.summary()
+        summary = metrics.summary()
+        if self.options.metrics:
+            try:
+                summary = metrics.write(self.options.metrics)
+            except SplinecamError as err:  # checked before the run; a disk that filled up since
+                errors.append(str(err))
         for e in errors:
             self.say(f"splinecam: error: {e}")
         return summary, errors

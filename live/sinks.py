@@ -33,6 +33,7 @@ from typing import Protocol
 import numpy as np
 
 from splinecam.engines.errors import MediaError
+from splinecam.engines.interrupts import hurry
 from splinecam.live.metrics import LiveMetrics
 
 log = logging.getLogger(__name__)
@@ -132,17 +133,21 @@ class RecorderSink:
 
     ``block``: wait when the bounded queue is full (an unpaced file: every frame recorded) or drop
     the frame and count it (live: the loop never waits for the encoder). ``close()`` drains the
-    queue and finalises the file (also after Ctrl-C).
+    queue and finalises the file (also after Ctrl-C); after a second signal
+    (:func:`splinecam.engines.interrupts.hurry`) the frames still queued are dropped and the file is
+    finalised with what was written. ``flag`` / ``inputs``: for the output checks
+    (engines/outputs.py: the recording may not be the camera file or the avatar).
     """
 
     name = "recorder"
 
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int], block: bool = False,
-                 max_queue: int = 8, preset: str = "veryfast", metrics: LiveMetrics | None = None):
+                 max_queue: int = 8, preset: str = "veryfast", metrics: LiveMetrics | None = None,
+                 flag: str = "--record", inputs=()):
         from splinecam.engines.media import VideoWriter
 
         self.path = Path(path)
-        self.writer = VideoWriter(self.path, fps, size, preset=preset)
+        self.writer = VideoWriter(self.path, fps, size, preset=preset, flag=flag, inputs=inputs)
         self.block = block
         self.metrics = metrics
         self.dropped = 0
@@ -167,6 +172,9 @@ class RecorderSink:
             if image is None:
                 return
             if self.error is not None:
+                continue
+            if hurry():  # a second Ctrl-C: keep what is written, drop the rest
+                self.dropped += 1
                 continue
             try:
                 self.writer.write(image)

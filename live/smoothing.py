@@ -16,9 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from splinecam.engines.validate import Range
+
 DEFAULT_MIN_CUTOFF = 1.0  # Hz: cut-off when the keypoints are still
 DEFAULT_BETA = 4.0        # Hz per (unit of [-1, 1] per second): how fast the cut-off rises with speed
 DEFAULT_D_CUTOFF = 1.0    # Hz: cut-off of the speed estimate
+CUTOFF = Range(float, low=0, low_open=True, high=1000)   # Hz (min-cutoff, d-cutoff)
+BETA = Range(float, low=0, high=10_000)
 
 
 @dataclass(frozen=True)
@@ -30,9 +34,10 @@ class SmoothingSettings:
     beta: float = DEFAULT_BETA
     d_cutoff: float = DEFAULT_D_CUTOFF
 
-    def __post_init__(self) -> None:
-        if self.min_cutoff <= 0 or self.d_cutoff <= 0 or self.beta < 0:
-            raise ValueError("smoothing: min-cutoff and d-cutoff must be > 0 and beta >= 0")
+    def __post_init__(self) -> None:  # ValidationError is a ValueError: NaN / inf never get in
+        CUTOFF.check(self.min_cutoff, "smoothing min-cutoff")
+        CUTOFF.check(self.d_cutoff, "smoothing d-cutoff")
+        BETA.check(self.beta, "smoothing beta")
 
 
 def _alpha(cutoff, dt: float):

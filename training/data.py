@@ -61,21 +61,50 @@ class Clip:
 
 
 def load_clips(root: str | Path) -> list[Clip]:
-    """The clips of a ``prepare-data`` output folder (raises :class:`DataError` if there are none)."""
+    """The clips of a ``prepare-data`` output folder (raises :class:`DataError` if there are none, or
+    if the manifest or a clip file is unreadable: one line naming the file and the fix)."""
     root = Path(root)
     manifest = root / "manifest.json"
     if not manifest.is_file():
         raise DataError(f"{root} has no manifest.json: run `splinecam prepare-data --videos DIR --out {root}` first")
-    info = json.loads(manifest.read_text())
+    redo = f"run `splinecam prepare-data` into {root} again"
+    try:
+        info = json.loads(manifest.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{manifest} is not readable JSON ({str(exc)[:120]}): {redo}") from None
+    entries = info.get("clips", []) if isinstance(info, dict) else None
+    if not isinstance(entries, list):
+        raise DataError(f"{manifest} is not a prepare-data manifest (no list of clips): {redo}")
     clips = []
-    for c in info.get("clips", []):
-        frames = np.load(root / c["path"], mmap_mode="r")
-        lm = np.load(root / c["landmarks_path"]) if c.get("landmarks_path") and (root / c["landmarks_path"]).is_file() else None
+    for i, c in enumerate(entries):
+        if not isinstance(c, dict) or not all(isinstance(c.get(k), str) for k in ("name", "video", "path")):
+            raise DataError(f"{manifest}: clip entry {i} lacks its name / video / path: {redo}")
+        frames = _load_array(root / c["path"], redo, mmap=True)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or frames.shape[1] != frames.shape[2]:
+            raise DataError(f"{root / c['path']} is not a clip of (T, S, S, 3) uint8 frames "
+                            f"(got {frames.dtype} {frames.shape}): {redo}")
+        lm = None
+        lm_name = c.get("landmarks_path")
+        if isinstance(lm_name, str) and (root / lm_name).is_file():
+            lm = _load_array(root / lm_name, redo)
+            if lm.ndim != 3 or lm.shape[0] != len(frames) or lm.shape[-1] != 2:
+                raise DataError(f"{root / lm_name} does not hold (T, 468, 2) landmarks for its {len(frames)} "
+                                f"frames (got {lm.shape}): {redo}")
         if len(frames) >= 2:
             clips.append(Clip(c["name"], c["video"], frames, lm))
     if not clips:
         raise DataError(f"{root} holds no clip with 2 or more frames: prepare more data")
     return clips
+
+
+def _load_array(path: Path, redo: str, mmap: bool = False) -> np.ndarray:
+    """``np.load`` with the user errors (missing, truncated, not an array) as one DataError line."""
+    if not path.is_file():
+        raise DataError(f"{path} is missing: {redo}")
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path} is not a readable array ({str(exc).splitlines()[0][:120]}): {redo}") from None
 
 
 def _resize(frame: np.ndarray, size: int) -> np.ndarray:

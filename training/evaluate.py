@@ -174,8 +174,14 @@ def evaluate(checkpoint: str | None, data: list[str], max_frames: int | None = N
     """Evaluate a model on every video of ``data`` (see the module docstring)."""
     from splinecam.engines.faces import FaceMesh
 
+    from splinecam.engines.tpsmm.config import check_image_size
+    from splinecam.engines.validate import COUNT
+
+    COUNT.check(batch_size, "--batch-size")
+    if max_frames is not None:
+        COUNT.check(max_frames, "--max-frames")
     model, desc = load_model(checkpoint, config)
-    size = image_size or model.config.image_size
+    size = check_image_size(model.config, image_size or model.config.image_size, "--image-size")
     videos = []
     with FaceMesh(static=True) as mesh:
         for d in data:
@@ -213,8 +219,8 @@ def run(args) -> int:
           f"({gain:.1f}% lower) | PSNR {m['psnr']:.2f} vs {m['psnr_no_motion']:.2f} dB | "
           f"AKD {_fmt(m['akd'])} vs {_fmt(m['akd_no_motion'])} px")
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(res.to_json(), indent=1))
+        from splinecam.engines.outputs import write_text_atomic
+
+        out = write_text_atomic(Path(args.json), json.dumps(res.to_json(), indent=1), "--json")
         print(f"wrote {out}")
     return 0

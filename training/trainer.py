@@ -45,7 +45,9 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from splinecam.engines.errors import CheckpointError, SplinecamError
-from splinecam.engines.tpsmm.config import ModelConfig, config_from_dict, load_config
+from splinecam.engines.interrupts import SIGNALS, Interrupted
+from splinecam.engines.validate import Range, ValidationError, check_finite_tensors
+from splinecam.engines.tpsmm.config import ModelConfig, check_image_size, config_from_dict, load_config
 from splinecam.engines.tpsmm.geometry import RandomTPS, kp2gaussian, solve_tps
 from splinecam.engines.tpsmm.networks import TPSMM
 from splinecam.training import losses as L
@@ -55,6 +57,15 @@ from splinecam.training.landmarks import choose_landmarks, mean_face
 from splinecam.training.vgg import build_perceptual_net
 
 CHECKPOINT = "checkpoint.pth"
+# what the config's train_params may hold (engines/validate.py); a bad value is one line, never a traceback
+TRAIN_PARAMS = {
+    "num_epochs": Range(int, 1, 10**6), "num_repeats": Range(int, 1, 10**6), "epoch_milestones": Range(int, 0, 10**6),
+    "lr_generator": Range(float, 0, 1, low_open=True), "batch_size": Range(int, 1, 4096),
+    "scales": Range(float, 0, 1, low_open=True), "dropout_epoch": Range(int, 0, 10**6),
+    "dropout_maxp": Range(float, 0, 1), "dropout_startp": Range(float, 0, 1), "dropout_inc_epoch": Range(int, 1, 10**6),
+    "bg_start": Range(int, 0, 10**6),
+}
+LOSS_WEIGHT = Range(float, 0, 1e6)
 LOSS_KEYS = ("perceptual", "pixel", "equivariance_value", "warp_loss", "bg", "landmark")
 
 
@@ -114,7 +125,23 @@ class TrainSchedule:
     @classmethod
     def from_config(cls, cfg: ModelConfig, opts: TrainOptions) -> "TrainSchedule":
         tp = cfg.train_params or {}
-        lw = dict(tp.get("loss_weights") or {})
+
+        def param(key, default):  # the config's (or --train-param's) value, checked (engines/validate.py)
+            value = tp.get(key, default)
+            rng = TRAIN_PARAMS[key]
+            try:
+                if isinstance(default, list):
+                    if not isinstance(value, (list, tuple)):
+                        raise ValidationError(f"train_params.{key} must be a list, got {value!r:.40}")
+                    return [rng.check(v, f"train_params.{key}[{i}]") for i, v in enumerate(value)]
+                return rng.check(value, f"train_params.{key}")
+            except ValidationError as err:
+                raise SplinecamError(f"config {cfg.name!r}: {err}") from None
+
+        lw = tp.get("loss_weights") or {}
+        if not isinstance(lw, dict):
+            raise SplinecamError(f"config {cfg.name!r}: train_params.loss_weights must be a mapping")
+        lw = dict(lw)
         lw.setdefault("perceptual", [10, 10, 10, 10, 10])
         lw.setdefault("equivariance_value", 10)
         lw.setdefault("warp_loss", 10)
@@ -125,20 +152,29 @@ class TrainSchedule:
             lw["landmark"] = opts.landmark_weight
         if opts.pixel_weight is not None:
             lw["pixel"] = opts.pixel_weight
+        for k, v in lw.items():
+            try:
+                for i, w in enumerate(v if isinstance(v, (list, tuple)) else [v]):
+                    LOSS_WEIGHT.check(w, f"train_params.loss_weights.{k}" + (f"[{i}]" if isinstance(v, list) else ""))
+            except ValidationError as err:
+                raise SplinecamError(f"config {cfg.name!r}: {err}") from None
+        transform = tp.get("transform_params") or {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5}
+        if not isinstance(transform, dict):
+            raise SplinecamError(f"config {cfg.name!r}: train_params.transform_params must be a mapping")
         return cls(
-            num_epochs=int(opts.epochs or tp.get("num_epochs", 100)),
-            num_repeats=int(opts.num_repeats or tp.get("num_repeats", 1)),
-            epoch_milestones=[int(m) for m in (opts.epoch_milestones if opts.epoch_milestones is not None
-                                               else tp.get("epoch_milestones", []))],
-            lr=float(opts.lr or tp.get("lr_generator", 2e-4)),
-            batch_size=int(opts.batch_size or tp.get("batch_size", 8)),
-            scales=[float(s) for s in tp.get("scales", [1, 0.5, 0.25, 0.125])],
-            dropout_epoch=int(tp.get("dropout_epoch", 0)),
-            dropout_maxp=float(tp.get("dropout_maxp", 0.3)),
-            dropout_startp=float(tp.get("dropout_startp", 0.1)),
-            dropout_inc_epoch=max(1, int(tp.get("dropout_inc_epoch", 10))),
-            bg_start=int(tp.get("bg_start", 0)),
-            transform_params=dict(tp.get("transform_params") or {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5}),
+            num_epochs=opts.epochs or param("num_epochs", 100),
+            num_repeats=opts.num_repeats or param("num_repeats", 1),
+            epoch_milestones=(list(opts.epoch_milestones) if opts.epoch_milestones is not None
+                              else param("epoch_milestones", [])),
+            lr=float(opts.lr or param("lr_generator", 2e-4)),
+            batch_size=opts.batch_size or param("batch_size", 8),
+            scales=[float(x) for x in param("scales", [1, 0.5, 0.25, 0.125])],
+            dropout_epoch=param("dropout_epoch", 0),
+            dropout_maxp=float(param("dropout_maxp", 0.3)),
+            dropout_startp=float(param("dropout_startp", 0.1)),
+            dropout_inc_epoch=max(1, param("dropout_inc_epoch", 10)),
+            bg_start=param("bg_start", 0),
+            transform_params=dict(transform),
             loss_weights=lw,
         )
 
@@ -462,11 +498,21 @@ def read_training_checkpoint(path: str | Path) -> dict:
 
 def model_from_training_checkpoint(data: dict) -> TPSMM:
     """Rebuild the TPSMM of a training checkpoint with its weights."""
-    cfg = config_from_dict(yaml.safe_load(data["config"]), data.get("config_name", "run"))
+    try:
+        cfg = config_from_dict(yaml.safe_load(data["config"]), str(data.get("config_name", "run")))
+    except (yaml.YAMLError, TypeError) as exc:
+        raise CheckpointError(f"the training checkpoint's stored config is unreadable ({exc})") from None
     model = TPSMM(cfg)
     for name, module in model.submodules().items():
         if name in data["models"]:
-            module.load_state_dict(data["models"][name])
+            try:
+                check_finite_tensors(data["models"][name], f"training checkpoint: {name}")
+                module.load_state_dict(data["models"][name])
+            except ValidationError as err:
+                raise CheckpointError(str(err)) from None
+            except RuntimeError as exc:
+                raise CheckpointError(f"training checkpoint: {name} does not match its config "
+                                      f"({str(exc).splitlines()[0][:160]})") from None
     return model
 
 
@@ -551,7 +597,7 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
     if opts.train_param:
         cfg = with_train_params(cfg, opts.train_param)
     schedule = TrainSchedule.from_config(cfg, opts)
-    image_size = opts.image_size or cfg.image_size
+    image_size = check_image_size(cfg, opts.image_size or cfg.image_size, "--image-size")
     seed = opts.seed
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -686,12 +732,13 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
             return True
         return (time.time() - last_save) >= opts.checkpoint_minutes * 60
 
-    stop = {"flag": False}
+    stop = {"flag": False, "signum": None}
 
-    def _on_signal(signum, frame):  # SIGTERM/SIGINT: finish the step, checkpoint, exit
+    def _on_signal(signum, frame):  # SIGTERM/SIGINT/SIGHUP: finish the step, checkpoint, exit 128 + signum
         stop["flag"] = True
+        stop["signum"] = stop["signum"] or signum
 
-    old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    old_handlers = {s: signal.signal(s, _on_signal) for s in SIGNALS}
 
     try:
         # ---- warm start of the keypoint detector on face-mesh landmarks (cosine-decayed lr; every draw
@@ -810,6 +857,8 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
     if d.world > 1:
         dist.barrier()
     log(f"done: {step} steps, {wall / 60:.1f} min of training")
+    if stop["signum"] is not None:  # checkpointed: now exit as the signal asks (130 / 143 / 129)
+        raise Interrupted(stop["signum"])
     return ckpt_path
 
 
@@ -868,9 +917,11 @@ def run(args) -> int:
     """CLI entry of ``train``."""
     cfg = load_config(args.config)
     opts = options_from_args(args)
-    path = train(cfg, opts)
+    try:
+        path = train(cfg, opts)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"checkpoint: {path}")
-    if dist.is_initialized():
-        dist.destroy_process_group()
     return 0

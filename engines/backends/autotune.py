@@ -197,7 +197,7 @@ def choose(loaded: LoadedModel, sample: np.ndarray, options: BackendOptions, ret
     if not retune and path.is_file():
         try:
             choice = AutoChoice.from_json(json.loads(path.read_text()))
-            if choice.key == key:
+            if choice.key == key and (choice.engine, choice.precision) in candidates():  # not a stale / edited one
                 return choice
         except (ValueError, KeyError, TypeError, OSError):
             say(f"auto: the remembered choice {path} is unreadable; measuring again")

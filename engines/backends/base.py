@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from splinecam.engines.errors import BackendUnavailableError
+from splinecam.engines.output_guard import check_prediction
 from splinecam.engines.tpsmm.config import ModelConfig
 
 if TYPE_CHECKING:
@@ -266,9 +267,12 @@ class Backend:
             return self.keypoints_nchw(image_to_nchw(frame))
 
     def generate(self, source: SourceState, kp_driving: np.ndarray, bg_param: np.ndarray | None = None) -> np.ndarray:
-        """Normalised driving keypoints (K,2) [+ background (3,3)] → (S,S,3) uint8 RGB frame."""
+        """Normalised driving keypoints (K,2) [+ background (3,3)] → (S,S,3) uint8 RGB frame. Raises
+        :class:`~splinecam.engines.output_guard.GeneratorOutputError` for a non-finite or all-black frame."""
         with self.timer.time("generate"):
-            return nchw_to_image(self.predict(source, kp_driving, bg_param))
+            pred = self.predict(source, kp_driving, bg_param)
+            check_prediction(pred, source.image)  # never a silently black frame (engines/output_guard.py)
+            return nchw_to_image(pred)
 
     def background(self, source: SourceState, frame: np.ndarray) -> np.ndarray:
         """Background affine motion of a driving frame: (3,3) float32 (identity without a background net)."""

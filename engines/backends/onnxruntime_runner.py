@@ -33,11 +33,15 @@ def ensure_export(loaded: LoadedModel, precision: str, onnx_dir: str | Path | No
                   progress: Callable[[str], None] | None = None):
     """The export directory and manifest for ``loaded`` at ``precision``, exporting into the cache if needed.
 
-    An explicit ``onnx_dir`` must hold an export of this very model (model hash) at this precision:
-    otherwise EngineCacheError (it is never silently used). The bundled model's fp32 graphs ship with
-    the package (``loaded.shipped_export``): used as they are, nothing is exported.
+    The cached export is a verified cache entry (engines/cache_store.py): its seal's key and per-file
+    sha256 are checked before every use, and a missing, partial, stale or damaged export is rebuilt with
+    one line saying why (an unwritable cache builds in a temporary folder, with a warning). An explicit
+    ``onnx_dir`` (``splinecam export --out DIR``) must hold an export of this very model (model hash) at
+    this precision, whose graphs match the manifest's sha256: otherwise EngineCacheError (it is never
+    silently used, nor rebuilt: it is the user's). The bundled model's fp32 graphs ship with the package
+    (``loaded.shipped_export``): used as they are (checked the same way), nothing is exported.
     """
-    from splinecam.engines.engine_cache import onnx_export_dir
+    from splinecam.engines.engine_cache import onnx_export_entry
     from splinecam.engines.export.manifest import Manifest
 
     if onnx_dir is None and precision == "fp32" and loaded.shipped_export is not None:
@@ -50,6 +54,7 @@ def ensure_export(loaded: LoadedModel, precision: str, onnx_dir: str | Path | No
                                    f"this one {loaded.model_hash[:12]}…): export this checkpoint again")
         if manifest.precision != precision:
             raise EngineCacheError(f"{directory} holds {manifest.precision} graphs, --precision {precision} was asked")
+        manifest.verify(directory, REQUIRED_GRAPHS)
         return directory, manifest
     if loaded.model is None:
         raise CheckpointError(f"{precision} graphs of this model need exporting, which needs PyTorch: "
@@ -57,16 +62,15 @@ def ensure_export(loaded: LoadedModel, precision: str, onnx_dir: str | Path | No
     from splinecam.engines.export.onnx_export import export_onnx
     from splinecam.engines.export.graph_checks import DEFAULT_OPSET
 
-    directory = onnx_export_dir(loaded.model_hash, precision, DEFAULT_OPSET)
-    try:
-        manifest = Manifest.read(directory)
-        if manifest.model_hash == loaded.model_hash and manifest.precision == precision:
-            return directory, manifest
-    except EngineCacheError:
-        pass
     say = progress or (lambda msg: print(f"splinecam: {msg}", flush=True))
-    say(f"exporting {precision} ONNX graphs once into {directory}")
-    return directory, export_onnx(loaded, directory, precision, progress=say)
+    entry = onnx_export_entry(loaded.model_hash, precision, DEFAULT_OPSET)
+    directory = entry.ensure(lambda d: export_onnx(loaded, d, precision, progress=say), say)
+    manifest = Manifest.read(directory)
+    manifest.verify(directory, REQUIRED_GRAPHS, check_hashes=False)  # the seal has just checked every byte
+    return directory, manifest
+
+
+REQUIRED_GRAPHS = ("keypoints", "source_encoder", "generator")
 
 
 def default_threads() -> int:

@@ -13,7 +13,8 @@ why every reduced precision is measured against fp32 by ``splinecam bench``).
 
 Compiled models are cached on disk (OpenVINO's ``CACHE_DIR``) in a directory keyed like the TensorRT
 plans: device, OpenVINO version, precision, model hash (:func:`compiled_cache_dir`), so a cache made
-for another device, runtime or model is never reused.
+for another device, runtime or model is never reused; the directory is a verified cache entry
+(engines/cache_store.py: sealed with each blob's sha256, recompiled when damaged).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 
 from splinecam.engines.backends.base import GraphRunner
 from splinecam.engines.backends.options import BackendOptions
+from splinecam.engines.cache_store import CacheDir
 from splinecam.engines.loaded_model import LoadedModel
 
 #: splinecam device name → OpenVINO device name
@@ -63,18 +65,27 @@ class OpenVinoGraphs(GraphRunner):
         self.device, self.precision = device, precision
         self.export_dir, self.manifest = ensure_export(loaded, "fp32", options.onnx_dir, options.progress)
         core = ov.Core()
-        cache = compiled_cache_dir(loaded.model_hash, device, precision)
-        cache.mkdir(parents=True, exist_ok=True)
-        config = {"CACHE_DIR": str(cache), "PERFORMANCE_HINT": "LATENCY",
-                  "INFERENCE_PRECISION_HINT": OV_PRECISIONS[precision]}
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": OV_PRECISIONS[precision]}
         if device == "cpu":
             config["INFERENCE_NUM_THREADS"] = options.threads or default_threads()
             config["ENABLE_CPU_PINNING"] = False  # the capture / tracking / encoding threads need the cores too
         self.compiled, self.requests, self._outputs = {}, {}, {}
-        for name in self.manifest.graphs:
-            path = self.manifest.graph_path(self.export_dir, name)
-            compiled = core.compile_model(str(path), OV_DEVICES[device], config)
-            self.compiled[name] = compiled
+
+        def compile_all(cache: Path) -> None:
+            for name in self.manifest.graphs:
+                path = self.manifest.graph_path(self.export_dir, name)
+                self.compiled[name] = core.compile_model(str(path), OV_DEVICES[device], {**config, "CACHE_DIR": str(cache)})
+
+        # the compiled blobs are a verified cache entry (engines/cache_store.py): sealed once compiled, checked
+        # before every use, recompiled when damaged; an unwritable cache compiles into a temporary folder
+        say = options.say
+        entry = CacheDir(compiled_cache_dir(loaded.model_hash, device, precision),
+                         key={"model_hash": loaded.model_hash, "device": device, "precision": precision,
+                              "openvino": ov.get_version()}, what="OpenVINO compiled-model cache")
+        where = entry.ensure(compile_all, say)
+        if not self.compiled:  # a valid cache: OpenVINO loads the blobs instead of compiling
+            compile_all(where)
+        for name, compiled in self.compiled.items():
             self.requests[name] = compiled.create_infer_request()
             wanted = [t.name for t in self.manifest.graphs[name].outputs]  # a port may carry several names
             self._outputs[name] = [(out, next(n for n in wanted if n in out.get_names())) for out in compiled.outputs]

@@ -2,7 +2,8 @@
 
 ``manifest.json`` sits beside the ONNX files. Backends address every tensor by the names it lists
 (never by position) and refuse a directory whose manifest does not match the model they were given
-(model hash) or this splinecam's manifest format.
+(model hash) or this splinecam's manifest format, and check each graph file against the sha256 the
+manifest records (:meth:`Manifest.verify`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,12 @@ from splinecam.engines.errors import EngineCacheError
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
+
+
+def _typed(value, kind: type, what: str):
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise TypeError(f"{what} must be {kind.__name__}, got {value!r:.40}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -63,21 +70,38 @@ class Manifest:
         return json.dumps(asdict(self), indent=2)
 
     def write(self, directory: str | Path) -> Path:
-        path = Path(directory) / MANIFEST_NAME
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json())
-        tmp.replace(path)
-        return path
+        from splinecam.engines.outputs import write_text_atomic
+
+        return write_text_atomic(Path(directory) / MANIFEST_NAME, self.to_json(), "export manifest")
 
     @classmethod
     def from_dict(cls, data: dict) -> "Manifest":
+        """The manifest from its JSON; TypeError / ValueError for anything not of the manifest's types."""
+        if not isinstance(data, dict) or not isinstance(data.get("graphs", {}), dict):
+            raise TypeError("not a JSON object with a 'graphs' mapping")
+
+        def tensor(t) -> TensorInfo:
+            if not isinstance(t, dict) or not isinstance(t.get("shape"), list):
+                raise TypeError(f"tensor entry {t!r:.60}")
+            shape = tuple(_typed(d, int, "shape") for d in t["shape"])
+            return TensorInfo(_typed(t["name"], str, "tensor name"), shape, _typed(t["dtype"], str, "dtype"))
+
         graphs = {}
         for name, g in data.get("graphs", {}).items():
+            if not isinstance(g, dict) or not isinstance(g.get("inputs"), list) or not isinstance(g.get("outputs"), list):
+                raise TypeError(f"graph {name!r} entry")
+            file = _typed(g["file"], str, "file")
+            if not file or Path(file).name != file:
+                raise ValueError(f"graph {name!r}: file {file!r} is not a file name")
             graphs[name] = GraphInfo(
-                name=g["name"], file=g["file"], sha256=g.get("sha256", ""),
-                inputs=[TensorInfo(t["name"], tuple(t["shape"]), t["dtype"]) for t in g["inputs"]],
-                outputs=[TensorInfo(t["name"], tuple(t["shape"]), t["dtype"]) for t in g["outputs"]])
+                name=_typed(g["name"], str, "name"), file=file, sha256=_typed(g.get("sha256", ""), str, "sha256"),
+                inputs=[tensor(t) for t in g["inputs"]], outputs=[tensor(t) for t in g["outputs"]])
         fields = {k: v for k, v in data.items() if k != "graphs"}
+        for k in ("model_hash", "config_name", "precision", "splinecam_version", "torch_version"):
+            _typed(fields.get(k, ""), str, k)
+        for k in ("image_size", "num_kp", "num_tps", "opset", "format"):
+            if k in fields:
+                _typed(fields[k], int, k)
         return cls(graphs=graphs, **fields)
 
     @classmethod
@@ -88,12 +112,28 @@ class Manifest:
             manifest = cls.from_dict(data)
         except FileNotFoundError:
             raise EngineCacheError(f"{path} does not exist: run 'splinecam export' to write the ONNX graphs") from None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise EngineCacheError(f"{path} is not a splinecam export manifest ({exc}); export again") from None
         if manifest.format != MANIFEST_FORMAT:
             raise EngineCacheError(f"{path} has manifest format {manifest.format}, this splinecam reads "
                                    f"{MANIFEST_FORMAT}: export again")
         return manifest
+
+    def verify(self, directory: str | Path, required: tuple[str, ...] = (), check_hashes: bool = True) -> None:
+        """Raise EngineCacheError unless every ``required`` graph is listed and every listed graph file
+        exists and (``check_hashes``) matches its sha256."""
+        from splinecam.engines.cache_store import file_sha256
+
+        for name in required:
+            if name not in self.graphs:
+                raise EngineCacheError(f"export in {directory} has no {name!r} graph: export again")
+        for name, g in self.graphs.items():
+            path = Path(directory) / g.file
+            if not path.is_file():
+                raise EngineCacheError(f"{path} is missing from the export in {directory}: export again")
+            if check_hashes and g.sha256 and file_sha256(path) != g.sha256:
+                raise EngineCacheError(f"{path} does not match its manifest's sha256 (truncated or overwritten): "
+                                       f"export again")
 
     def graph_path(self, directory: str | Path, name: str) -> Path:
         if name not in self.graphs:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 
 from splinecam.engines.errors import SplinecamError
+from splinecam.engines.interrupts import as_interrupted
+from splinecam.engines.validate import number_arg
 
 DEFAULT_PORT = 7860
 TOKEN_ENV = "SPLINECAM_TOKEN"
@@ -30,7 +31,8 @@ def add_worker_command(subparsers) -> None:
                         f"port 0 for any free one)")
     p.add_argument("--token", metavar="TOKEN",
                    help=f"the token clients must hold (default ${TOKEN_ENV}, else a new one, printed once)")
-    p.add_argument("--max-clients", type=int, default=8, metavar="N", help="clients served at once (default 8)")
+    p.add_argument("--max-clients", type=number_arg(int, 1, 1024), default=8, metavar="N",
+                   help="clients served at once (default 8)")
     add_model_arguments(p)
     p.set_defaults(func=run_worker)
 
@@ -103,16 +105,11 @@ def run_worker(args: argparse.Namespace) -> int:
                  f"token can use the worker; frames are not encrypted (across untrusted networks use an SSH "
                  f"tunnel or a VPN)")
 
-        def stop(signum, frame):
-            raise KeyboardInterrupt
-        try:
-            signal.signal(signal.SIGTERM, stop)
-        except ValueError:  # not the main thread (tests)
-            pass
+        stopped = None  # SIGINT / SIGTERM / SIGHUP (splinecam/cli.py: engines/interrupts.py) end the serving
         try:
             server.serve_forever()
-        except KeyboardInterrupt:
-            pass
+        except KeyboardInterrupt as exc:
+            stopped = as_interrupted(exc)
         finally:
             server.close()
         c = server.counts
@@ -120,4 +117,6 @@ def run_worker(args: argparse.Namespace) -> int:
              f"{c['refused']} refused")
     finally:
         backend.close()
+    if stopped is not None:  # exit 128 + the signal, like every command
+        raise stopped
     return 0

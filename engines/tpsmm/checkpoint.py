@@ -9,17 +9,23 @@ safetensors with the model config stored in the metadata, so they need no ``--co
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import pickle
+import pickletools
+import struct
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
 import yaml
 
-from splinecam.engines.errors import CheckpointError
+from splinecam.engines.errors import CheckpointError, ConfigError
 from splinecam.engines.loaded_model import LoadedModel  # noqa: F401 (re-exported: the type load_checkpoint returns)
-from splinecam.engines.tpsmm.config import ModelConfig, builtin_config_names, config_from_dict, load_config
+from splinecam.engines.tpsmm.config import (LANDMARK_INDEX, ModelConfig, builtin_config_names, config_from_dict,
+                                            load_config)
+from splinecam.engines.validate import ValidationError, check_finite_tensors
 from splinecam.engines.tpsmm.networks import TPSMM
 
 FORMAT_VERSION = "1"
@@ -46,7 +52,11 @@ def _read_pickle_checkpoint(path: Path) -> dict:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not _is_pickle(path):  # random bytes, a truncated or other file: nothing that would run code
+            raise CheckpointError(f"{path} is not a readable checkpoint (not a PyTorch file); use an official "
+                                  f"TPSMM .pth.tar or a splinecam .safetensors") from None
+        said = [ln for ln in str(exc).splitlines() if "GLOBAL" in ln or "global" in ln]
+        first = said[0].strip() if said else "it holds objects that are not plain weights"
         raise CheckpointError(
             f"refusing to load {path}: it is not a plain weights file (unpickling it would run code: {first[:160]}); "
             f"use an official TPSMM .pth.tar or a splinecam .safetensors"
@@ -60,6 +70,27 @@ def _read_pickle_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"{path} is not a TPSMM checkpoint (top-level entries {keys}; expected "
                               f"{', '.join(REQUIRED_MODULES)}): use an official TPSMM .pth.tar")
     return data
+
+
+def _is_pickle(path: Path) -> bool:
+    """Whether ``path`` holds a pickle (plain, or a PyTorch zip's ``data.pkl``), read without running
+    anything (``pickletools.genops`` only decodes opcodes). Random bytes are not one."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                if name is None:
+                    return False
+                data = z.read(name)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(16 << 20)
+        for _ in pickletools.genops(io.BytesIO(data)):
+            pass
+        return True
+    except (ValueError, EOFError, OSError, KeyError, IndexError, UnicodeDecodeError, struct.error,
+            zipfile.BadZipFile, pickle.UnpicklingError):
+        return False
 
 
 def _split_flat(flat: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
@@ -109,6 +140,10 @@ def _load_modules(model: TPSMM, modules: dict[str, dict], path: Path | str) -> t
             continue
         sd = _strip_module_prefix(modules[name])
         check_state_dict(name, module, sd, path)
+        try:
+            check_finite_tensors(sd, f"{path}: {name}")  # NaN weights would animate a black face
+        except ValidationError as err:
+            raise CheckpointError(str(err)) from None
         sd = {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
         module.load_state_dict(sd, strict=True)
     if model.bg_predictor is not None and not has_bg:
@@ -166,9 +201,7 @@ def load_checkpoint(path: str | Path, config: ModelConfig | str | None = None) -
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"{path} is not a readable safetensors file ({str(exc)[:160]})") from None
         if config is None:
-            if "config" not in metadata:
-                raise CheckpointError(f"{path} has no stored config: pass --config")
-            config = config_from_dict(yaml.safe_load(metadata["config"]), path.stem)
+            config = config_from_metadata(metadata, path)
         modules = _split_flat(flat)
     else:
         data = _read_pickle_checkpoint(path)
@@ -178,9 +211,55 @@ def load_checkpoint(path: str | Path, config: ModelConfig | str | None = None) -
     model = TPSMM(config)
     has_avd, has_bg = _load_modules(model, modules, path)
     model.eval()
-    info = {(k[: -len("_json")] if k.endswith("_json") else k): (json.loads(v) if k.endswith("_json") else v)
-            for k, v in metadata.items() if k != "config"}
-    return LoadedModel(model, config, path, has_avd, has_bg, weights_hash(model), info)
+    return LoadedModel(model, config, path, has_avd, has_bg, weights_hash(model), metadata_info(metadata, path))
+
+
+def config_from_metadata(metadata: dict, path: Path | str) -> ModelConfig:
+    """The model config stored in a splinecam safetensors file's metadata (YAML text). Missing,
+    unreadable or invalid: CheckpointError naming the file."""
+    if "config" not in metadata:
+        raise CheckpointError(f"{path} has no stored config: pass --config")
+    try:
+        data = yaml.safe_load(metadata["config"])
+    except yaml.YAMLError as exc:
+        raise CheckpointError(f"{path}: its stored config is not readable YAML ({str(exc).splitlines()[0]}); "
+                              f"pass --config") from None
+    try:
+        return config_from_dict(data, Path(path).stem)
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: its stored config is invalid ({err}); pass --config") from None
+
+
+def metadata_info(metadata: dict, path: Path | str) -> dict:
+    """The extra metadata of a safetensors file: ``<key>_json`` values parsed as JSON. A value that is
+    not valid JSON, or a ``training`` record that is not a mapping (or whose ``landmark_indices`` are not
+    face-mesh indices), is dropped with a warning: it describes the weights, the weights do not need it."""
+    info: dict = {}
+    for k, v in metadata.items():
+        if k == "config":
+            continue
+        if not k.endswith("_json"):
+            info[k] = v
+            continue
+        key = k[: -len("_json")]
+        try:
+            info[key] = json.loads(v)
+        except ValueError as exc:
+            warnings.warn(f"{path}: ignoring its metadata {k} (not JSON: {exc})", stacklevel=3)
+    training = info.get("training")
+    if training is not None and not isinstance(training, dict):
+        warnings.warn(f"{path}: ignoring its metadata training_json (not a mapping)", stacklevel=3)
+        info.pop("training")
+    elif isinstance(training, dict) and training.get("landmark_indices") is not None:
+        try:
+            idx = training["landmark_indices"]
+            if not isinstance(idx, list):
+                raise ValidationError("landmark_indices must be a list")
+            training["landmark_indices"] = [LANDMARK_INDEX.check(i, "landmark index") for i in idx]
+        except ValidationError as err:
+            warnings.warn(f"{path}: ignoring its recorded landmark_indices ({err})", stacklevel=3)
+            training["landmark_indices"] = None
+    return info
 
 
 def save_safetensors(model: TPSMM, path: str | Path, extra_metadata: dict | None = None,

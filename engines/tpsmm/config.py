@@ -8,14 +8,16 @@ takes either, everywhere.
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from splinecam.engines.errors import ConfigError
+from splinecam.engines.validate import Range, ValidationError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -175,48 +177,143 @@ def _image_size_from_name(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+# what each number of a config may be (engines/validate.py); anything else is a ConfigError
+LIMITS = {
+    "num_tps": Range(int, 1, 64), "num_channels": Range(int, 1, 4), "image_size": Range(int, 32, 4096),
+    "block_expansion": Range(int, 1, 4096), "max_features": Range(int, 1, 16384),
+    "num_down_blocks": Range(int, 1, 8), "num_blocks": Range(int, 1, 8),
+    "scale_factor": Range(float, 0, 1, low_open=True),
+    "id_bottle_size": Range(int, 1, 8192), "pose_bottle_size": Range(int, 1, 8192),
+    "width": Range(int, 1, 4096), "depth": Range(int, 1, 16),
+}
+LANDMARK_INDEX = Range(int, 0, 477)  # mediapipe face mesh (478 with the irises)
+
+
+def _mapping(value: Any, where: str, name: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"config {name!r}: {where} must be a mapping (key: value lines), "
+                          f"got {type(value).__name__}")
+    return value
+
+
+def _checked(key: str, value: Any, where: str, name: str) -> Any:
+    try:
+        if key in LIMITS:
+            return LIMITS[key].check(value, where)
+        if key in ("kind", "head"):
+            if not isinstance(value, str):
+                raise ValidationError(f"{where} must be a name, got {value!r:.40}")
+            return value
+        if key == "landmarks":
+            if not isinstance(value, (list, tuple)):
+                raise ValidationError(f"{where} must be a list of face-mesh indices, got {value!r:.40}")
+            return tuple(LANDMARK_INDEX.check(v, f"{where}[{i}]") for i, v in enumerate(value))
+        if key in ("bg", "multi_mask"):
+            if not isinstance(value, bool):
+                raise ValidationError(f"{where} must be true or false, got {value!r:.40}")
+            return value
+    except ValidationError as err:
+        raise ConfigError(f"config {name!r}: {err}") from None
+    return value
+
+
+def _section(mp: dict, key: str, cls, name: str):
+    """One ``model_params`` section as its dataclass, every value checked."""
+    raw = _mapping(mp.get(key), f"model_params.{key}", name)
+    known = {f.name for f in fields(cls)}
+    values = {}
+    for k, v in raw.items():
+        if k not in known:
+            raise ConfigError(f"config {name!r}: unexpected model parameter {key}.{k} "
+                              f"(known: {', '.join(sorted(known))})")
+        values[k] = _checked(k, v, f"model_params.{key}.{k}", name)
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config {name!r}: unexpected model parameter ({exc})") from None
+
+
+def image_size_step(cfg: "ModelConfig") -> int:
+    """The network sizes must be multiples of this (and at least it): the dense motion network halves
+    S × scale_factor ``num_blocks`` times (its skips must match, and its instance norms need more than
+    one pixel), the inpainting network halves S ``num_down_blocks`` times, a heatmap keypoint head
+    works on an S/32 feature pyramid."""
+    dm = cfg.dense_motion
+    step = int(round(2 ** dm.num_blocks / dm.scale_factor))
+    step = math.lcm(step, 2 ** (cfg.generator.num_down_blocks if cfg.generator.kind == "inpainting" else 3))
+    if cfg.keypoint.head == "heatmap" or cfg.bg:
+        step = math.lcm(step, 32)
+    return step
+
+
+def check_image_size(cfg: "ModelConfig", size: Any, what: str) -> int:
+    """``size`` as an int if the networks of ``cfg`` can run at it, else ConfigError naming ``what``."""
+    try:
+        size = LIMITS["image_size"].check(size, what)
+    except ValidationError as err:
+        raise ConfigError(str(err)) from None
+    step = image_size_step(cfg)
+    if size < step or size % step:
+        raise ConfigError(f"{what} {size} does not fit config {cfg.name!r}: its networks need a multiple of {step} "
+                          f"(e.g. {max(step, round(size / step) * step)})")
+    return size
+
+
 def config_from_dict(data: dict[str, Any], name: str) -> ModelConfig:
-    """Build a :class:`ModelConfig` from a dict in the official YAML layout."""
+    """Build a :class:`ModelConfig` from a dict in the official YAML layout. Every section must be a
+    mapping and every number pass :data:`LIMITS` (engines/validate.py); else ConfigError (one line)."""
     if not isinstance(data, dict) or "model_params" not in data:
         raise ConfigError(
             f"config {name!r} has no 'model_params' section: give an official-layout TPSMM YAML "
             f"or one of {', '.join(builtin_config_names())}"
         )
-    mp = data["model_params"] or {}
-    common = mp.get("common_params", {}) or {}
-    try:
-        generator = GeneratorParams(**(mp.get("generator_params") or {}))
-        dense = DenseMotionParams(**(mp.get("dense_motion_params") or {}))
-        avd = AVDParams(**(mp.get("avd_network_params") or {}))
-        keypoint = KeypointParams(**(mp.get("kp_detector_params") or {}))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"config {name!r}: unexpected model parameter ({exc})") from None
-    if keypoint.head == "landmarks" and len(keypoint.landmarks) != 5 * int(common.get("num_tps", 10)):
+    mp = _mapping(data["model_params"], "model_params", name)
+    common = _mapping(mp.get("common_params"), "model_params.common_params", name)
+    for k in common:
+        if k not in ("num_tps", "num_channels", "bg", "multi_mask"):
+            raise ConfigError(f"config {name!r}: unexpected model parameter common_params.{k}")
+    common = {k: _checked(k, v, f"model_params.common_params.{k}", name) for k, v in common.items()}
+    generator = _section(mp, "generator_params", GeneratorParams, name)
+    dense = _section(mp, "dense_motion_params", DenseMotionParams, name)
+    avd = _section(mp, "avd_network_params", AVDParams, name)
+    keypoint = _section(mp, "kp_detector_params", KeypointParams, name)
+    if not math.log2(1 / dense.scale_factor).is_integer():
+        raise ConfigError(f"config {name!r}: dense_motion_params.scale_factor must be 1, 1/2, 1/4, … "
+                          f"(got {dense.scale_factor:g})")
+    num_tps = common.get("num_tps", 10)
+    if keypoint.head == "landmarks" and len(keypoint.landmarks) != 5 * num_tps:
         raise ConfigError(f"config {name!r}: kp_detector_params.landmarks lists {len(keypoint.landmarks)} indices, "
-                          f"num_tps × 5 = {5 * int(common.get('num_tps', 10))} are needed")
-    dataset = data.get("dataset_params") or {}
+                          f"num_tps × 5 = {5 * num_tps} are needed")
+    dataset = _mapping(data.get("dataset_params"), "dataset_params", name)
     image_size = data.get("image_size")
     if image_size is None:
         frame_shape = dataset.get("frame_shape")
         if frame_shape:
-            image_size = int(frame_shape[0])
+            if not isinstance(frame_shape, (list, tuple)):
+                raise ConfigError(f"config {name!r}: dataset_params.frame_shape must be a list like [256, 256, 3]")
+            image_size = frame_shape[0]
     if image_size is None:
         image_size = _image_size_from_name(name) or 256
-    return ModelConfig(
+    image_size = _checked("image_size", image_size, "image_size", name)
+    config = ModelConfig(
         name=str(data.get("name", name)),
-        num_tps=int(common.get("num_tps", 10)),
-        num_channels=int(common.get("num_channels", 3)),
-        bg=bool(common.get("bg", False)),
-        multi_mask=bool(common.get("multi_mask", True)),
-        image_size=int(image_size),
+        num_tps=num_tps,
+        num_channels=common.get("num_channels", 3),
+        bg=common.get("bg", False),
+        multi_mask=common.get("multi_mask", True),
+        image_size=image_size,
         generator=generator,
         dense_motion=dense,
         avd=avd,
         keypoint=keypoint,
-        train_params=dict(data.get("train_params") or {}),
-        train_avd_params=dict(data.get("train_avd_params") or {}),
+        train_params=dict(_mapping(data.get("train_params"), "train_params", name)),
+        train_avd_params=dict(_mapping(data.get("train_avd_params"), "train_avd_params", name)),
         dataset_params=dict(dataset),
     )
+    check_image_size(config, image_size, f"config {name!r}: image_size")
+    return config
 
 
 def load_config(name_or_path: str | Path) -> ModelConfig:
