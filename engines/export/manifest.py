@@ -58,6 +58,7 @@ class Manifest:
     torch_version: str
     graphs: dict[str, GraphInfo] = field(default_factory=dict)
     format: int = MANIFEST_FORMAT
+    family: str = "tpsmm"  # the model family (engines/family.py); num_tps is 0 for FOMM
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -77,7 +78,7 @@ class Manifest:
                 name=g["name"], file=g["file"], sha256=g.get("sha256", ""),
                 inputs=[TensorInfo(t["name"], tuple(t["shape"]), t["dtype"]) for t in g["inputs"]],
                 outputs=[TensorInfo(t["name"], tuple(t["shape"]), t["dtype"]) for t in g["outputs"]])
-        fields = {k: v for k, v in data.items() if k != "graphs"}
+        fields = {k: v for k, v in data.items() if k != "graphs"}  # older manifests have no family: tpsmm
         return cls(graphs=graphs, **fields)
 
     @classmethod
