@@ -3,6 +3,7 @@ recognised without --config, and wrong / foreign / incomplete files are refused 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -61,7 +62,7 @@ def test_official_fomm_yaml_is_recognised(tmp_path):
     path = tmp_path / "vox-256.yaml"
     path.write_text(yaml.safe_dump(doc))
     cfg = load_config(path)
-    assert cfg == load_config("fomm-vox-256")
+    assert cfg.name == "vox-256" and dataclasses.replace(cfg, name="fomm-vox-256") == load_config("fomm-vox-256")
     assert cfg.extra["train_params"]["batch_size"] == 40  # the other sections are kept as given
 
 

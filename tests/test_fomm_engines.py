@@ -18,6 +18,7 @@ import torch
 
 from splinecam.engines.backends import BackendOptions, create_backend
 from splinecam.engines.backends.base import image_to_nchw
+from splinecam.engines.cpu import cpu_info
 from splinecam.engines.errors import BackendUnavailableError, SplinecamError
 from splinecam.engines.export import Manifest, inspect_graph
 from splinecam.engines.fomm import keypoints as fk
@@ -144,6 +145,21 @@ def test_onnxruntime_fp16_graphs_keep_35db(tmp_path_factory, fomm_golden_model, 
     for i in range(2):
         kp = packed(io, "synth_kp", i)
         assert psnr(ort16.generate(s16, kp), torch_backend.generate(s32, kp)) >= 35.0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not cpu_info().has_bf16,
+                    reason=f"the compiled bf16 path needs AVX-512 bf16 / AMX; this CPU: {cpu_info().label}")
+def test_compiled_bf16_cpu_path_keeps_35db(fomm_golden_model, fomm_golden_io):
+    """What ``auto`` picks on a bf16 CPU: inductor-compiled bf16 generator, float32 keypoints (minutes on 2 cores)."""
+    io = fomm_golden_io
+    backend = create_backend(fomm_golden_model, "torch", "cpu", "bf16", BackendOptions(progress=lambda _m: None))
+    assert backend.describe().endswith("+compiled")
+    state = backend.prepare_source((io["source"] * 255).round().astype(np.uint8))
+    assert np.abs(state.kp - packed(io, "kp_source", 0)).max() <= 1e-2
+    for i in range(2):
+        got = backend.generate(state, packed(io, "synth_kp", i))
+        assert psnr(got, np.rint(io["synth_prediction"][i].transpose(1, 2, 0) * 255)) >= 35.0
 
 
 def test_avd_is_refused_for_fomm(torch_backend, fomm_golden_model):
