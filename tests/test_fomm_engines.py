@@ -20,7 +20,8 @@ from splinecam.engines.backends import BackendOptions, create_backend
 from splinecam.engines.backends.base import image_to_nchw
 from splinecam.engines.cpu import cpu_info
 from splinecam.engines.errors import BackendUnavailableError, SplinecamError
-from splinecam.engines.export import Manifest, inspect_graph
+from splinecam.engines.export.graph_checks import inspect_graph
+from splinecam.engines.export.manifest import Manifest
 from splinecam.engines.fomm import keypoints as fk
 from splinecam.live.normalise import KeypointNormaliser
 from tests.conftest import DATA, FOMM_GOLDEN
