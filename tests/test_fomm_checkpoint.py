@@ -180,3 +180,14 @@ def test_safetensors_carry_family_and_config(tmp_path, fomm_golden_model):
     assert loaded.config == fomm_golden_model.config and loaded.config.family == "fomm"
     assert loaded.model_hash == fomm_golden_model.model_hash and loaded.metadata["source"] == "test"
     assert not loaded.has_avd
+
+
+def test_export_weights_converts_an_official_fomm_checkpoint(tmp_path, fomm_golden_model):
+    from splinecam.cli import main
+
+    out = tmp_path / "fomm.safetensors"
+    assert main(["export-weights", "--checkpoint", str(FOMM_GOLDEN / "checkpoint.pth.tar"), "--config",
+                 str(FOMM_GOLDEN / "config.yaml"), "--out", str(out)]) == 0
+    loaded = load_checkpoint(out)
+    assert loaded.config.family == "fomm" and loaded.model_hash == fomm_golden_model.model_hash
+    assert "checkpoint.pth.tar" in loaded.metadata["source"]

@@ -138,6 +138,20 @@ def test_onnxruntime_within_1e3_of_torch(ort_backend, torch_backend, fomm_golden
         assert np.abs(ort_backend.predict(s_ort, kp) - torch_backend.predict(s_pt, kp)).max() <= ORT_TOL
 
 
+def test_openvino_within_1e3_of_torch(tmp_path_factory, fomm_golden_model, torch_backend, fomm_golden_io):
+    pytest.importorskip("openvino", reason="OpenVINO is not installed")
+    io = fomm_golden_io
+    ov = create_backend(fomm_golden_model, "openvino", "cpu", "fp32",
+                        BackendOptions(onnx_dir=fomm_export(tmp_path_factory, "fp32")))
+    s_ov = ov.encode_source(image_to_nchw(io["source"]))
+    s_pt = torch_backend.encode_source(image_to_nchw(io["source"]))
+    assert np.abs(s_ov.kp - s_pt.kp).max() <= ORT_TOL
+    frame = image_to_nchw(io["driving"][1])
+    assert np.abs(ov.keypoints_nchw(frame) - torch_backend.keypoints_nchw(frame)).max() <= ORT_TOL
+    for kp in (packed(io, "kp_relative", 1), packed(io, "synth_kp", 0)):
+        assert np.abs(ov.predict(s_ov, kp) - torch_backend.predict(s_pt, kp)).max() <= ORT_TOL
+
+
 def test_onnxruntime_fp16_graphs_keep_35db(tmp_path_factory, fomm_golden_model, torch_backend, fomm_golden_io):
     io = fomm_golden_io
     ort16 = create_backend(fomm_golden_model, "onnxruntime", "cpu", "fp16",
@@ -329,3 +343,50 @@ def test_evaluate_a_fomm_checkpoint(tmp_path):
                    max_frames=4, config=str(FOMM_GOLDEN / "config.yaml"), progress=lambda _m: None)
     assert res.image_size == 256 and res.videos and res.videos[0].frames == 4
     assert np.isfinite(res.mean["l1"]) and res.mean["l1"] > 0
+
+
+# ----------------------------------------------------------------------------- TensorRT (a GPU only)
+
+
+def _need_tensorrt():
+    from splinecam.engines.backends.tensorrt_runner import tensorrt_unavailable_reason
+
+    reason = tensorrt_unavailable_reason()
+    if reason:
+        pytest.skip(f"TensorRT path NOT RUN: {reason}")
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision,tol", [("fp32", 2e-3), ("fp16", 5e-2)])
+def test_tensorrt_matches_torch(tmp_path, fomm_golden_model, torch_backend, fomm_golden_io, precision, tol):
+    """The FOMM graphs through the same TensorRTGraphs runner (plans built from the exported ONNX)."""
+    _need_tensorrt()
+    io = fomm_golden_io
+    backend = create_backend(fomm_golden_model, "tensorrt", "cuda", precision, BackendOptions(cache_dir=tmp_path))
+    image = (io["source"] * 255).round().astype(np.uint8)
+    state, ref = backend.prepare_source(image), torch_backend.prepare_source(image)
+    assert state.kp.shape == (10, 6)
+    for i in range(len(io["driving"])):
+        kp = packed(io, "kp_relative", i)
+        got = backend.generate(state, kp).astype(np.float32)
+        assert np.abs(got - torch_backend.generate(ref, kp).astype(np.float32)).mean() / 255 <= tol
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_tensorrt_overlapped_pipeline(tmp_path, fomm_golden_model, fomm_golden_io):
+    _need_tensorrt()
+    io = fomm_golden_io
+    backend = create_backend(fomm_golden_model, "tensorrt", "cuda", "fp16", BackendOptions(cache_dir=tmp_path))
+    state = backend.prepare_source((io["source"] * 255).round().astype(np.uint8))
+    norm = KeypointNormaliser(state.kp, "relative")
+    pipe = backend.graphs.overlapped(state, norm)
+    frames = [(f * 255).round().astype(np.uint8) for f in io["driving"]]
+    out = [pipe.submit(f) for f in frames] + [pipe.flush()]
+    done = [r for r in out if r is not None]
+    assert [r.index for r in done] == list(range(len(frames)))
+    check = KeypointNormaliser(state.kp, "relative")
+    for r, f in zip(done, frames):
+        want = backend.generate(state, check(backend.keypoints(f)))
+        assert np.abs(r.frame.astype(int) - want.astype(int)).max() <= 2
