@@ -194,6 +194,21 @@ def test_animate_avd_mode_is_one_line(tmp_path):
     assert not (tmp_path / "x.mp4").exists()
 
 
+def test_autotune_measures_fomm_candidates(tmp_path, monkeypatch, fomm_golden_model, fomm_golden_io):
+    """--backend auto on a CPU times real candidates on the FOMM avatar (cheap ones here: no compiling)."""
+    import splinecam.engines.backends.autotune as autotune
+
+    monkeypatch.setenv("SPLINECAM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(autotune, "candidates", lambda: [("torch", "fp32"), ("onnxruntime", "fp32")])
+    sample = (fomm_golden_io["source"] * 255).round().astype(np.uint8)
+    choice = autotune.measure(fomm_golden_model, sample, BackendOptions(progress=lambda _m: None))
+    assert [t.error for t in choice.trials] == [None, None] and all(t.ms for t in choice.trials)
+    assert choice.trials[1].psnr_db >= 35.0 and (choice.engine, choice.precision) in {("torch", "fp32"),
+                                                                                     ("onnxruntime", "fp32")}
+    moved = autotune._motion(fk.pack(fomm_golden_io["kp_source_value"][0], fomm_golden_io["kp_source_jacobian"][0]), 4)
+    assert moved[1].shape == (10, 6) and not np.allclose(moved[1][:, 2:], moved[0][:, 2:])  # jacobians turn too
+
+
 # ----------------------------------------------------------------------------- normalisation, animate
 
 
