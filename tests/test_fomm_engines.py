@@ -194,14 +194,14 @@ def test_animate_avd_mode_is_one_line(tmp_path):
     assert not (tmp_path / "x.mp4").exists()
 
 
-def test_autotune_measures_fomm_candidates(tmp_path, monkeypatch, fomm_golden_model, fomm_golden_io):
+def test_autotune_measures_fomm_candidates(tmp_path_factory, monkeypatch, fomm_golden_model, fomm_golden_io):
     """--backend auto on a CPU times real candidates on the FOMM avatar (cheap ones here: no compiling)."""
     import splinecam.engines.backends.autotune as autotune
 
-    monkeypatch.setenv("SPLINECAM_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(autotune, "candidates", lambda: [("torch", "fp32"), ("onnxruntime", "fp32")])
     sample = (fomm_golden_io["source"] * 255).round().astype(np.uint8)
-    choice = autotune.measure(fomm_golden_model, sample, BackendOptions(progress=lambda _m: None))
+    options = BackendOptions(progress=lambda _m: None, onnx_dir=fomm_export(tmp_path_factory, "fp32"))
+    choice = autotune.measure(fomm_golden_model, sample, options)
     assert [t.error for t in choice.trials] == [None, None] and all(t.ms for t in choice.trials)
     assert choice.trials[1].psnr_db >= 35.0 and (choice.engine, choice.precision) in {("torch", "fp32"),
                                                                                      ("onnxruntime", "fp32")}
