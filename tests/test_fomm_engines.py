@@ -332,6 +332,28 @@ def test_live_headless_with_a_fomm_checkpoint(shared, tmp_path, capsys, monkeypa
     assert all(f.std() > 10 for f in VideoReader(tmp_path / "out.mp4").read_all())
 
 
+def test_remote_worker_runs_a_fomm_checkpoint(torch_backend, fomm_golden_io):
+    """live --remote: the worker's FOMM model, (K, 6) keypoints over the wire, the same frames as locally."""
+    from splinecam.engines.remote.client import RemoteBackend
+    from splinecam.engines.remote.worker import WorkerServer
+
+    server = WorkerServer(torch_backend, "fomm-token", "127.0.0.1", 0, hello_timeout=2.0).start()
+    remote = RemoteBackend(*server.address, "fomm-token", codec="raw")
+    try:
+        assert remote.config.family == "fomm" and remote.kp_width == 6 and not remote.has_avd
+        image = (fomm_golden_io["source"] * 255).round().astype(np.uint8)
+        s_remote, s_local = remote.prepare_source(image), torch_backend.prepare_source(image)
+        np.testing.assert_array_equal(s_remote.kp, s_local.kp)
+        frame = (fomm_golden_io["driving"][1] * 255).round().astype(np.uint8)
+        kp = remote.keypoints(frame)
+        assert kp.shape == (10, 6)
+        kp_n = KeypointNormaliser(s_remote.kp, "relative")(kp)
+        np.testing.assert_array_equal(remote.generate(s_remote, kp_n), torch_backend.generate(s_local, kp_n))
+    finally:
+        remote.close()
+        server.close()
+
+
 # ----------------------------------------------------------------------------- bench, evaluate
 
 
