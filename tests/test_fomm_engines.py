@@ -429,3 +429,89 @@ def test_tensorrt_overlapped_pipeline(tmp_path, fomm_golden_model, fomm_golden_i
     for r, f in zip(done, frames):
         want = backend.generate(state, check(backend.keypoints(f)))
         assert np.abs(r.frame.astype(int) - want.astype(int)).max() <= 2
+
+
+# ----------------------------------------------------------------------------- the TensorRT runner on the CPU
+
+FAKE_SIZE, FAKE_KP = 16, 10
+
+
+def _fake_fomm_plans() -> tuple[dict, dict]:
+    """Plans with FOMM's tensor names and tiny shapes, and what they compute (tests/fake_tensorrt.py): the
+    generator's output depends on the positions *and* the jacobians it is fed, so a wrong or missing
+    ``kp_jacobian`` binding shows."""
+    import fake_tensorrt as ft
+
+    s, k = FAKE_SIZE, FAKE_KP
+    img = [1, 3, s, s]
+    grid = ft.tiny_grid(k)
+    plans = {
+        "keypoints": ft.plan_bytes("keypoints", [("image", img, "float32", "in"), ("kp", [1, k, 6], "float32", "out")]),
+        "source_encoder": ft.plan_bytes("source_encoder", [("source", img, "float32", "in"),
+                                                           ("kp_source", [1, k, 6], "float32", "out"),
+                                                           ("source_feat0", img, "float16", "out"),
+                                                           ("source_kp", [1, k, 2], "float32", "out")]),
+        "generator": ft.plan_bytes("generator", [("source_feat0", img, "float16", "in"),
+                                                 ("source_kp", [1, k, 2], "float32", "in"),
+                                                 ("kp_driving", [1, k, 2], "float32", "in"),
+                                                 ("kp_jacobian", [1, k, 2, 2], "float32", "in"),
+                                                 ("prediction", img, "float32", "out")]),
+    }
+
+    def keypoints(a):
+        m = a["image"].mean(dtype=np.float32) - np.float32(0.5)
+        a["kp"][0] = fk.pack(grid + m * np.float32(0.1), np.tile(np.eye(2, dtype=np.float32) * (1 + m), (k, 1, 1)))
+
+    def source_encoder(a):
+        a["kp_source"][0] = fk.pack(grid, None)
+        a["source_feat0"][...] = a["source"].astype(np.float16)
+        a["source_kp"][0] = grid
+
+    def generator(a):
+        shift = (a["kp_driving"][0] - a["source_kp"][0]).mean(dtype=np.float32) * np.float32(5.0)
+        turn = (a["kp_jacobian"][0] - np.eye(2, dtype=np.float32)).mean(dtype=np.float32) * np.float32(3.0)
+        a["prediction"][...] = np.clip(a["source_feat0"].astype(np.float32) * np.float32(0.5) + shift + turn, 0, 1)
+
+    return plans, {"keypoints": keypoints, "source_encoder": source_encoder, "generator": generator}
+
+
+def test_tensorrt_runner_with_fomm_plans_on_the_recording_device(monkeypatch):
+    """The same TensorRTGraphs runner and overlapped pipeline (fake tensorrt module, CPU 'device'): FOMM's
+    feeds reach the generator by name in the synchronous calls and through the two-stream pipeline."""
+    import sys
+
+    import fake_tensorrt as ft
+
+    import splinecam.engines.backends.tensorrt_runner as tr
+    from splinecam.engines.backends.base import Backend
+    from splinecam.engines.backends.tensorrt_runner import TensorRTGraphs
+    from splinecam.engines.cuda_pipeline import RecordingDevice
+    from splinecam.engines.fomm.config import FommConfig
+
+    trt = ft.make_fake_tensorrt()
+    plans, compute = _fake_fomm_plans()
+    trt.compute.update(compute)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(tr, "_LOGGER", None)
+    config = FommConfig(name="tiny-fomm", num_kp=FAKE_KP, image_size=FAKE_SIZE)
+    backend = Backend(config, TensorRTGraphs.from_plans(config, "fp16", plans, RecordingDevice()))
+    rng = np.random.default_rng(0)
+    state = backend.prepare_source(rng.integers(60, 200, (FAKE_SIZE, FAKE_SIZE, 3), dtype=np.uint8))
+    assert state.kp.shape == (FAKE_KP, 6) and set(state.tensors) >= {"source_feat0", "source_kp"}
+    frames = [rng.integers(30 + 20 * i, 90 + 20 * i, (FAKE_SIZE, FAKE_SIZE, 3), dtype=np.uint8) for i in range(4)]
+    pipe = backend.overlapped()
+    out = [pipe.submit(f, source=state) for f in frames] + [pipe.flush()]
+    done = [r for r in out if r is not None]
+    assert [r.index for r in done] == list(range(4))
+    outputs = []
+    for r, f in zip(done, frames):
+        kp = backend.keypoints(f)
+        np.testing.assert_array_equal(r.kp, kp)
+        sync = backend.generate(state, kp)
+        np.testing.assert_array_equal(r.frame, sync)
+        outputs.append(sync)
+    # the jacobians matter: the same positions with the source's jacobians give another frame
+    still = backend.keypoints(frames[3]).copy()
+    still[:, 2:] = state.kp[:, 2:]
+    assert not np.array_equal(backend.generate(state, still), outputs[3])
+    backend.close()
