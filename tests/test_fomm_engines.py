@@ -212,6 +212,19 @@ def test_autotune_measures_fomm_candidates(tmp_path_factory, monkeypatch, fomm_g
 # ----------------------------------------------------------------------------- normalisation, animate
 
 
+def test_official_preprocessing_is_reproduced(fomm_golden_io):
+    """--crop none reads and resizes exactly as the official FOMM demo did for the reference data."""
+    from splinecam.engines.media import VideoReader, read_image
+    from splinecam.live.animate import official_resize
+
+    io = fomm_golden_io
+    assert np.abs(official_resize(read_image(DATA / "samples" / "source.png"), 256) - io["source"]).max() == 0.0
+    idx = io["driving_frame_indices"]
+    frames = VideoReader(DATA / "samples" / "driving.mp4").read_all(max_frames=int(idx.max()) + 1)
+    for j, i in enumerate(idx):
+        assert np.abs(official_resize(frames[i], 256) - io["driving"][j]).max() == 0.0
+
+
 def test_official_demo_frames_from_the_normaliser(torch_backend, fomm_golden_io):
     """demo.py --relative --adapt_scale: first driving frame the reference, relative jacobian on; and
     --no-relative-jacobian (positions only). Backend + normaliser give the official uint8 frames."""
