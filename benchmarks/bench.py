@@ -7,7 +7,8 @@ Model: ``--checkpoint`` (with ``--config`` if it needs one); ``--config`` alone:
 perturbed norm layers (``splinecam.engines.tpsmm.random_weights.perturbed_random_model``, as golden-small was
 made) so reduced-precision PSNR means something; neither: the bundled weights.
 
-Rows: the baseline (the official demo's per-frame work, :class:`splinecam.benchmarks.runner.OfficialBaseline`)
+Rows: the baseline (the official demo's per-frame work, :class:`splinecam.benchmarks.runner.OfficialBaseline`;
+for FOMM checkpoints the official FOMM demo's, :class:`splinecam.benchmarks.fomm_runner.FommOfficialBaseline`)
 and one row per backend × precision that exists somewhere (torch fp32/bf16/fp16, onnxruntime
 fp32/fp16, tensorrt fp16/fp32; asking for both ``--backends`` and ``--precisions`` gives their full
 cross product). A combination this machine cannot run is a row with status ``unavailable`` and the
@@ -95,13 +96,17 @@ def model_info(loaded: LoadedModel, source: str) -> ModelInfo:
     """Parameters and FLOPs (FlopCounterMode over keypoints + dense motion + inpainting, one frame)."""
     import torch
 
+    from splinecam.engines.family import family_of
     from splinecam.engines.tpsmm.flops import count_network_flops, count_parameters
 
     model = loaded.model
     if next(model.parameters()).device.type != "cpu":  # pragma: no cover - models load on the CPU
         model = model.cpu()
+    count = count_network_flops
+    if family_of(loaded).name == "fomm":
+        from splinecam.engines.fomm.flops import count_fomm_flops as count
     with torch.inference_mode():
-        flops = count_network_flops(model)
+        flops = count(model)
     by_net = {k: round(v, 3) for k, v in flops.to_dict().items() if k in
               ("kp_detector", "bg_predictor", "dense_motion", "inpainting_encoder", "inpainting_decoder")}
     return ModelInfo(config=loaded.config.name, source=source, model_hash=loaded.model_hash,
@@ -177,6 +182,17 @@ def build_runner(spec: RowSpec, loaded: LoadedModel, threads: int | None,
     return runner, row
 
 
+def official_baseline(loaded: LoadedModel, device: str) -> OfficialBaseline:
+    """The official demo's per-frame work for the loaded model's family (TPSMM's or FOMM's demo.py)."""
+    from splinecam.engines.family import family_of
+
+    if family_of(loaded).name == "fomm":
+        from splinecam.benchmarks.fomm_runner import FommOfficialBaseline
+
+        return FommOfficialBaseline(loaded, device)
+    return OfficialBaseline(loaded, device)
+
+
 # ----------------------------------------------------------------------------- the run
 
 
@@ -249,7 +265,7 @@ def run_bench(opts: BenchOptions) -> BenchResult:
     runners: list[Runner] = []
     rows: list[RowResult] = []
     t0 = time.perf_counter()
-    base = OfficialBaseline(loaded, baseline_device)
+    base = official_baseline(loaded, baseline_device)
     base.setup(inputs.source, inputs.frames[0])
     base_row = RowResult(base.spec.backend, "fp32", baseline_device, variant=base.variant, baseline=True,
                          setup_s=time.perf_counter() - t0)

@@ -34,7 +34,6 @@ def run_pipeline(clip: str | Path, loaded: LoadedModel, backend: str = "auto", p
                  paced: bool = True, output_size: tuple[int, int] = (1280, 720), compile_bf16: bool = True) -> PipelineResult:
     """One live run on ``clip``; a backend that cannot run here gives status "unavailable"."""
     from splinecam.engines.backends import BackendOptions, create_backend, resolve_choice
-    from splinecam.live.pipeline import LiveOptions, LivePipeline
 
     clip = Path(clip).expanduser()
     if not clip.is_file():

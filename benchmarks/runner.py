@@ -79,13 +79,23 @@ class Runner:
 
 
 def large_motion_keypoints(kp_source: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Source keypoints (K,2) under a seeded large motion: zoom ±5 %, a common shift ~0.05 and
+    """Source keypoints (K,D) under a seeded large motion: zoom ±5 %, a common shift ~0.05 and
     per-point jitter ~0.03 (of the [-1,1] frame) — random-weight keypoint detectors barely move
-    on real frames, so this exercises the warps the way a real head turn does."""
+    on real frames, so this exercises the warps the way a real head turn does. Keypoints with
+    jacobians (FOMM's (K,6)) also get each jacobian multiplied by I + N(0, 0.05²)."""
     rng = np.random.default_rng(seed)
     kp = np.asarray(kp_source, np.float32)
-    shift = rng.normal(0, 0.05, size=(1, 2)) + rng.normal(0, 0.03, size=kp.shape)
-    return np.clip(kp * (1 + rng.normal(0, 0.05)) + shift, -1, 1).astype(np.float32)
+    pos = kp[..., :2]
+    shift = rng.normal(0, 0.05, size=(1, 2)) + rng.normal(0, 0.03, size=pos.shape)
+    moved = np.clip(pos * (1 + rng.normal(0, 0.05)) + shift, -1, 1).astype(np.float32)
+    if kp.shape[-1] == 2:
+        return moved
+    out = kp.copy()
+    out[..., :2] = moved
+    jac = kp[..., 2:6].reshape(-1, 2, 2)
+    change = np.eye(2) + rng.normal(0, 0.05, size=jac.shape)
+    out[..., 2:6] = np.matmul(change, jac).reshape(kp[..., 2:6].shape)
+    return out.astype(np.float32)
 
 
 def _nchw(image: np.ndarray, device="cpu"):

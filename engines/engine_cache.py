@@ -43,8 +43,8 @@ def cache_root() -> Path:
 
 
 EXPORTER_SOURCES = ("tpsmm/networks.py", "tpsmm/layers.py", "tpsmm/geometry.py", "tpsmm/frame_generator.py",
-                    "tpsmm/light.py", "tpsmm/motion.py",
-                    "export/graphs.py", "export/onnx_export.py", "export/onnx_fold.py")
+                    "tpsmm/light.py", "tpsmm/motion.py", "fomm/networks.py", "fomm/frame_generator.py",
+                    "export/graphs.py", "export/fomm_graphs.py", "export/onnx_export.py", "export/onnx_fold.py")
 
 
 def exporter_fingerprint() -> str:

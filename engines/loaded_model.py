@@ -19,7 +19,8 @@ from splinecam.engines.tpsmm.config import ModelConfig
 class LoadedModel:
     """A model ready for inference and what was learnt loading it.
 
-    model: the torch networks (eval mode, float32, CPU) — a TPSMM — or None when torch is not installed;
+    model: the torch networks (eval mode, float32, CPU) — a TPSMM or a FOMM (``config.family``) — or None when
+    torch is not installed;
     has_avd: the checkpoint carried AVD weights (``--mode avd`` needs them); has_bg: it carried
     background-predictor weights; model_hash: sha256 of the weights (every engine cache's key);
     metadata: the extra fields stored in our safetensors (training record …); shipped_export: the

@@ -33,12 +33,12 @@ def add_model_arguments(parser: argparse.ArgumentParser, backends: bool = True) 
     """--checkpoint/--config, and unless ``backends`` is False --backend/--device/--precision."""
     g = parser.add_argument_group("model")
     g.add_argument("--checkpoint", metavar="PATH",
-                   help="official TPSMM .pth.tar (vox.pth.tar …) or splinecam .safetensors "
-                        "(default: the bundled cpu-256 weights)")
+                   help="official TPSMM .pth.tar (vox.pth.tar …), official FOMM / Avatarify .pth.tar "
+                        "(vox-adv-cpk.pth.tar …) or splinecam .safetensors (default: the bundled cpu-256 weights)")
     g.add_argument("--config", metavar="NAME|YAML",
-                   help="model config: a built-in name (vox-256, taichi-256, ted-384, mgif-256, lite-256, cpu-256) or an "
-                        "official-layout YAML; safetensors carry their own, official checkpoints are matched "
-                        "to a built-in config by shape when omitted")
+                   help="model config: a built-in name (vox-256, taichi-256, ted-384, mgif-256, lite-256, cpu-256; "
+                        "FOMM: fomm-vox-256, fomm-vox-adv-256) or an official-layout TPSMM / FOMM YAML; safetensors "
+                        "carry their own, official checkpoints are matched to a built-in config by shape when omitted")
     if backends:
         g.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS,
                        help="where the networks run (default auto: see README, 'Backends')")
@@ -51,6 +51,15 @@ def add_model_arguments(parser: argparse.ArgumentParser, backends: bool = True) 
         g.add_argument("--retune", action="store_true",
                        help="with --backend auto on a CPU: measure the candidates again instead of using the "
                             "remembered winner for this machine and model")
+
+
+def add_relative_jacobian_argument(group) -> None:
+    """--relative-jacobian / --no-relative-jacobian: FOMM's relative mode with or without the jacobian part."""
+    group.add_argument("--relative-jacobian", action=argparse.BooleanOptionalAction, default=True,
+                       help="FOMM checkpoints, --mode relative: also make the keypoints' jacobians relative "
+                            "(J_drv·J_ref⁻¹·J_src, as the official demo's --relative; default on); "
+                            "--no-relative-jacobian moves positions only and keeps the driver's jacobians "
+                            "(Avatarify's default). TPSMM keypoints have no jacobians: no effect")
 
 
 def add_compile_argument(group) -> None:

@@ -44,6 +44,7 @@ class AnimateOptions:
     crop: str = "face"
     max_frames: int | None = None
     output_size: int = 512
+    relative_jacobian: bool = True  # FOMM only: the official demo's relative jacobian (off: positions only)
 
 
 @dataclass
@@ -130,7 +131,7 @@ def animate(backend: Backend, opts: AnimateOptions, inputs: AnimationInputs | No
 
     state = backend.prepare_source(inputs.source)
     avd_fn = backend.avd if backend.has_avd else None
-    normaliser = KeypointNormaliser(state.kp, opts.mode, avd_fn)
+    normaliser = KeypointNormaliser(state.kp, opts.mode, avd_fn, opts.relative_jacobian)
 
     reference = 0
     if opts.find_best_frame:

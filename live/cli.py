@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from splinecam.engines.model_options import add_model_arguments, backend_from_args, load_model_from_args
+from splinecam.engines.model_options import (add_model_arguments, add_relative_jacobian_argument, backend_from_args,
+                                             load_model_from_args)
 from splinecam.engines.validate import number_arg, positive_int
 from splinecam.live.normalise import MODES
 
@@ -33,6 +34,7 @@ def register(subparsers) -> None:
     p.add_argument("--output-size", type=number_arg(int, *OUTPUT_SIDE), default=512, metavar="PX",
                    help=f"side of the output video with --crop face, {OUTPUT_SIDE[0]} to {OUTPUT_SIDE[1]} "
                         f"(default 512)")
+    add_relative_jacobian_argument(p)
     add_model_arguments(p)
     p.set_defaults(func=run_animate)
 
@@ -45,6 +47,7 @@ def run_animate(args: argparse.Namespace) -> int:
     from splinecam.engines.errors import SplinecamError
     from splinecam.engines.media import ffmpeg_exe
     from splinecam.engines.outputs import check_output
+    from splinecam.engines.family import avd_refusal
     from splinecam.live.animate import AnimateOptions, animate, prepare_inputs
 
     # the output first: a folder, an unwritable place, an input or an unknown container fails before any work
@@ -52,10 +55,9 @@ def run_animate(args: argparse.Namespace) -> int:
     ffmpeg_exe()
     loaded = load_model_from_args(args)
     if args.mode == "avd" and not loaded.has_avd:
-        raise SplinecamError(f"--mode avd needs a checkpoint with an AVD network ({loaded.path} has none): "
-                             f"use --mode relative or standard")
+        raise SplinecamError(avd_refusal(loaded, str(loaded.path)))
     opts = AnimateOptions(Path(args.source), Path(args.driving), Path(args.out), args.mode, args.find_best_frame,
-                          args.crop, args.max_frames, args.output_size)
+                          args.crop, args.max_frames, args.output_size, args.relative_jacobian)
     inputs = prepare_inputs(opts, loaded.config.image_size)  # user errors before any compiling
     sample = inputs.source if inputs.source.dtype == np.uint8 else None
     backend = backend_from_args(args, loaded, sample)

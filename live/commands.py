@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from splinecam.engines.errors import SplinecamError
-from splinecam.engines.model_options import add_model_arguments, avatar_sample, backend_from_args, load_model_from_args
+from splinecam.engines.model_options import (add_model_arguments, add_relative_jacobian_argument, avatar_sample,
+                                             backend_from_args, load_model_from_args)
 from splinecam.engines.validate import FPS, number_arg, positive_int
 from splinecam.live.compose import COMPOSE_MODES, parse_size
 from splinecam.live.normalise import MODES
@@ -63,6 +64,7 @@ def _add_driving_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"smoothing cut-off when still: lower = steadier (default {DEFAULT_MIN_CUTOFF:g})")
     g.add_argument("--smooth-beta", type=number_arg(BETA), metavar="B",
                    help=f"how fast the cut-off rises with speed: higher = less lag (default {DEFAULT_BETA:g})")
+    add_relative_jacobian_argument(g)
 
 
 SERVE_TOKEN_ENV = "SPLINECAM_SERVE_TOKEN"
@@ -196,7 +198,8 @@ def options_from_args(args: argparse.Namespace, state=None):
         virtual_camera=args.virtual_camera, virtual_camera_device=getattr(args, "virtual_camera_device", None),
         preview=args.preview, record=args.record, max_frames=args.max_frames, metrics=args.metrics,
         realtime=args.realtime, loop=getattr(args, "loop", False), smoothing=smoothing, calibration=calibration,
-        serve=serve, serve_token=getattr(args, "serve_token", None) or os.environ.get(SERVE_TOKEN_ENV) or None)
+        serve=serve, serve_token=getattr(args, "serve_token", None) or os.environ.get(SERVE_TOKEN_ENV) or None,
+        relative_jacobian=getattr(args, "relative_jacobian", True))
 
 
 def _remote_backend(args: argparse.Namespace, say):
@@ -292,8 +295,9 @@ def _run(options, args, say=print, on_finish=None, record_flag: str = "--record"
             loaded = load_model_from_args(args)
             backend = backend_from_args(args, loaded, avatar_sample(options.avatar, loaded.config.image_size), say=say)
         if options.mode == "avd" and not backend.has_avd:
-            raise SplinecamError("--mode avd needs a checkpoint with an AVD network (this one has none): "
-                                 "use --mode relative or standard")
+            from splinecam.engines.family import avd_refusal
+
+            raise SplinecamError(avd_refusal(loaded))
         pipeline = LivePipeline.build(options, backend, source=source, say=say)
     except BaseException:
         source.close()

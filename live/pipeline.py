@@ -79,7 +79,8 @@ class LiveOptions:
     realtime: bool = False
     loop: bool = False
     smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
-    calibration: np.ndarray | None = None  # remembered reference keypoints (K, 2)
+    calibration: np.ndarray | None = None  # remembered reference keypoints (K, D)
+    relative_jacobian: bool = True       # FOMM's relative jacobian in relative mode (off: positions only)
     hold_s: float = 0.25
     ease_s: float = 0.5
     serve: tuple[str, int] | None = None  # --serve: the MJPEG stream + control page (live/stream_server.py)
@@ -140,7 +141,7 @@ class FrameProcessor:
                  mode: str = "relative", smoothing: SmoothingSettings = SmoothingSettings(),
                  controls: Controls | None = None, output_size: tuple[int, int] = (1280, 720),
                  search: BestFrameSearch | None = None, hold_s: float = 0.25, ease_s: float = 0.5,
-                 inference: DirectInference | OverlappedInference | None = None):
+                 inference: DirectInference | OverlappedInference | None = None, relative_jacobian: bool = True):
         self.backend = backend
         self.inference = inference if inference is not None else inference_for(backend)
         self._pending: _InFlight | None = None
@@ -158,7 +159,7 @@ class FrameProcessor:
         self.generated_ok = 0       # generated frames it let through
         avatar = library.current
         avd = backend.avd if backend.has_avd else None
-        self.normaliser = KeypointNormaliser(avatar.source.kp, mode, avd)
+        self.normaliser = KeypointNormaliser(avatar.source.kp, mode, avd, relative_jacobian)
 
     # --- controls
     @property
@@ -418,7 +419,8 @@ class LivePipeline:
             cropper.tracker.detector.detect(np.zeros((64, 64, 3), np.uint8))  # build the detector graphs now
         controls = Controls(mirror=options.mirror, smoothing=options.smoothing.enabled)
         processor = FrameProcessor(backend, library, cropper, metrics, options.mode, options.smoothing, controls,
-                                   options.output_size, hold_s=options.hold_s, ease_s=options.ease_s)
+                                   options.output_size, hold_s=options.hold_s, ease_s=options.ease_s,
+                                   relative_jacobian=options.relative_jacobian)
         if options.calibration is not None:
             processor.restore_calibration(options.calibration)
         sinks = []

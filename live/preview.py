@@ -32,7 +32,8 @@ GREEN, RED, YELLOW, WHITE = (80, 220, 80), (60, 60, 240), (40, 220, 240), (240, 
 @dataclass
 class OverlayInfo:
     """What the overlay shows. stages_ms: last per-stage times; inset: (S, S, 3) RGB driving crop
-    (or ghost) and inset_kp its (K, 2) keypoints in [-1, 1]; status: "" when all is well."""
+    (or ghost) and inset_kp its (K, D) keypoints, positions (the first two columns) in [-1, 1]; status: ""
+    when all is well."""
 
     fps: float = 0.0
     latency_ms: float | None = None
@@ -89,7 +90,7 @@ def draw_overlay(bgr: np.ndarray, info: OverlayInfo) -> np.ndarray:
         inset = cv2.resize(info.inset, (side, side), interpolation=cv2.INTER_AREA)
         inset = cv2.cvtColor(inset, cv2.COLOR_RGB2BGR)
         if info.inset_kp is not None:
-            for x, yk in np.asarray(info.inset_kp).reshape(-1, 2):
+            for x, yk in np.asarray(info.inset_kp)[..., :2].reshape(-1, 2):
                 cv2.circle(inset, (int((x + 1) * side / 2), int((yk + 1) * side / 2)), 2, GREEN, -1, cv2.LINE_AA)
         x0, y0 = W - side - 10, 10
         bgr[y0:y0 + side, x0:x0 + side] = inset

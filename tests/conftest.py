@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SPLINECAM_SHARED", REPO.parent / "shared"))
 REFERENCE = SHARED / "reference"
 GOLDEN = REFERENCE / "golden-small"
+FOMM_GOLDEN = REFERENCE / "fomm-golden-small"
 DATA = SHARED / "data"
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -41,3 +42,16 @@ def golden_model():
     from splinecam.engines.tpsmm.checkpoint import load_checkpoint
 
     return load_checkpoint(_need(GOLDEN / "checkpoint.pth.tar"), GOLDEN / "config.yaml")
+
+
+@pytest.fixture(scope="session")
+def fomm_golden_io() -> dict:
+    with np.load(_need(FOMM_GOLDEN / "io.npz")) as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.fixture(scope="session")
+def fomm_golden_model():
+    from splinecam.engines.tpsmm.checkpoint import load_checkpoint
+
+    return load_checkpoint(_need(FOMM_GOLDEN / "checkpoint.pth.tar"), FOMM_GOLDEN / "config.yaml")

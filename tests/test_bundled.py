@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import DATA, REPO
+from tests.conftest import REPO
 
 
 @pytest.fixture(scope="module")

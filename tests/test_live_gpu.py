@@ -11,7 +11,6 @@ tests, skipped without a GPU)."""
 from __future__ import annotations
 
 import sys
-import time
 
 import cv2
 import numpy as np

@@ -165,5 +165,6 @@ def test_wheel_carries_configs_weights_and_assets(tmp_path):
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"splinecam"}, tops
     assert "splinecam/engines/tpsmm/configs/vox-256.yaml" in names
+    assert "splinecam/engines/fomm/configs/fomm-vox-256.yaml" in names
     assert any(n.startswith("splinecam/engines/weights/") and n.endswith(".safetensors") for n in names)
     assert "splinecam/live/assets/mona.jpg" in names and "splinecam/live/assets/webcam.mp4" in names

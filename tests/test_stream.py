@@ -9,7 +9,6 @@ import hashlib
 import http.client
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess

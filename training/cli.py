@@ -143,8 +143,13 @@ def register(subparsers) -> None:
     p.add_argument("--image-size", type=number_arg(int, 32, 4096), help="evaluate at this resolution (default: the model's)")
     p.set_defaults(func=_evaluate)
 
-    p = subparsers.add_parser("export-weights", help="export a trained run to .safetensors (config included)")
-    p.add_argument("--run", required=True, help="main run dir (or its checkpoint.pth)")
+    p = subparsers.add_parser("export-weights", help="export a trained run, or convert an official checkpoint, to "
+                                                     ".safetensors (family and config included)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="main run dir (or its checkpoint.pth)")
+    src.add_argument("--checkpoint", help="an official TPSMM / FOMM .pth.tar (vox.pth.tar, vox-adv-cpk.pth.tar …) to "
+                                          "convert: no pickle left, no --config needed afterwards")
+    p.add_argument("--config", help="with --checkpoint: its config, when it is not recognised by shape")
     p.add_argument("--avd", help="AVD run dir (or its checkpoint.pth) to include")
     p.add_argument("--out", required=True, help="output .safetensors")
     p.add_argument("--half", action="store_true", help="store float16 weights (half the size)")

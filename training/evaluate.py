@@ -121,7 +121,11 @@ def mesh_keypoints(model, landmarks: list[np.ndarray | None], size: int) -> np.n
 def reconstruct(model, frames: np.ndarray, batch_size: int = 8, keypoints: np.ndarray | None = None) -> np.ndarray:
     """Frames (T,S,S,3) uint8 → reconstructions (T,S,S,3) float32 in [0,1] from frame 0 (standard mode).
 
-    ``keypoints`` (T,K,2): every frame's keypoints, for landmark configs (which have no keypoint detector)."""
+    ``keypoints`` (T,K,2): every frame's keypoints, for landmark configs (which have no keypoint detector).
+    FOMM models reconstruct as the official FOMM ``reconstruction.py`` does: the generator driven by every
+    frame's raw keypoints and jacobians."""
+    if getattr(model.config, "family", "tpsmm") == "fomm":
+        return _reconstruct_fomm(model, frames, batch_size)
     src = torch.from_numpy(frames[0]).permute(2, 0, 1)[None].float() / 255
     kp_src = model.kp_detector(src) if keypoints is None else torch.from_numpy(keypoints[:1])
     enc = model.inpainting_network.encode(src)
@@ -135,6 +139,27 @@ def reconstruct(model, frames: np.ndarray, batch_size: int = 8, keypoints: np.nd
         motion = model.dense_motion_network(s, kp_drv, kp_src.expand(n, -1, -1), bg)
         pred = model.inpainting_network.decode([e.expand(n, -1, -1, -1) for e in enc], s, motion.deformation,
                                                motion.occlusion_maps).prediction
+        out.append(pred.permute(0, 2, 3, 1).numpy())
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def _reconstruct_fomm(model, frames: np.ndarray, batch_size: int) -> np.ndarray:
+    """FOMM reconstruction from frame 0 (standard mode), the source encoder run once."""
+    from splinecam.engines.fomm.networks import FommKeypoints
+
+    src = torch.from_numpy(frames[0]).permute(2, 0, 1)[None].float() / 255
+    kp_src = model.kp_detector.detect(src)
+    gen = model.generator
+    feat = gen.encode(src)
+    out = []
+    for i in range(0, len(frames), batch_size):
+        drv = torch.from_numpy(np.ascontiguousarray(frames[i:i + batch_size])).permute(0, 3, 1, 2).float() / 255
+        n = drv.shape[0]
+        kp_s = FommKeypoints(kp_src.value.expand(n, -1, -1),
+                             None if kp_src.jacobian is None else kp_src.jacobian.expand(n, -1, -1, -1))
+        motion = gen.dense_motion_network(src.expand(n, -1, -1, -1), model.kp_detector.detect(drv), kp_s)
+        pred = gen.decode(feat.expand(n, -1, -1, -1), motion.deformation, motion.occlusion_map)
         out.append(pred.permute(0, 2, 3, 1).numpy())
     return np.concatenate(out)
 

@@ -1,4 +1,5 @@
-"""``export-weights``: a trained run (and its AVD stage) → one ``.safetensors`` with its config.
+"""``export-weights``: a trained run (and its AVD stage) → one ``.safetensors`` with its config; or an
+official TPSMM / FOMM ``.pth.tar`` converted to one (``--checkpoint``: the same weights, no pickle).
 
 Uses :func:`splinecam.engines.tpsmm.checkpoint.save_safetensors`: the config goes into the metadata, so
 ``load_checkpoint`` needs no ``--config``. The training record (steps, wall time, perceptual
@@ -42,9 +43,23 @@ def export_run(run: str | Path, out: str | Path, avd: str | Path | None = None, 
     return save_safetensors(model, out, {"training": record, "source": "splinecam train"}, include_avd=include_avd)
 
 
+def convert_checkpoint(checkpoint: str | Path, out: str | Path, config: str | None = None, half: bool = False) -> Path:
+    """An official TPSMM or FOMM checkpoint → our safetensors, carrying its family and config."""
+    from splinecam.engines.tpsmm.checkpoint import load_checkpoint, save_safetensors
+
+    loaded = load_checkpoint(checkpoint, config)
+    model = loaded.model.half() if half else loaded.model
+    return save_safetensors(model, out, {"source": f"converted from {Path(checkpoint).name}"})
+
+
 def run(args) -> int:
     """CLI entry of ``export-weights``."""
-    path = export_run(args.run, args.out, args.avd, args.half)
+    if getattr(args, "checkpoint", None):
+        if args.avd:
+            raise CheckpointError("--avd goes with --run (a trained AVD stage), not with --checkpoint")
+        path = convert_checkpoint(args.checkpoint, args.out, getattr(args, "config", None), args.half)
+    else:
+        path = export_run(args.run, args.out, args.avd, args.half)
     size = Path(path).stat().st_size / 1e6
     print(f"wrote {path} ({size:.1f} MB)")
     return 0

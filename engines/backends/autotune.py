@@ -127,13 +127,20 @@ def choice_path(key: dict, root: Path | None = None) -> Path:
 
 
 def _motion(kp: np.ndarray, n: int) -> list[np.ndarray]:
-    """n driving keypoint sets moving as a talking head does: a small head rotation, nod and mouth opening."""
+    """n driving keypoint sets moving as a talking head does: a small head rotation, nod and mouth opening.
+    Keypoint rows with jacobians (FOMM's (K, 6)) turn their jacobians with the head."""
     out = []
-    c = kp.mean(axis=0)
+    pos = kp[..., :2]
+    c = pos.mean(axis=0)
     for i in range(n):
         a = 0.12 * math.sin(2 * math.pi * i / n)
         rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]], np.float32)
-        moved = (kp - c) @ rot.T + c + np.float32([0.03 * math.cos(2 * math.pi * i / n), 0.02 * math.sin(4 * math.pi * i / n)])
+        moved = (pos - c) @ rot.T + c + np.float32([0.03 * math.cos(2 * math.pi * i / n), 0.02 * math.sin(4 * math.pi * i / n)])
+        if kp.shape[-1] > 2:
+            row = kp.copy()
+            row[..., :2] = moved
+            row[..., 2:6] = (rot @ kp[..., 2:6].reshape(-1, 2, 2)).reshape(-1, 4)
+            moved = row
         out.append(moved.astype(np.float32))
     return out
 

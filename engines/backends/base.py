@@ -2,7 +2,7 @@
 
     backend = create_backend(loaded_model, backend="auto", device="cpu", precision="auto")
     state   = backend.prepare_source(avatar_256)        # once per avatar (cached tensors)
-    kp      = backend.keypoints(frame_256)              # per frame: (K, 2) float32 in [-1, 1]
+    kp      = backend.keypoints(frame_256)              # per frame: (K, D) float32, positions in [-1, 1]
     kp_norm = normaliser(kp)                            # live/normalise.py, on the host
     frame   = backend.generate(state, kp_norm)          # per frame: (S, S, 3) uint8 RGB
 
@@ -10,8 +10,10 @@ Two layers (see the repository's DESIGN.md, "Backends"):
 
 * :class:`Backend` — the one model runner. It owns, once for every engine, what happens on the host:
   image conversions (:func:`image_to_nchw`, :func:`nchw_to_image`), the per-frame host step of the
-  model family (for TPSMM the TPS solve, :func:`splinecam.engines.tpsmm.host.generator_feeds`), the AVD
-  mapping (:meth:`Backend.avd`), the stage timer and the avatar's cached source state.
+  model family (:mod:`splinecam.engines.family`: for TPSMM the TPS solve,
+  :func:`splinecam.engines.tpsmm.host.generator_feeds`; for FOMM the jacobians' 2×2 inverses,
+  :func:`splinecam.engines.fomm.host.generator_feeds`), the AVD mapping (:meth:`Backend.avd`), the stage
+  timer and the avatar's cached source state.
 * :class:`GraphRunner` — a thin per-engine runner of the exported graphs (``keypoints``,
   ``source_encoder``, ``generator``, ``background``; contracts in :mod:`splinecam.engines.export.graphs`):
   torch eager, torch compiled, ONNX Runtime, TensorRT. It takes and returns host float32 arrays by
@@ -19,8 +21,9 @@ Two layers (see the repository's DESIGN.md, "Backends"):
 
 Images cross the interface as RGB numpy arrays of the model's size S: uint8, or float32 in [0, 1] (what
 the official demo feeds, for exact ``--crop none`` output); results are uint8. Keypoints are float32
-(K, 2) arrays, (x, y) in [-1, 1]. Switching avatars only calls ``prepare_source`` again: no engine is
-rebuilt.
+(K, D) arrays whose first two columns are (x, y) in [-1, 1]: D = 2 for TPSMM, D = 6 for FOMM (the 2×2
+jacobian follows, row-major; :mod:`splinecam.engines.fomm.keypoints`). ``Backend.kp_width`` is D.
+Switching avatars only calls ``prepare_source`` again: no engine is rebuilt.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import numpy as np
 
 from splinecam.engines.errors import BackendUnavailableError
 from splinecam.engines.output_guard import check_prediction
+from splinecam.engines.family import avd_refusal, family_of
 from splinecam.engines.tpsmm.config import ModelConfig
 
 if TYPE_CHECKING:
@@ -61,10 +65,10 @@ def nchw_to_image(pred: np.ndarray) -> np.ndarray:
 class SourceState:
     """Everything the generator needs from one avatar, computed once.
 
-    image: (S,S,3) uint8 (or float32 [0,1]) RGB as given; kp: (K,2) float32 source keypoints; tensors:
-    the generator's cached source inputs (``source_image``, ``source_small``, ``source_heat``,
-    ``source_feat*``) in whatever form the graph runner keeps them (torch tensors, numpy arrays,
-    device buffers).
+    image: (S,S,3) uint8 (or float32 [0,1]) RGB as given; kp: (K,D) float32 source keypoints; tensors:
+    the generator's cached source inputs (TPSMM: ``source_image``, ``source_small``, ``source_heat``,
+    ``source_feat*``; FOMM: ``source_small``, ``source_heat``, ``source_feat0``, ``source_kp``) in whatever
+    form the graph runner keeps them (torch tensors, numpy arrays, device buffers).
     """
 
     image: np.ndarray
@@ -127,16 +131,17 @@ class GraphRunner(abc.ABC):
     @abc.abstractmethod
     def encode_source(self, source: np.ndarray, kp_source: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
         """source (1,3,S,S) float32 [, kp_source (1,K,2): given for landmark configs, which have no keypoint
-        graph] → (kp_source (1,K,2) float32, the cached source tensors)."""
+        graph] → (kp_source (1,K,D) float32, the cached source tensors)."""
 
     @abc.abstractmethod
     def keypoints(self, image: np.ndarray) -> np.ndarray:
-        """image (1,3,S,S) float32 → kp (1,K,2) float32."""
+        """image (1,3,S,S) float32 → kp (1,K,D) float32."""
 
     @abc.abstractmethod
     def generate(self, source: Any, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """Cached source tensors + the per-frame host feeds (``kp_driving``, ``tps_theta``, ``tps_params``,
-        ``bg_param``) → prediction (1,3,S,S) float32 in [0,1]."""
+        """Cached source tensors + the family's per-frame host feeds (TPSMM: ``kp_driving``, ``tps_theta``,
+        ``tps_params``, ``bg_param``; FOMM: ``kp_driving``, ``kp_jacobian``) → prediction (1,3,S,S) float32
+        in [0,1]."""
 
     def background(self, source: np.ndarray, driving: np.ndarray) -> np.ndarray | None:
         """source, driving (1,3,S,S) float32 → bg_param (1,3,3) float32, or None without a background graph."""
@@ -178,6 +183,8 @@ class Backend:
 
     def __init__(self, config: ModelConfig, graphs: GraphRunner, avd: AvdMapping | None = None, has_bg: bool = False):
         self.config = config
+        self.family = family_of(config)
+        self._generator_feeds = self.family.host().generator_feeds
         self.graphs = graphs
         self._avd = avd
         self.has_avd = avd is not None
@@ -212,6 +219,11 @@ class Backend:
         """S: the square image size the networks take and return."""
         return self.config.image_size
 
+    @property
+    def kp_width(self) -> int:
+        """D: columns of a keypoint row (2: x, y; 6 for FOMM: x, y and the 2×2 jacobian)."""
+        return self.family.kp_width
+
     def describe(self) -> str:
         return self.graphs.describe()
 
@@ -222,24 +234,25 @@ class Backend:
         image = nchw_to_image(source) if image is None else image
         kp = None if self.landmarks is None else self.landmarks.source(image)[None]
         kp, tensors = self.graphs.encode_source(np.ascontiguousarray(source, np.float32), kp)
-        return SourceState(image=image, kp=np.asarray(kp, np.float32).reshape(-1, 2), tensors=tensors)
+        return SourceState(image=image, kp=np.asarray(kp, np.float32).reshape(-1, self.kp_width), tensors=tensors)
 
     def keypoints_nchw(self, frame: np.ndarray) -> np.ndarray:
-        """(1,3,S,S) float32 → (K,2) float32."""
+        """(1,3,S,S) float32 → (K,D) float32."""
         if self.landmarks is not None:
             return self.landmarks.driving(nchw_to_image(frame))
-        return np.asarray(self.graphs.keypoints(np.ascontiguousarray(frame, np.float32)), np.float32).reshape(-1, 2)
+        kp = self.graphs.keypoints(np.ascontiguousarray(frame, np.float32))
+        return np.asarray(kp, np.float32).reshape(-1, self.kp_width)
 
     def frame_feeds(self, source: SourceState, kp_driving: np.ndarray,
                     bg_param: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """The model family's per-frame host step: (K,2) normalised driving keypoints [+ (3,3) background]
-        → the generator's per-frame feeds (TPSMM: the TPS solve, :func:`splinecam.engines.tpsmm.host.generator_feeds`)."""
-        from splinecam.engines.tpsmm.host import generator_feeds
-
-        return generator_feeds(self.config, kp_driving, source.kp, bg_param)
+        """The model family's per-frame host step (:mod:`splinecam.engines.family`): (K,D) normalised driving
+        keypoints [+ (3,3) background] → the generator's per-frame feeds (TPSMM: the TPS solve,
+        :func:`splinecam.engines.tpsmm.host.generator_feeds`; FOMM: ``J_src·J_drv⁻¹`` with the 2×2 inverses,
+        :func:`splinecam.engines.fomm.host.generator_feeds`)."""
+        return self._generator_feeds(self.config, kp_driving, source.kp, bg_param)
 
     def predict(self, source: SourceState, kp_driving: np.ndarray, bg_param: np.ndarray | None = None) -> np.ndarray:
-        """(K,2) normalised driving keypoints [+ (3,3) background] → (1,3,S,S) float32 prediction."""
+        """(K,D) normalised driving keypoints [+ (3,3) background] → (1,3,S,S) float32 prediction."""
         return self.graphs.generate(source.tensors, self.frame_feeds(source, kp_driving, bg_param))
 
     def overlapped(self, background: bool = False, depth: int = 2):
@@ -260,14 +273,14 @@ class Backend:
             return self.encode_source(image_to_nchw(image), image)
 
     def keypoints(self, frame: np.ndarray) -> np.ndarray:
-        """(S,S,3) RGB frame → (K,2) float32 keypoints."""
+        """(S,S,3) RGB frame → (K,D) float32 keypoints."""
         with self.timer.time("keypoints"):
             if self.landmarks is not None:
                 return self.landmarks.driving(frame)
             return self.keypoints_nchw(image_to_nchw(frame))
 
     def generate(self, source: SourceState, kp_driving: np.ndarray, bg_param: np.ndarray | None = None) -> np.ndarray:
-        """Normalised driving keypoints (K,2) [+ background (3,3)] → (S,S,3) uint8 RGB frame. Raises
+        """Normalised driving keypoints (K,D) [+ background (3,3)] → (S,S,3) uint8 RGB frame. Raises
         :class:`~splinecam.engines.output_guard.GeneratorOutputError` for a non-finite or all-black frame."""
         with self.timer.time("generate"):
             pred = self.predict(source, kp_driving, bg_param)
@@ -284,7 +297,7 @@ class Backend:
     def avd(self, kp_source: np.ndarray, kp_driving: np.ndarray) -> np.ndarray:
         """AVD normalisation (K,2),(K,2) → (K,2), on the host for every engine."""
         if self._avd is None:
-            raise BackendUnavailableError("this checkpoint has no AVD network: use --mode relative or standard")
+            raise BackendUnavailableError(avd_refusal(self.config))
         return self._avd(np.asarray(kp_source, np.float32), np.asarray(kp_driving, np.float32))
 
     def close(self) -> None:

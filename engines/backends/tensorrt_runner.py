@@ -321,7 +321,9 @@ class TrtEngine:
 
 
 #: what the synchronous calls copy in and out, per graph (the generator's source inputs stay on the device)
-SYNC_IO = {"keypoints": ("image", "kp"), "generator": ("kp_driving", "tps_theta", "tps_params", "bg_param", "prediction"),
+#: (TPSMM's generator takes tps_theta / tps_params / bg_param, FOMM's kp_jacobian; a name a plan lacks is skipped)
+SYNC_IO = {"keypoints": ("image", "kp"),
+           "generator": ("kp_driving", "tps_theta", "tps_params", "bg_param", "kp_jacobian", "prediction"),
            "background": ("source", "driving", "bg_param")}
 
 
@@ -491,7 +493,10 @@ class _TrtStages:
         self.h_in = [device.pinned_tensor((s, s, 3), torch.uint8) for _ in range(depth)]
         self.h_kp = [device.pinned_tensor(*eng["keypoints"].outputs["kp"]) for _ in range(depth)]
         self.h_out = [device.pinned_tensor((s, s, 3), torch.uint8) for _ in range(depth)]
-        feeds = ("kp_driving", "tps_theta", "tps_params")
+        from splinecam.engines.family import family_of
+
+        # the model family's per-frame feeds (TPSMM: TPS parameters; FOMM: jacobians), bg_param bound apart
+        feeds = tuple(n for n in family_of(cfg).host().FRAME_INPUTS if n != "bg_param")
         gen_inputs = eng["generator"].inputs
         self.h_gen = [{n: device.pinned_tensor(*gen_inputs[n]) for n in feeds} for _ in range(depth)]
         self.d_in = [device.empty((s, s, 3), torch.uint8, kp_stream) for _ in range(depth)]
@@ -505,9 +510,11 @@ class _TrtStages:
         self.d_gen = [{n: device.empty(*gen_inputs[n], gen_stream) for n in feeds} for _ in range(depth)]
         self.d_pred = [eng["generator"].new_outputs(device, gen_stream) for _ in range(depth)]
         self.d_frame = [device.empty((s, s, 3), torch.uint8, gen_stream) for _ in range(depth)]
-        self.identity = device.empty(*gen_inputs["bg_param"], gen_stream)
-        # a blocking copy from pageable memory: complete when it returns, before any stream reads it
-        self.identity.copy_(torch.eye(3, dtype=self.identity.dtype).view(self.identity.shape))
+        self.identity = None  # FOMM's generator has no background input
+        if "bg_param" in gen_inputs:
+            self.identity = device.empty(*gen_inputs["bg_param"], gen_stream)
+            # a blocking copy from pageable memory: complete when it returns, before any stream reads it
+            self.identity.copy_(torch.eye(3, dtype=self.identity.dtype).view(self.identity.shape))
         self.slot_source: list[Any] = [None] * depth
         self.slot_bg: list[bool] = [False] * depth
 
@@ -552,7 +559,8 @@ class _TrtStages:
             self.device.keep_alive(t, self.gen_stream)  # made on the runner's stream, read on this one
         bg = self.d_bg[slot] if self.slot_bg[slot] else self.identity
         pred = self.d_pred[slot]
-        self.r.engines["generator"].enqueue({**source, **d_gen, "bg_param": bg, **pred}, self.gen_stream)
+        extra = {} if self.identity is None else {"bg_param": bg}
+        self.r.engines["generator"].enqueue({**source, **d_gen, **extra, **pred}, self.gen_stream)
         # (1,3,S,S) float in [0,1] → (S,S,3) uint8, as nchw_to_image computes it (×255, round half even, clip)
         frame = self.torch.round(pred["prediction"][0].float() * 255.0).clamp_(0, 255).permute(1, 2, 0)
         self.d_frame[slot].copy_(frame)

@@ -28,10 +28,8 @@ from splinecam.engines.backends.base import GraphRunner
 from splinecam.engines.backends.options import BackendOptions
 from splinecam.engines.backends.torch_runner import host_tensor
 from splinecam.engines.errors import BackendUnavailableError
-from splinecam.engines.tpsmm.checkpoint import LoadedModel
-from splinecam.engines.tpsmm.frame_generator import FrameGenerator, SourceTensors
-from splinecam.engines.tpsmm.geometry import kp2gaussian
-from splinecam.engines.tpsmm.host import FRAME_INPUTS, generator_feeds
+from splinecam.engines.checkpoint_io import LoadedModel
+from splinecam.engines.family import family_of
 
 COMPILE_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -71,7 +69,10 @@ class CompiledTorchGraphs(GraphRunner):
         self.config = loaded.config
         self.dtype = COMPILE_DTYPES[precision]
         self.fast = copy.deepcopy(loaded.model).to(self.dtype).to(memory_format=torch.channels_last).eval()
-        self.generator = FrameGenerator(self.fast, with_bg=True).eval()
+        family = family_of(loaded)
+        self._frame, host = family.frame_generator(), family.host()
+        self.frame_inputs, self._generator_feeds, self.kp_width = host.FRAME_INPUTS, host.generator_feeds, family.kp_width
+        self.generator = self._frame.FrameGenerator(self.fast, with_bg=True).eval()
         self._kp = None
         if loaded.model.kp_detector is not None:
             self.kp_fp32 = copy.deepcopy(loaded.model.kp_detector).to(memory_format=torch.channels_last).eval()
@@ -95,9 +96,10 @@ class CompiledTorchGraphs(GraphRunner):
         grey = np.full((1, 3, s, s), 128 / 255, np.float32)
         fixed = None if self._kp is not None else np.zeros((1, self.config.num_kp, 2), np.float32)
         kp, state = self.encode_source(grey, fixed)
+        kp = kp.reshape(-1, self.kp_width)
         for _ in range(2):
-            driving = self.keypoints(grey) if self._kp is not None else kp
-            self.generate(state, generator_feeds(self.config, driving, kp))
+            driving = self.keypoints(grey).reshape(-1, self.kp_width) if self._kp is not None else kp
+            self.generate(state, self._generator_feeds(self.config, driving, kp))
 
     @torch.no_grad()  # not inference_mode: these tensors feed the compiled graph
     def encode_source(self, source: np.ndarray, kp_source: np.ndarray | None = None):
@@ -107,11 +109,8 @@ class CompiledTorchGraphs(GraphRunner):
         else:
             with _freezing():
                 kp = self._kp(self._input(source, torch.float32)).float()  # float32 source keypoints
-        dm = self.fast.dense_motion_network
-        small = dm.downsample(x)  # once per avatar: eager is fine
-        heat = kp2gaussian(kp, small.shape[2], small.shape[3], dm.kp_variance)
-        src = SourceTensors(x, small, heat, self.fast.inpainting_network.encode(x), kp)
-        return kp.cpu().numpy(), src
+        src = self._frame.encode_source(self.fast, x, kp)  # once per avatar: eager is fine
+        return src.kp.cpu().numpy(), src
 
     @torch.no_grad()
     def keypoints(self, image: np.ndarray) -> np.ndarray:
@@ -119,13 +118,13 @@ class CompiledTorchGraphs(GraphRunner):
             return self._kp(self._input(image, torch.float32)).float().cpu().numpy()
 
     @torch.no_grad()
-    def generate(self, source: SourceTensors, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        frame = [host_tensor(feeds[name], torch.device("cpu")) for name in FRAME_INPUTS]
+    def generate(self, source, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        frame = [host_tensor(feeds[name], torch.device("cpu")) for name in self.frame_inputs]
         with _freezing():
             return self._gen(*source.as_inputs(), *frame).float().cpu().numpy()
 
     @torch.inference_mode()
     def background(self, source: np.ndarray, driving: np.ndarray) -> np.ndarray | None:
-        if self.fast.bg_predictor is None:
+        if getattr(self.fast, "bg_predictor", None) is None:
             return None
         return self.fast.bg_predictor(self._input(source), self._input(driving)).float().cpu().numpy()

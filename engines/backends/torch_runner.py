@@ -1,7 +1,8 @@
 """PyTorch eager graph runner: CPU or CUDA; fp32, bf16 (CPU: autocast + channels_last) or fp16 (CUDA).
 
-The reduced-precision paths autocast the convolutional networks only; TPS grids and Gaussians are
-computed in float32 inside :class:`FrameGenerator` with autocast switched off. The loaded model is
+The reduced-precision paths autocast the convolutional networks only; TPS / local affine grids and
+Gaussians are computed in float32 inside the family's ``FrameGenerator``. The model family
+(:mod:`splinecam.engines.family`) supplies the source encoding and the frame generator. The loaded model is
 never modified: when this runner needs it elsewhere (CUDA) or in another memory format
 (channels_last), it works on a copy.
 """
@@ -10,15 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 
 import numpy as np
 import torch
 
 from splinecam.engines.backends.base import GraphRunner
 from splinecam.engines.backends.options import BackendOptions
-from splinecam.engines.tpsmm.checkpoint import LoadedModel
-from splinecam.engines.tpsmm.frame_generator import FrameGenerator, SourceTensors, encode_source
-from splinecam.engines.tpsmm.host import FRAME_INPUTS
+from splinecam.engines.checkpoint_io import LoadedModel
+from splinecam.engines.family import family_of
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -42,7 +43,10 @@ class TorchGraphs(GraphRunner):
             if self.channels_last:
                 model = model.to(memory_format=torch.channels_last)
         self.model = model.eval()
-        self.generator = FrameGenerator(self.model, with_bg=True).eval()
+        family = family_of(loaded)
+        self._frame = family.frame_generator()
+        self.frame_inputs = family.host().FRAME_INPUTS
+        self.generator = self._frame.FrameGenerator(self.model, with_bg=True).eval()
 
     def _autocast(self):
         if self.autocast_dtype is None:
@@ -58,8 +62,8 @@ class TorchGraphs(GraphRunner):
         x = self._input(source)
         kp = None if kp_source is None else host_tensor(kp_source, self.torch_device)
         with self._autocast():
-            src = encode_source(self.model, x, kp)
-        src = SourceTensors(x, src.small.float(), src.heat.float(), src.features, src.kp.float())
+            src = self._frame.encode_source(self.model, x, kp)
+        src = dataclasses.replace(src, small=src.small.float(), heat=src.heat.float(), kp=src.kp.float())
         return src.kp.cpu().numpy(), src
 
     @torch.inference_mode()
@@ -69,15 +73,15 @@ class TorchGraphs(GraphRunner):
         return kp.float().cpu().numpy()
 
     @torch.inference_mode()
-    def generate(self, source: SourceTensors, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        frame = [host_tensor(feeds[name], self.torch_device) for name in FRAME_INPUTS]
+    def generate(self, source, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        frame = [host_tensor(feeds[name], self.torch_device) for name in self.frame_inputs]
         with self._autocast():
             out = self.generator(*source.as_inputs(), *frame)
         return out.float().cpu().numpy()
 
     @torch.inference_mode()
     def background(self, source: np.ndarray, driving: np.ndarray) -> np.ndarray | None:
-        if self.model.bg_predictor is None:
+        if getattr(self.model, "bg_predictor", None) is None:
             return None
         with self._autocast():
             return self.model.bg_predictor(self._input(source), self._input(driving)).float().cpu().numpy()

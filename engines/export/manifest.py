@@ -65,6 +65,7 @@ class Manifest:
     torch_version: str
     graphs: dict[str, GraphInfo] = field(default_factory=dict)
     format: int = MANIFEST_FORMAT
+    family: str = "tpsmm"  # the model family (engines/family.py); num_tps is 0 for FOMM
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -96,8 +97,8 @@ class Manifest:
             graphs[name] = GraphInfo(
                 name=_typed(g["name"], str, "name"), file=file, sha256=_typed(g.get("sha256", ""), str, "sha256"),
                 inputs=[tensor(t) for t in g["inputs"]], outputs=[tensor(t) for t in g["outputs"]])
-        fields = {k: v for k, v in data.items() if k != "graphs"}
-        for k in ("model_hash", "config_name", "precision", "splinecam_version", "torch_version"):
+        fields = {k: v for k, v in data.items() if k != "graphs"}  # older manifests have no family: tpsmm
+        for k in ("model_hash", "config_name", "precision", "splinecam_version", "torch_version", "family"):
             _typed(fields.get(k, ""), str, k)
         for k in ("image_size", "num_kp", "num_tps", "opset", "format"):
             if k in fields:

@@ -21,10 +21,11 @@ import torch
 
 from splinecam.engines.errors import SplinecamError
 from splinecam.engines.export.graph_checks import DEFAULT_OPSET, inspect_graph
-from splinecam.engines.export.graphs import EXPORT_DTYPES, graph_specs, model_in_dtype
+from splinecam.engines.export.graphs import EXPORT_DTYPES, model_in_dtype
+from splinecam.engines.loaded_model import LoadedModel
 from splinecam.engines.versions import installed_version
 from splinecam.engines.export.manifest import GraphInfo, Manifest, TensorInfo
-from splinecam.engines.tpsmm.checkpoint import LoadedModel
+from splinecam.engines.family import family_of
 
 Progress = Callable[[str], None]
 
@@ -67,6 +68,9 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, precision: str = "fp32
                 progress: Progress | None = None, with_background: bool = True) -> Manifest:
     """Export keypoints / source_encoder / generator [/ background] to ``out_dir`` and write the manifest.
 
+    The graphs are the model family's (:mod:`splinecam.engines.export.graphs` for TPSMM,
+    :mod:`splinecam.engines.export.fomm_graphs` for FOMM).
+
     precision: ``fp32`` or ``fp16`` (fp16 convolutional networks, float32 geometry and I/O; see
     :mod:`splinecam.engines.export.graphs`). Returns the manifest (also written as ``manifest.json``).
     Raises :class:`ExportError` if a graph fails its TensorRT checks.
@@ -81,11 +85,13 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, precision: str = "fp32
     if stale.exists():
         stale.unlink()  # the manifest marks a complete export: drop it until this one is done
     model = model_in_dtype(loaded, precision)
-    specs = graph_specs(model, precision, with_background)
+    family = family_of(loaded)
+    specs = family.graphs().graph_specs(model, precision, with_background)
     manifest = Manifest(model_hash=loaded.model_hash, config_name=loaded.config.name,
                         image_size=loaded.config.image_size, num_kp=loaded.config.num_kp,
-                        num_tps=loaded.config.num_tps, precision=precision, opset=opset,
-                        splinecam_version=installed_version(), torch_version=torch.__version__)
+                        num_tps=getattr(loaded.config, "num_tps", 0), precision=precision, opset=opset,
+                        splinecam_version=installed_version(), torch_version=torch.__version__,
+                        family=family.name)
     for i, spec in enumerate(specs, 1):
         t0 = time.perf_counter()
         say(f"[{i}/{len(specs)}] exporting {spec.name} ({precision}, opset {opset}) …")

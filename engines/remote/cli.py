@@ -51,7 +51,7 @@ def _warm_up(backend) -> None:
     grid = grid.reshape(-1, 2)[:K].astype(np.float32)
     kp_given = grid[None] if backend.landmarks is not None else None
     kp, tensors = backend.graphs.encode_source(image_to_nchw(image), kp_given)
-    state = SourceState(image=image, kp=np.asarray(kp, np.float32).reshape(-1, 2), tensors=tensors)
+    state = SourceState(image=image, kp=np.asarray(kp, np.float32).reshape(-1, backend.kp_width), tensors=tensors)
     if backend.landmarks is None:
         backend.keypoints(image)
     backend.generate(state, state.kp)

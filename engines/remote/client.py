@@ -396,7 +396,7 @@ class RemoteBackend(Backend):
     def _upload(self, src: RemoteSource) -> np.ndarray:
         reply = self._request("prepare", P.PREPARE, {"id": src.id}, [P.Blob("image", src.image)], P.PREPARED)
         self._uploaded.add(src.id)
-        return P.expect_array(reply, "kp", (self.config.num_kp, 2))
+        return P.expect_array(reply, "kp", (self.config.num_kp, self.kp_width))
 
     def _image_blob(self, name: str, image: np.ndarray) -> P.Blob:
         t0 = time.perf_counter()
@@ -424,13 +424,13 @@ class RemoteBackend(Backend):
                 return self.landmarks.driving(frame)
             reply = self._request("keypoints", P.KEYPOINTS, {}, [self._image_blob("image", _uint8(frame))],
                                   P.KEYPOINTS_OK)
-            return P.expect_array(reply, "kp", (self.config.num_kp, 2)).copy()
+            return P.expect_array(reply, "kp", (self.config.num_kp, self.kp_width)).copy()
 
     def generate(self, source: SourceState, kp_driving: np.ndarray, bg_param: np.ndarray | None = None) -> np.ndarray:
         src = source.tensors
         if not isinstance(src, RemoteSource):
             raise TypeError("generate needs a SourceState prepared by this RemoteBackend")
-        blobs = [P.Blob("kp", np.asarray(kp_driving, np.float32).reshape(-1, 2))]
+        blobs = [P.Blob("kp", np.asarray(kp_driving, np.float32).reshape(-1, self.kp_width))]
         if bg_param is not None:
             blobs.append(P.Blob("bg", np.asarray(bg_param, np.float32).reshape(3, 3)))
         with self.timer.time("generate"):

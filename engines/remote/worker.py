@@ -248,7 +248,7 @@ class _Session:
             return self._reply(P.KEYPOINTS_OK, {}, [P.Blob("kp", np.asarray(kp, np.float32))], t0, dt)
         if msg.kind == P.GENERATE:
             sid = self._source_id(msg)
-            kp = P.expect_array(msg, "kp", (K, 2))
+            kp = P.expect_array(msg, "kp", (K, b.kp_width))  # (K, 6) for FOMM: positions + jacobians
             bg = P.expect_array(msg, "bg", (3, 3)) if "bg" in msg.arrays else None
             state = self.sources.get(sid)
             if state is None:

@@ -4,6 +4,10 @@ A config is named (``vox-256``, ``taichi-256``, ``ted-384``, ``mgif-256``, ``lit
 files in ``engines/tpsmm/configs/``) or given as a path to a YAML file in the official layout
 (``model_params`` / ``train_params`` / ``train_avd_params`` / ``dataset_params``). ``--config``
 takes either, everywhere.
+
+FOMM configs (built-in ``fomm-vox-256`` / ``fomm-vox-adv-256``, or an official FOMM YAML) are accepted by
+the same two entry points, :func:`load_config` and :func:`config_from_dict`, which hand them to
+:mod:`splinecam.engines.fomm.config` and return its ``FommConfig``.
 """
 
 from __future__ import annotations
@@ -261,13 +265,24 @@ def check_image_size(cfg: "ModelConfig", size: Any, what: str) -> int:
     return size
 
 
+def _all_builtin_names() -> list[str]:
+    from splinecam.engines.fomm.config import builtin_config_names as fomm_names
+
+    return builtin_config_names() + fomm_names()
+
+
 def config_from_dict(data: dict[str, Any], name: str) -> ModelConfig:
-    """Build a :class:`ModelConfig` from a dict in the official YAML layout. Every section must be a
-    mapping and every number pass :data:`LIMITS` (engines/validate.py); else ConfigError (one line)."""
+    """Build a :class:`ModelConfig` from a dict in the official YAML layout (a FOMM layout gives a
+    ``FommConfig``, :mod:`splinecam.engines.fomm.config`). Every section must be a mapping and every
+    number pass :data:`LIMITS` (engines/validate.py); else ConfigError (one line)."""
+    from splinecam.engines.fomm.config import fomm_config_from_dict, is_fomm_layout
+
+    if is_fomm_layout(data):
+        return fomm_config_from_dict(data, name)
     if not isinstance(data, dict) or "model_params" not in data:
         raise ConfigError(
-            f"config {name!r} has no 'model_params' section: give an official-layout TPSMM YAML "
-            f"or one of {', '.join(builtin_config_names())}"
+            f"config {name!r} has no 'model_params' section: give an official-layout TPSMM or FOMM YAML "
+            f"or one of {', '.join(_all_builtin_names())}"
         )
     mp = _mapping(data["model_params"], "model_params", name)
     common = _mapping(mp.get("common_params"), "model_params.common_params", name)
@@ -317,16 +332,21 @@ def config_from_dict(data: dict[str, Any], name: str) -> ModelConfig:
 
 
 def load_config(name_or_path: str | Path) -> ModelConfig:
-    """Load a built-in config by name (``vox-256``) or an official-layout YAML file by path."""
+    """Load a built-in config by name (``vox-256``, ``fomm-vox-256``) or an official-layout TPSMM or FOMM
+    YAML file by path."""
+    from splinecam.engines.fomm.config import builtin_config_path as fomm_builtin
+
     text = str(name_or_path)
     builtin = CONFIG_DIR / f"{text}.yaml"
     if builtin.is_file() and "/" not in text and "\\" not in text:
         path, name = builtin, text
+    elif fomm_builtin(text) is not None:
+        path, name = fomm_builtin(text), text
     else:
         path = Path(text).expanduser()
         if not path.is_file():
             raise ConfigError(
-                f"config {text!r} is neither a built-in name ({', '.join(builtin_config_names())}) "
+                f"config {text!r} is neither a built-in name ({', '.join(_all_builtin_names())}) "
                 f"nor an existing YAML file"
             )
         name = path.stem

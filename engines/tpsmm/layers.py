@@ -1,24 +1,43 @@
 """Building blocks of the official TPSMM networks, with the official parameter names.
 
 Shapes use N = batch, C = channels, H×W = spatial size.
+
+The conv blocks and the hourglass take ``norm``: the normalisation layer factory. TPSMM's is
+:func:`instance_norm` (the default everywhere here); FOMM (:mod:`splinecam.engines.fomm`) builds the same
+blocks with :func:`batch_norm`, as the official FOMM code does (its SynchronizedBatchNorm2d is a plain
+BatchNorm2d in eval mode, with the same parameter and running-statistic names).
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+Norm = Callable[[int], nn.Module]
+
+
+def instance_norm(features: int) -> nn.Module:
+    """TPSMM's normalisation: affine instance norm (``norm.weight`` / ``norm.bias``)."""
+    return nn.InstanceNorm2d(features, affine=True)
+
+
+def batch_norm(features: int) -> nn.Module:
+    """FOMM's normalisation: affine batch norm with running statistics."""
+    return nn.BatchNorm2d(features, affine=True)
+
 
 class ResBlock2d(nn.Module):
     """Pre-activation residual block (norm → relu → conv, twice), size preserving: (N,C,H,W)."""
 
-    def __init__(self, in_features: int, kernel_size=3, padding=1):
+    def __init__(self, in_features: int, kernel_size=3, padding=1, norm: Norm = instance_norm):
         super().__init__()
         self.conv1 = nn.Conv2d(in_features, in_features, kernel_size, padding=padding)
         self.conv2 = nn.Conv2d(in_features, in_features, kernel_size, padding=padding)
-        self.norm1 = nn.InstanceNorm2d(in_features, affine=True)
-        self.norm2 = nn.InstanceNorm2d(in_features, affine=True)
+        self.norm1 = norm(in_features)
+        self.norm2 = norm(in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(F.relu(self.norm1(x)))
@@ -27,12 +46,13 @@ class ResBlock2d(nn.Module):
 
 
 class UpBlock2d(nn.Module):
-    """Nearest ×2 upsampling → conv → instance norm → relu: (N,Cin,H,W) → (N,Cout,2H,2W)."""
+    """Nearest ×2 upsampling → conv → norm → relu: (N,Cin,H,W) → (N,Cout,2H,2W)."""
 
-    def __init__(self, in_features: int, out_features: int, kernel_size=3, padding=1, groups=1):
+    def __init__(self, in_features: int, out_features: int, kernel_size=3, padding=1, groups=1,
+                 norm: Norm = instance_norm):
         super().__init__()
         self.conv = nn.Conv2d(in_features, out_features, kernel_size, padding=padding, groups=groups)
-        self.norm = nn.InstanceNorm2d(out_features, affine=True)
+        self.norm = norm(out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.interpolate(x, scale_factor=2.0, mode="nearest")
@@ -40,12 +60,13 @@ class UpBlock2d(nn.Module):
 
 
 class DownBlock2d(nn.Module):
-    """Conv → instance norm → relu → 2×2 average pool: (N,Cin,H,W) → (N,Cout,H/2,W/2)."""
+    """Conv → norm → relu → 2×2 average pool: (N,Cin,H,W) → (N,Cout,H/2,W/2)."""
 
-    def __init__(self, in_features: int, out_features: int, kernel_size=3, padding=1, groups=1):
+    def __init__(self, in_features: int, out_features: int, kernel_size=3, padding=1, groups=1,
+                 norm: Norm = instance_norm):
         super().__init__()
         self.conv = nn.Conv2d(in_features, out_features, kernel_size, padding=padding, groups=groups)
-        self.norm = nn.InstanceNorm2d(out_features, affine=True)
+        self.norm = norm(out_features)
         self.pool = nn.AvgPool2d(kernel_size=(2, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -53,12 +74,13 @@ class DownBlock2d(nn.Module):
 
 
 class SameBlock2d(nn.Module):
-    """Conv → instance norm → relu, size preserving: (N,Cin,H,W) → (N,Cout,H,W)."""
+    """Conv → norm → relu, size preserving: (N,Cin,H,W) → (N,Cout,H,W)."""
 
-    def __init__(self, in_features: int, out_features: int, groups=1, kernel_size=3, padding=1):
+    def __init__(self, in_features: int, out_features: int, groups=1, kernel_size=3, padding=1,
+                 norm: Norm = instance_norm):
         super().__init__()
         self.conv = nn.Conv2d(in_features, out_features, kernel_size, padding=padding, groups=groups)
-        self.norm = nn.InstanceNorm2d(out_features, affine=True)
+        self.norm = norm(out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.norm(self.conv(x)))
@@ -67,13 +89,14 @@ class SameBlock2d(nn.Module):
 class Encoder(nn.Module):
     """Hourglass encoder: returns [x, down1(x), down2(...), …] (num_blocks + 1 maps)."""
 
-    def __init__(self, block_expansion: int, in_features: int, num_blocks=3, max_features=256):
+    def __init__(self, block_expansion: int, in_features: int, num_blocks=3, max_features=256,
+                 norm: Norm = instance_norm):
         super().__init__()
         blocks = []
         for i in range(num_blocks):
             cin = in_features if i == 0 else min(max_features, block_expansion * (2**i))
             cout = min(max_features, block_expansion * (2 ** (i + 1)))
-            blocks.append(DownBlock2d(cin, cout, kernel_size=3, padding=1))
+            blocks.append(DownBlock2d(cin, cout, kernel_size=3, padding=1, norm=norm))
         self.down_blocks = nn.ModuleList(blocks)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -90,7 +113,8 @@ class Decoder(nn.Module):
     ``block_expansion + in_features`` at full resolution.
     """
 
-    def __init__(self, block_expansion: int, in_features: int, num_blocks=3, max_features=256):
+    def __init__(self, block_expansion: int, in_features: int, num_blocks=3, max_features=256,
+                 norm: Norm = instance_norm):
         super().__init__()
         blocks = []
         self.out_channels: list[int] = []
@@ -98,7 +122,7 @@ class Decoder(nn.Module):
             cin = (1 if i == num_blocks - 1 else 2) * min(max_features, block_expansion * (2 ** (i + 1)))
             self.out_channels.append(cin)
             cout = min(max_features, block_expansion * (2**i))
-            blocks.append(UpBlock2d(cin, cout, kernel_size=3, padding=1))
+            blocks.append(UpBlock2d(cin, cout, kernel_size=3, padding=1, norm=norm))
         self.up_blocks = nn.ModuleList(blocks)
         self.out_channels.append(block_expansion + in_features)
 
@@ -115,10 +139,11 @@ class Decoder(nn.Module):
 class Hourglass(nn.Module):
     """U-Net: (N,Cin,H,W) → list of decoder outputs, the last (N, block_expansion+Cin, H, W)."""
 
-    def __init__(self, block_expansion: int, in_features: int, num_blocks=3, max_features=256):
+    def __init__(self, block_expansion: int, in_features: int, num_blocks=3, max_features=256,
+                 norm: Norm = instance_norm):
         super().__init__()
-        self.encoder = Encoder(block_expansion, in_features, num_blocks, max_features)
-        self.decoder = Decoder(block_expansion, in_features, num_blocks, max_features)
+        self.encoder = Encoder(block_expansion, in_features, num_blocks, max_features, norm)
+        self.decoder = Decoder(block_expansion, in_features, num_blocks, max_features, norm)
         self.out_channels = self.decoder.out_channels
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

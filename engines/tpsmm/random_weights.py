@@ -5,7 +5,8 @@ BatchNorm running mean 0 / var 1) and the background predictor an exact identity
 numerical differences between backends and precisions. :func:`perturbed_random_model` perturbs
 them the way ``reference/golden-small`` was made: norm affine weights 1 + N(0, 0.1²), biases and
 BatchNorm running means N(0, 0.1²), running variances 1 + U(0, 0.2), and a background predictor
-slightly off the identity.
+slightly off the identity. FOMM configs (``fomm-vox-256`` …) give FOMM networks perturbed the way
+``reference/fomm-golden-small`` was made: norm layers as above and a jacobian head off the identity.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from splinecam.engines.tpsmm.networks import TPSMM
 NORM_STD = 0.1
 VAR_SPREAD = 0.2
 BG_FC_STD = 0.003
+JACOBIAN_STD = 0.003
 
 
 @torch.no_grad()
@@ -46,6 +48,8 @@ def perturbed_random_model(config: ModelConfig | str = "vox-256", seed: int = 0)
     if isinstance(config, str):
         config = load_config(config)
     torch.manual_seed(seed)  # module initialisers draw from the global generator
+    if getattr(config, "family", "tpsmm") == "fomm":
+        return _perturbed_fomm(config, seed)
     model = TPSMM(config)
     gen = torch.Generator().manual_seed(seed + 1)
     perturb_norm_layers(model, gen)
@@ -55,3 +59,19 @@ def perturbed_random_model(config: ModelConfig | str = "vox-256", seed: int = 0)
     model.eval()
     return LoadedModel(model, config, None, has_avd=True, has_bg=model.bg_predictor is not None,
                        model_hash=weights_hash(model), metadata={"random_seed": seed})
+
+
+@torch.no_grad()
+def _perturbed_fomm(config, seed: int) -> LoadedModel:
+    """FOMM networks with seeded random weights, perturbed norm layers and jacobian head (no AVD, no bg)."""
+    from splinecam.engines.fomm.networks import FOMM
+
+    model = FOMM(config)
+    gen = torch.Generator().manual_seed(seed + 1)
+    perturb_norm_layers(model, gen)
+    head = model.kp_detector.jacobian
+    if head is not None:  # default init: every jacobian exactly the identity, whatever the image
+        head.weight.copy_(JACOBIAN_STD * torch.randn(head.weight.shape, generator=gen))
+    model.eval()
+    return LoadedModel(model, config, None, has_avd=False, has_bg=False, model_hash=weights_hash(model),
+                       metadata={"random_seed": seed})
