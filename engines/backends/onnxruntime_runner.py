@@ -65,6 +65,12 @@ def ensure_export(loaded: LoadedModel, precision: str, onnx_dir: str | Path | No
     except EngineCacheError:
         pass
     say = progress or (lambda msg: print(f"splinecam: {msg}", flush=True))
+    if precision == "fp16":  # converted from the (cached) fp32 graphs: seconds, no torch
+        from splinecam.engines.export.fp16 import convert_export
+
+        fp32_dir, _ = ensure_export(loaded, "fp32", progress=progress)
+        say(f"converting the fp32 graphs to fp16 once into {directory}")
+        return directory, convert_export(fp32_dir, directory, progress=say)
     say(f"exporting {precision} ONNX graphs once into {directory}")
     return directory, export_onnx(loaded, directory, precision, progress=say)
 

@@ -73,17 +73,28 @@ def installed_version() -> str:
 
 
 def export_onnx(loaded: LoadedModel, out_dir: str | Path, precision: str = "fp32", opset: int = DEFAULT_OPSET,
-                progress: Progress | None = None, with_background: bool = True) -> Manifest:
+                progress: Progress | None = None, with_background: bool = True, trace_fp16: bool = False) -> Manifest:
     """Export keypoints / source_encoder / generator [/ background] to ``out_dir`` and write the manifest.
 
     precision: ``fp32`` or ``fp16`` (fp16 convolutional networks, float32 geometry and I/O; see
-    :mod:`splinecam.engines.export.graphs`). Returns the manifest (also written as ``manifest.json``).
-    Raises :class:`ExportError` if a graph fails its TensorRT checks.
+    :mod:`splinecam.engines.export.graphs`). fp16 graphs are converted from the fp32 ones
+    (:mod:`splinecam.engines.export.fp16`, seconds, no torch fp16 arithmetic); ``trace_fp16`` traces the
+    half-precision model instead (minutes on CPUs without fp16 arithmetic; the reference the conversion
+    is tested against). Returns the manifest (also written as ``manifest.json``). Raises
+    :class:`ExportError` if a graph fails its TensorRT checks.
     """
     if precision not in EXPORT_DTYPES:
         raise ExportError(f"--precision {precision}: ONNX export supports {', '.join(EXPORT_DTYPES)} "
                           f"(bf16 runs in torch on CPU only)")
     say = progress or (lambda _msg: None)
+    if precision == "fp16" and not trace_fp16:
+        import tempfile
+
+        from splinecam.engines.export.fp16 import convert_export
+
+        with tempfile.TemporaryDirectory(prefix="splinecam-fp32-") as tmp:
+            export_onnx(loaded, tmp, "fp32", opset, say, with_background)
+            return convert_export(tmp, out_dir, say)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stale = out / "manifest.json"
