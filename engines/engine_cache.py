@@ -35,7 +35,7 @@ def cache_root() -> Path:
 
 EXPORTER_SOURCES = ("tpsmm/networks.py", "tpsmm/layers.py", "tpsmm/geometry.py", "tpsmm/frame_generator.py",
                     "tpsmm/light.py", "tpsmm/motion.py",
-                    "export/graphs.py", "export/onnx_export.py", "export/onnx_fold.py", "export/fp16.py")
+                    "export/graphs.py", "export/onnx_export.py", "export/onnx_fold.py")
 
 
 def exporter_fingerprint() -> str:

@@ -13,7 +13,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from splinecam.engines.export import export_onnx, inspect_graph
+from splinecam.engines.export.graph_checks import inspect_graph
+from splinecam.engines.export.onnx_export import export_onnx
 from splinecam.engines.export.manifest import Manifest
 
 FLOAT, FLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16

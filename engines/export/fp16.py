@@ -475,6 +475,26 @@ def _drop_unused(model) -> None:
 # ----------------------------------------------------------------------------- whole exports
 
 
+def converter_fingerprint() -> str:
+    """sha256 of this module and onnx's version: part of the fp16 cache key."""
+    import hashlib
+
+    import onnx
+
+    return hashlib.sha256(onnx.__version__.encode() + Path(__file__).read_bytes()).hexdigest()
+
+
+def fp16_export_dir(fp32_manifest, root: Path | None = None) -> Path:
+    """The cached fp16 export converted from one fp32 export: keyed by the model hash, the fp32 graphs
+    (their checksums) and the converter — no torch version involved (the light install converts too)."""
+    from splinecam.engines.engine_cache import cache_root
+    from splinecam.engines.export.quantize import graphs_digest
+
+    name = (f"{fp32_manifest.model_hash[:16]}-fp16-from-{graphs_digest(fp32_manifest)[:12]}"
+            f"-opset{fp32_manifest.opset}-c{converter_fingerprint()[:8]}")
+    return (root or cache_root()) / "onnx" / name
+
+
 def half_io_names(tensor_names) -> set[str]:
     """The tensors that cross the fp16 graphs' boundary as float16: the cached source tensors except the
     Gaussians (:mod:`splinecam.engines.export.graphs`)."""
