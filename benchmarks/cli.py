@@ -40,7 +40,7 @@ def _without_token(argv: list[str]) -> list[str]:
 
 def register(subparsers) -> None:
     from splinecam.engines.backends import BACKENDS, DEVICE_CHOICES, PRECISIONS
-    from splinecam.engines.model_options import add_compile_argument, add_model_arguments
+    from splinecam.engines.model_options import add_calibration_argument, add_compile_argument, add_model_arguments
 
     p = subparsers.add_parser(
         "bench", help="frames per second per backend, precision and stage, against the official demo",
@@ -84,6 +84,7 @@ def register(subparsers) -> None:
     g.add_argument("--remote-quality", type=int, default=90, metavar="Q", help="with --remote: JPEG quality")
     g.add_argument("--seed", type=int, default=0, help="seed of the random weights with --config alone")
     add_compile_argument(g)
+    add_calibration_argument(g)
     o = p.add_argument_group("output")
     o.add_argument("--json", metavar="OUT.json", help="write the results as JSON")
     o.add_argument("--plot", metavar="OUT.png", help="write a PNG chart of the results")
@@ -132,7 +133,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         if sys.argv[1:2] == ["bench"] else "splinecam bench",
         pipeline=args.pipeline, pipeline_frames=args.frames, pipeline_unpaced=args.pipeline_unpaced,
         output_size=size, compile=not args.no_compile, remote=remote, token=token, remote_codec=args.remote_codec,
-        remote_quality=args.remote_quality)
+        remote_quality=args.remote_quality, calibration=args.calibration)
     result = run_bench(opts)
     data = result.to_dict()
     print(format_table(data))
