@@ -82,6 +82,10 @@ def register(subparsers) -> None:
     g.add_argument("--remote-codec", choices=("jpeg", "png", "raw"), default="jpeg",
                    help="with --remote: how images cross the wire (default jpeg)")
     g.add_argument("--remote-quality", type=int, default=90, metavar="Q", help="with --remote: JPEG quality")
+    g.add_argument("--ort-sweep", action="store_true",
+                   help="measure ONNX Runtime's CPU session settings instead (graph optimisation level, NCHWc layout, "
+                        "inter/intra-op threads, spinning, memory pattern, arena), one change at a time against the "
+                        "defaults, at --precisions (default fp32)")
     g.add_argument("--seed", type=int, default=0, help="seed of the random weights with --config alone")
     add_compile_argument(g)
     add_calibration_argument(g)
@@ -103,6 +107,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
             raise SplinecamError(f"--{name} {value}: must be {'≥ 0' if name == 'warmup' else 'at least 1'}")
     if args.precisions and "auto" in args.precisions and not args.pipeline:
         raise SplinecamError("--precisions auto is for --pipeline; name the precisions to measure")
+    if args.ort_sweep:
+        return _ort_sweep(args)
     remote, token = None, ""
     if args.remote:
         import os
@@ -143,4 +149,37 @@ def run_bench_command(args: argparse.Namespace) -> int:
         from splinecam.benchmarks.plot import plot_result
 
         print(f"wrote {plot_result(data, args.plot)}")
+    return 0
+
+
+def _ort_sweep(args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    import torch
+
+    from splinecam.benchmarks.bench import BenchOptions, _conditions, load_bench_model
+    from splinecam.benchmarks.device_info import collect_device_info
+    from splinecam.benchmarks.inputs import load_inputs
+    from splinecam.benchmarks.ort_sweep import format_sweep, run_ort_sweep, write_sweep
+
+    precisions = [p for p in (args.precisions or ["fp32"]) if p in ("fp32", "fp16", "int8")]
+    if not precisions:
+        raise SplinecamError("--ort-sweep measures ONNX Runtime at fp32, fp16 or int8")
+    threads = args.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    opts = BenchOptions(checkpoint=args.checkpoint, config=args.config, seed=args.seed)
+    loaded, source = load_bench_model(opts)
+    inputs = load_inputs(loaded.config.image_size, args.frames or DEFAULT_FRAMES, args.driving, args.source)
+    device = collect_device_info(threads)
+    print(f"splinecam bench --ort-sweep: {device.label}; {loaded.config.name} ({source}); {threads} threads; "
+          f"{len(inputs.frames)} frames", flush=True)
+    before = _conditions()
+    rows = run_ort_sweep(loaded, inputs, threads, precisions, warmup=args.warmup, calibration=args.calibration)
+    print(format_sweep(rows))
+    if args.json:
+        header = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "note": args.note, "device": device.to_dict(),
+                  "model": {"config": loaded.config.name, "source": source, "model_hash": loaded.model_hash},
+                  "inputs": inputs.to_dict(), "conditions": {"start": before, "end": _conditions()}}
+        print(f"wrote {write_sweep(args.json, rows, header)}")
     return 0
