@@ -184,3 +184,12 @@ def test_export_command_writes_an_int8_export(tmp_path, golden_model, int8_cache
         assert inspect_graph(out / info.file).ok  # QuantizeLinear / DequantizeLinear are TensorRT ops too
     backend = create_backend(golden_model, "onnxruntime", "cpu", "int8", BackendOptions(onnx_dir=out))
     assert backend.graphs.int8_kernels["generator"]["QLinearConv"] > 0
+
+
+def test_auto_times_int8_only_once_its_graphs_are_cached(int8_cache, golden_model, ort_int8, tmp_path, monkeypatch):
+    """--backend auto's timing round (engines/backends/autotune) would otherwise calibrate on first start."""
+    from splinecam.engines.backends import autotune
+
+    assert ("onnxruntime", "int8") in autotune.timed_candidates(golden_model)  # the module's cache holds them
+    monkeypatch.setenv("SPLINECAM_CACHE", str(tmp_path / "empty"))
+    assert all(p != "int8" for _, p in autotune.timed_candidates(golden_model))

@@ -123,6 +123,27 @@ def ensure_int8_export(loaded: LoadedModel, fp32_dir: Path, fp32_manifest, calib
     return directory, write_int8_export(fp32_dir, directory, feeds, cal, progress=say)
 
 
+def int8_export_ready(loaded: LoadedModel, calibration: str | Path | None = None) -> bool:
+    """Whether ``loaded``'s int8 graphs for this calibration are already cached (building them calibrates and
+    quantizes: a minute or more). Never exports or quantizes anything."""
+    from splinecam.engines.engine_cache import onnx_export_dir
+    from splinecam.engines.export.graph_checks import DEFAULT_OPSET
+    from splinecam.engines.export.quantize import Calibration, int8_export_dir
+
+    try:
+        if loaded.shipped_export is not None:
+            fp32_dir = Path(loaded.shipped_export)
+        else:
+            fp32_dir = onnx_export_dir(loaded.model_hash, "fp32", DEFAULT_OPSET)
+        fp32 = _cached(fp32_dir, loaded.model_hash, "fp32")
+        if fp32 is None:
+            return False
+        return _cached(int8_export_dir(fp32, Calibration.from_video(calibration).key()), loaded.model_hash,
+                       "int8") is not None
+    except Exception:  # no torch for the export key, a missing calibration file …: not ready
+        return False
+
+
 def session_options(options: BackendOptions):
     """(SessionOptions, disabled optimizer names) for CPU/CUDA sessions, from ``options.threads`` / ``options.ort``."""
     import onnxruntime as ort

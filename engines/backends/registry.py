@@ -49,8 +49,19 @@ def _torch_requirement(device: str, precision: str) -> str | None:
     return None
 
 
+def _onnx_missing(what: str) -> str | None:
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is None:
+        return f"{what} needs the onnx package (pip install onnx, or pip install 'splinecam[torch]')"
+    return None
+
+
 def _int8_requirement() -> str | None:
     """int8 graphs are quantized with ONNX Runtime's static quantizer (QDQ), for ONNX Runtime and OpenVINO."""
+    missing = _onnx_missing("int8 (quantizing the graphs)")
+    if missing:
+        return missing
     try:
         import onnxruntime.quantization  # noqa: F401
     except ImportError as exc:
@@ -61,6 +72,8 @@ def _int8_requirement() -> str | None:
 def _ort_requirement(device: str, precision: str) -> str | None:
     if precision == "int8":
         return _int8_requirement()
+    if precision == "fp16" and _onnx_missing("fp16 (converting the fp32 graphs)"):
+        return _onnx_missing("fp16 (converting the fp32 graphs)")
     if device == "cuda":
         import onnxruntime as ort
 

@@ -42,6 +42,8 @@ from typing import Callable
 
 import numpy as np
 
+from splinecam.engines.errors import SplinecamError
+
 F16, F32 = "f16", "f32"
 FP16_MAX = 65504.0
 
@@ -60,8 +62,9 @@ PINNED_F32 = {"Resize": (1, 2), "Upsample": (1,)}
 UNSUPPORTED = frozenset({"If", "Loop", "Scan"})
 
 
-class Fp16ConversionError(ValueError):
-    """The graph has a construct the conversion does not handle (subgraphs, an untyped tensor …)."""
+class Fp16ConversionError(SplinecamError):
+    """The graph has a construct the conversion does not handle (subgraphs …), or a converted graph fails
+    the export checks."""
 
 
 @dataclass
@@ -488,7 +491,7 @@ def fp16_export_dir(fp32_manifest, root: Path | None = None) -> Path:
     """The cached fp16 export converted from one fp32 export: keyed by the model hash, the fp32 graphs
     (their checksums) and the converter — no torch version involved (the light install converts too)."""
     from splinecam.engines.engine_cache import cache_root
-    from splinecam.engines.export.quantize import graphs_digest
+    from splinecam.engines.export.manifest import graphs_digest
 
     name = (f"{fp32_manifest.model_hash[:16]}-fp16-from-{graphs_digest(fp32_manifest)[:12]}"
             f"-opset{fp32_manifest.opset}-c{converter_fingerprint()[:8]}")
@@ -520,19 +523,18 @@ def convert_export(src_dir: str | Path, out_dir: str | Path, progress: Callable[
 
     Every graph is converted (:func:`convert_to_fp16`), checked like every export (TensorRT operator
     table, opset, static shapes) and listed in a new manifest (precision fp16, float16 cached source
-    tensors). Returns the manifest; raises ExportError when a converted graph fails its checks.
+    tensors). Returns the manifest; raises Fp16ConversionError when a converted graph fails its checks.
     """
     import time
 
     from splinecam.engines.export.graph_checks import inspect_graph
-    from splinecam.engines.export.manifest import MANIFEST_NAME, GraphInfo, Manifest, TensorInfo
-    from splinecam.engines.export.onnx_export import ExportError, file_sha256
+    from splinecam.engines.export.manifest import MANIFEST_NAME, GraphInfo, Manifest, TensorInfo, file_sha256
 
     say = progress or (lambda _m: None)
     src_dir, out = Path(src_dir), Path(out_dir)
     manifest = Manifest.read(src_dir)
     if manifest.precision != "fp32":
-        raise ExportError(f"{src_dir} holds {manifest.precision} graphs: fp16 graphs are made from fp32 ones")
+        raise Fp16ConversionError(f"{src_dir} holds {manifest.precision} graphs: fp16 graphs are made from fp32 ones")
     out.mkdir(parents=True, exist_ok=True)
     if (out / MANIFEST_NAME).exists():
         (out / MANIFEST_NAME).unlink()  # the manifest marks a complete export
@@ -546,7 +548,7 @@ def convert_export(src_dir: str | Path, out_dir: str | Path, progress: Callable[
         report = convert_file(src_dir / info.file, path, half)
         check = inspect_graph(path)
         if not check.ok:
-            raise ExportError(f"{path}: {check.problems[0]}")
+            raise Fp16ConversionError(f"{path}: {check.problems[0]}")
 
         def typed(ts):
             return [TensorInfo(t.name, t.shape, "float16" if t.name in half and t.dtype == "float32" else t.dtype)

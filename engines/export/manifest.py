@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -99,3 +100,20 @@ class Manifest:
         if name not in self.graphs:
             raise EngineCacheError(f"export in {directory} has no {name!r} graph: export again")
         return Path(directory) / self.graphs[name].file
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file (graphs are listed in the manifest with theirs)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def graphs_digest(manifest: Manifest) -> str:
+    """sha256 over an export's model hash and graph checksums: what an export derived from it is made from."""
+    h = hashlib.sha256(manifest.model_hash.encode())
+    for name in sorted(manifest.graphs):
+        h.update(f"{name}:{manifest.graphs[name].sha256}".encode())
+    return h.hexdigest()

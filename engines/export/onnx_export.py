@@ -8,7 +8,6 @@ written, so a directory with a manifest holds a complete, TensorRT-parsable expo
 
 from __future__ import annotations
 
-import hashlib
 import io
 import time
 import warnings
@@ -22,7 +21,7 @@ import torch
 from splinecam.engines.errors import SplinecamError
 from splinecam.engines.export.graph_checks import DEFAULT_OPSET, inspect_graph
 from splinecam.engines.export.graphs import EXPORT_DTYPES, graph_specs, model_in_dtype
-from splinecam.engines.export.manifest import GraphInfo, Manifest, TensorInfo
+from splinecam.engines.export.manifest import GraphInfo, Manifest, TensorInfo, file_sha256
 from splinecam.engines.tpsmm.checkpoint import LoadedModel
 
 Progress = Callable[[str], None]
@@ -32,14 +31,6 @@ _DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat
 
 class ExportError(SplinecamError):
     """An exported graph failed its checks (operator, opset or shape)."""
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _tensor_infos(names: list[str], tensors) -> list[TensorInfo]:

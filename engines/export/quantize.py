@@ -46,6 +46,10 @@ if TYPE_CHECKING:
     from splinecam.engines.backends.base import Backend
     from splinecam.engines.export.manifest import Manifest
 
+class QuantizationError(SplinecamError):
+    """An int8 export cannot be made (not from fp32 graphs, a quantized graph failing the export checks …)."""
+
+
 #: bumped when what a calibration feeds, or how it quantizes, changes (part of the cache key)
 CALIBRATION_FORMAT = 1
 BUNDLED_FIRST_FRAME = 60
@@ -252,18 +256,11 @@ def quantizer_fingerprint() -> str:
     return h.hexdigest()
 
 
-def graphs_digest(manifest) -> str:
-    """sha256 over an export's graph files (names and checksums in its manifest): what a derived export is made from."""
-    h = hashlib.sha256(manifest.model_hash.encode())
-    for name in sorted(manifest.graphs):
-        h.update(f"{name}:{manifest.graphs[name].sha256}".encode())
-    return h.hexdigest()
-
-
 def int8_export_dir(fp32_manifest, calibration_key: str, root: Path | None = None) -> Path:
     """The cached int8 export of one fp32 export for one calibration: keyed by the model hash, the fp32 graphs
     it was quantized from, the calibration and the quantizer (this module, onnxruntime's version)."""
     from splinecam.engines.engine_cache import cache_root
+    from splinecam.engines.export.manifest import graphs_digest
 
     name = (f"{fp32_manifest.model_hash[:16]}-int8-{calibration_key[:12]}-from-{graphs_digest(fp32_manifest)[:12]}"
             f"-opset{fp32_manifest.opset}-q{quantizer_fingerprint()[:8]}")
@@ -302,14 +299,13 @@ def write_int8_export(fp32_dir: str | Path, out_dir: str | Path, feeds: dict[str
     import onnxruntime
 
     from splinecam.engines.export.graph_checks import inspect_graph
-    from splinecam.engines.export.manifest import MANIFEST_NAME, GraphInfo, Manifest
-    from splinecam.engines.export.onnx_export import ExportError, file_sha256
+    from splinecam.engines.export.manifest import MANIFEST_NAME, GraphInfo, Manifest, file_sha256
 
     say = progress or (lambda _m: None)
     src, out = Path(fp32_dir), Path(out_dir)
     manifest = Manifest.read(src)
     if manifest.precision != "fp32":
-        raise ExportError(f"{src} holds {manifest.precision} graphs: int8 graphs are quantized from fp32 ones")
+        raise QuantizationError(f"{src} holds {manifest.precision} graphs: int8 graphs are quantized from fp32 ones")
     out.mkdir(parents=True, exist_ok=True)
     for stale in (out / MANIFEST_NAME, out / INT8_RECORD):
         if stale.exists():
@@ -327,7 +323,7 @@ def write_int8_export(fp32_dir: str | Path, out_dir: str | Path, feeds: dict[str
             record.samples[name] = len(samples)
             check = inspect_graph(path)
             if not check.ok:
-                raise ExportError(f"{path}: {check.problems[0]}")
+                raise QuantizationError(f"{path}: {check.problems[0]}")
             say(f"      {name}.onnx: {record.quantized[name]}, {time.perf_counter() - t1:.1f} s")
         else:
             shutil.copyfile(src / info.file, path)
