@@ -10,7 +10,7 @@ made) so reduced-precision PSNR means something; neither: the bundled weights.
 Rows: the baseline (the official demo's per-frame work, :class:`splinecam.benchmarks.runner.OfficialBaseline`;
 for FOMM checkpoints the official FOMM demo's, :class:`splinecam.benchmarks.fomm_runner.FommOfficialBaseline`)
 and one row per backend × precision that exists somewhere (torch fp32/bf16/fp16, onnxruntime
-fp32/fp16, tensorrt fp16/fp32; asking for both ``--backends`` and ``--precisions`` gives their full
+fp32/fp16/int8, openvino fp32/bf16/int8, tensorrt fp16/fp32; asking for both ``--backends`` and ``--precisions`` gives their full
 cross product). A combination this machine cannot run is a row with status ``unavailable`` and the
 one-line reason, not a crash; a backend that breaks while running is ``failed``, the rest goes on.
 """
@@ -46,6 +46,7 @@ class BenchOptions:
     warmup: int = 3
     threads: int | None = None
     compile: bool = True                 # torch bf16 CPU rows compiled by inductor (--no-compile: eager)
+    calibration: str | None = None       # int8 rows: the calibration video (default: the bundled clip)
     driving: str | None = None
     source: str | None = None
     seed: int = 0
@@ -154,7 +155,7 @@ def row_specs(backends: list[str] | None, precisions: list[str] | None, device: 
 
 
 def build_runner(spec: RowSpec, loaded: LoadedModel, threads: int | None,
-                 compile_bf16: bool = True) -> tuple[Runner | None, RowResult]:
+                 compile_bf16: bool = True, calibration: str | None = None) -> tuple[Runner | None, RowResult]:
     """A runner for a row, or None and the row marked unavailable / failed (one-line reason)."""
     from splinecam.engines.backends import BackendOptions, resolve_choice
 
@@ -163,7 +164,8 @@ def build_runner(spec: RowSpec, loaded: LoadedModel, threads: int | None,
     try:
         resolve_choice(spec.backend, spec.device, spec.precision)
         options = BackendOptions(progress=lambda msg: say(f"  {spec.backend} {spec.precision}: {msg}"),
-                                 threads=threads if spec.backend == "onnxruntime" else None, compile=compile_bf16)
+                                 threads=threads if spec.backend == "onnxruntime" else None, compile=compile_bf16,
+                                 calibration=calibration)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             runner = BackendRunner(spec, loaded, options)
@@ -273,7 +275,7 @@ def run_bench(opts: BenchOptions) -> BenchResult:
     rows.append(base_row)
     for spec in row_specs(opts.backends, opts.precisions, opts.device):
         say(f"  setting up {spec.backend} {spec.precision} on {spec.device} …")
-        runner, row = build_runner(spec, loaded, threads, opts.compile)
+        runner, row = build_runner(spec, loaded, threads, opts.compile, opts.calibration)
         if runner is not None:
             try:
                 t_setup = time.perf_counter()

@@ -41,7 +41,7 @@ def _without_token(argv: list[str]) -> list[str]:
 
 def register(subparsers) -> None:
     from splinecam.engines.backends import BACKENDS, DEVICE_CHOICES, PRECISIONS
-    from splinecam.engines.model_options import add_compile_argument, add_model_arguments
+    from splinecam.engines.model_options import add_calibration_argument, add_compile_argument, add_model_arguments
 
     p = subparsers.add_parser(
         "bench", help="frames per second per backend, precision and stage, against the official demo",
@@ -83,8 +83,13 @@ def register(subparsers) -> None:
     g.add_argument("--remote-codec", choices=("jpeg", "png", "raw"), default="jpeg",
                    help="with --remote: how images cross the wire (default jpeg)")
     g.add_argument("--remote-quality", type=number_arg(int, 1, 100), default=90, metavar="Q", help="with --remote: JPEG quality")
+    g.add_argument("--ort-sweep", action="store_true",
+                   help="measure ONNX Runtime's CPU session settings instead (graph optimisation level, NCHWc layout, "
+                        "inter/intra-op threads, spinning, memory pattern, arena), one change at a time against the "
+                        "defaults, at --precisions (default fp32)")
     g.add_argument("--seed", type=number_arg(SEED), default=0, help="seed of the random weights with --config alone")
     add_compile_argument(g)
+    add_calibration_argument(g)
     o = p.add_argument_group("output")
     o.add_argument("--json", metavar="OUT.json", help="write the results as JSON")
     o.add_argument("--plot", metavar="OUT.png", help="write a PNG chart of the results")
@@ -103,6 +108,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
             raise SplinecamError(f"--{name} {value}: must be {'≥ 0' if name == 'warmup' else 'at least 1'}")
     if args.precisions and "auto" in args.precisions and not args.pipeline:
         raise SplinecamError("--precisions auto is for --pipeline; name the precisions to measure")
+    if args.ort_sweep:
+        return _ort_sweep(args)
     remote, token = None, ""
     if args.remote:
         import os
@@ -133,7 +140,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         if sys.argv[1:2] == ["bench"] else "splinecam bench",
         pipeline=args.pipeline, pipeline_frames=args.frames, pipeline_unpaced=args.pipeline_unpaced,
         output_size=size, compile=not args.no_compile, remote=remote, token=token, remote_codec=args.remote_codec,
-        remote_quality=args.remote_quality)
+        remote_quality=args.remote_quality, calibration=args.calibration)
     result = run_bench(opts)
     data = result.to_dict()
     print(format_table(data))
@@ -143,4 +150,37 @@ def run_bench_command(args: argparse.Namespace) -> int:
         from splinecam.benchmarks.plot import plot_result
 
         print(f"wrote {plot_result(data, args.plot)}")
+    return 0
+
+
+def _ort_sweep(args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    import torch
+
+    from splinecam.benchmarks.bench import BenchOptions, _conditions, load_bench_model
+    from splinecam.benchmarks.device_info import collect_device_info
+    from splinecam.benchmarks.inputs import load_inputs
+    from splinecam.benchmarks.ort_sweep import format_sweep, run_ort_sweep, write_sweep
+
+    precisions = [p for p in (args.precisions or ["fp32"]) if p in ("fp32", "fp16", "int8")]
+    if not precisions:
+        raise SplinecamError("--ort-sweep measures ONNX Runtime at fp32, fp16 or int8")
+    threads = args.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    opts = BenchOptions(checkpoint=args.checkpoint, config=args.config, seed=args.seed)
+    loaded, source = load_bench_model(opts)
+    inputs = load_inputs(loaded.config.image_size, args.frames or DEFAULT_FRAMES, args.driving, args.source)
+    device = collect_device_info(threads)
+    print(f"splinecam bench --ort-sweep: {device.label}; {loaded.config.name} ({source}); {threads} threads; "
+          f"{len(inputs.frames)} frames", flush=True)
+    before = _conditions()
+    rows = run_ort_sweep(loaded, inputs, threads, precisions, warmup=args.warmup, calibration=args.calibration)
+    print(format_sweep(rows))
+    if args.json:
+        header = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "note": args.note, "device": device.to_dict(),
+                  "model": {"config": loaded.config.name, "source": source, "model_hash": loaded.model_hash},
+                  "inputs": inputs.to_dict(), "conditions": {"start": before, "end": _conditions()}}
+        print(f"wrote {write_sweep(args.json, rows, header)}")
     return 0

@@ -51,6 +51,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, backends: bool = True) 
         g.add_argument("--retune", action="store_true",
                        help="with --backend auto on a CPU: measure the candidates again instead of using the "
                             "remembered winner for this machine and model")
+        add_calibration_argument(g)
 
 
 def add_relative_jacobian_argument(group) -> None:
@@ -67,6 +68,13 @@ def add_compile_argument(group) -> None:
     group.add_argument("--no-compile", action="store_true",
                        help="torch bf16 on CPU: run eager autocast instead of compiling with inductor (no compile "
                             "wait; slower, and its bf16 keypoints cost quality)")
+
+
+def add_calibration_argument(group) -> None:
+    """--calibration VIDEO: the frames that calibrate --precision int8."""
+    group.add_argument("--calibration", metavar="VIDEO",
+                       help="--precision int8: calibrate the quantization on this video's frames (default: the bundled "
+                            "webcam clip driving the bundled avatar); the int8 graphs are cached per calibration")
 
 
 def load_model_from_args(args: argparse.Namespace) -> LoadedModel:
@@ -97,7 +105,8 @@ def backend_from_args(args: argparse.Namespace, loaded: LoadedModel, sample: np.
     """The backend the flags ask for. ``--backend auto --precision auto`` on a CPU is measured
     (:mod:`splinecam.engines.backends.autotune`) on ``sample``, the (S,S,3) uint8 avatar crop it will
     animate; without a sample, the static policy of :func:`~splinecam.engines.backends.resolve_choice`."""
-    options = BackendOptions(compile=not getattr(args, "no_compile", False))
+    options = BackendOptions(compile=not getattr(args, "no_compile", False),
+                             calibration=getattr(args, "calibration", None))
     backend, device, precision = (getattr(args, name, "auto") for name in ("backend", "device", "precision"))
     if sample is not None and backend == "auto" and precision == "auto" and \
             resolve_choice("auto", device, "auto")[1] == "cpu":

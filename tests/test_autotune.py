@@ -56,6 +56,7 @@ def fakes(monkeypatch, tmp_path, golden_model):
              ("onnxruntime", "int8"): (0.006, 1.0)}    # ~47 dB: eligible, the winner
     made = []
     monkeypatch.setattr(autotune, "candidates", lambda: list(table))
+    monkeypatch.setattr(autotune, "int8_ready", lambda loaded: True)  # as if its int8 graphs were cached
     monkeypatch.setattr(backends, "create_backend",
                         lambda loaded, e, d, p, o=None: made.append((e, p)) or FakeBackend(*table[(e, p)]))
     monkeypatch.setattr("splinecam.engines.engine_cache.cache_root", lambda: tmp_path)

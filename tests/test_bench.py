@@ -176,8 +176,8 @@ def test_default_rows_are_the_existing_combinations():
 
     keys = {(s.backend, s.precision) for s in row_specs(None, None)}
     assert keys == {("torch", "fp32"), ("torch", "bf16"), ("torch", "fp16"), ("onnxruntime", "fp32"),
-                    ("onnxruntime", "fp16"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "fp16"),
-                    ("tensorrt", "fp32"), ("tensorrt", "fp16")}
+                    ("onnxruntime", "fp16"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "bf16"),
+                    ("openvino", "fp16"), ("openvino", "int8"), ("tensorrt", "fp32"), ("tensorrt", "fp16")}
     assert {(s.backend, s.precision) for s in row_specs(["onnxruntime"], ["bf16", "fp32"])} == \
         {("onnxruntime", "bf16"), ("onnxruntime", "fp32")}  # both lists given: the full cross product
     assert all(s.device == "cuda" for s in row_specs(["tensorrt"], None))

@@ -104,6 +104,23 @@ def candidates() -> list[tuple[str, str]]:
     return sorted(out, key=lambda c: c[1] != "fp32")
 
 
+def int8_ready(loaded: LoadedModel) -> bool:
+    """``loaded``'s int8 graphs are cached (no calibration to run first)."""
+    from splinecam.engines.backends.onnxruntime_runner import int8_export_ready
+
+    return int8_export_ready(loaded)
+
+
+def timed_candidates(loaded: LoadedModel) -> list[tuple[str, str]]:
+    """The :func:`candidates` the timing round builds: int8 only once ``loaded``'s int8 graphs are cached
+    (calibrating and quantizing them takes a minute or more, like compiling; ``splinecam export --precision
+    int8`` or ``splinecam bench`` makes them)."""
+    found = candidates()
+    if any(p == "int8" for _, p in found) and not int8_ready(loaded):
+        found = [c for c in found if c[1] != "int8"]
+    return found
+
+
 def machine_key(loaded: LoadedModel, threads: int) -> dict:
     """Everything the winner depends on."""
     import platform
@@ -160,7 +177,7 @@ def measure(loaded: LoadedModel, sample: np.ndarray, options: BackendOptions,
     trials: list[Trial] = []
     reference: list[np.ndarray] | None = None
     kp_frames = None
-    for engine, precision in candidates():
+    for engine, precision in timed_candidates(loaded):
         trial = Trial(engine, precision)
         trials.append(trial)
         say(f"auto: timing {engine} {precision} on this CPU …")

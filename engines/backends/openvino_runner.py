@@ -6,7 +6,10 @@ GPU on the machines splinecam is developed on, so only its device check is teste
 
 Precisions are set explicitly with OpenVINO's ``INFERENCE_PRECISION_HINT`` (its CPU plugin would
 otherwise silently run bf16 on CPUs that have it): ``fp32`` = f32 everywhere; ``bf16`` = bf16 on CPUs
-with AVX-512 bf16 / AMX; ``fp16`` = f16 on the Intel GPU. The graphs are the same fp32 ONNX export the
+with AVX-512 bf16 / AMX; ``fp16`` = f16 on the Intel GPU; ``int8`` (CPU) = the QDQ-quantized export
+(:mod:`splinecam.engines.export.quantize`, the same graphs ONNX Runtime's int8 runs), compiled with an f32
+hint so that only the quantized convolutions run int8 — the runner reads the runtime precision of every
+convolution in OpenVINO's execution graph and refuses to start when none runs on I8/U8 data. The graphs are the same fp32 ONNX export the
 other engines use (:func:`~splinecam.engines.backends.onnxruntime_runner.ensure_export`); OpenVINO
 lowers precision inside its own graph (keeping the TPS/Gaussian maths as the plugin decides — which is
 why every reduced precision is measured against fp32 by ``splinecam bench``).
@@ -30,7 +33,7 @@ from splinecam.engines.loaded_model import LoadedModel
 
 #: splinecam device name → OpenVINO device name
 OV_DEVICES = {"cpu": "CPU", "intel-gpu": "GPU"}
-OV_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+OV_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 
 
 def openvino_unavailable_reason(device: str = "cpu") -> str | None:
@@ -63,7 +66,16 @@ class OpenVinoGraphs(GraphRunner):
         from splinecam.engines.backends.onnxruntime_runner import default_threads, ensure_export
 
         self.device, self.precision = device, precision
-        self.export_dir, self.manifest = ensure_export(loaded, "fp32", options.onnx_dir, options.progress)
+        graphs = "int8" if precision == "int8" else "fp32"
+        self.export_dir, self.manifest = ensure_export(loaded, graphs, options.onnx_dir, options.progress,
+                                                       options.calibration)
+        #: int8 only: graph → convolutions running int8 / float in OpenVINO's execution graph
+        self.int8_kernels: dict[str, dict[str, int]] = {}
+        quantized = set()
+        if precision == "int8":
+            from splinecam.engines.backends.onnxruntime_runner import _quantized_graphs
+
+            quantized = _quantized_graphs(self.export_dir, self.manifest)
         core = ov.Core()
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": OV_PRECISIONS[precision]}
         if device == "cpu":
@@ -74,13 +86,17 @@ class OpenVinoGraphs(GraphRunner):
         def compile_all(cache: Path) -> None:
             for name in self.manifest.graphs:
                 path = self.manifest.graph_path(self.export_dir, name)
-                self.compiled[name] = core.compile_model(str(path), OV_DEVICES[device], {**config, "CACHE_DIR": str(cache)})
+                compiled = core.compile_model(str(path), OV_DEVICES[device], {**config, "CACHE_DIR": str(cache)})
+                if name in quantized:
+                    self.int8_kernels[name] = _int8_kernels(compiled, path)
+                self.compiled[name] = compiled
 
         # the compiled blobs are a verified cache entry (engines/cache_store.py): sealed once compiled, checked
         # before every use, recompiled when damaged; an unwritable cache compiles into a temporary folder
         say = options.say
         entry = CacheDir(compiled_cache_dir(loaded.model_hash, device, precision),
                          key={"model_hash": loaded.model_hash, "device": device, "precision": precision,
+                              "graphs": self.manifest.model_hash + ":" + graphs,
                               "openvino": ov.get_version()}, what="OpenVINO compiled-model cache")
         where = entry.ensure(compile_all, say)
         if not self.compiled:  # a valid cache: OpenVINO loads the blobs instead of compiling
@@ -90,6 +106,13 @@ class OpenVinoGraphs(GraphRunner):
             wanted = [t.name for t in self.manifest.graphs[name].outputs]  # a port may carry several names
             self._outputs[name] = [(out, next(n for n in wanted if n in out.get_names())) for out in compiled.outputs]
         self._inputs = {name: {t.name for t in g.inputs} for name, g in self.manifest.graphs.items()}
+
+    def describe(self) -> str:
+        base = super().describe()
+        if self.int8_kernels:
+            base += " (" + "; ".join(f"{g}: " + ", ".join(f"{n} {op}" for op, n in k.items() if n)
+                                     for g, k in self.int8_kernels.items()) + ")"
+        return base
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one graph: float32 feeds by name → results by name (copied: OpenVINO reuses its buffers)."""
@@ -117,3 +140,15 @@ class OpenVinoGraphs(GraphRunner):
     def close(self) -> None:
         self.requests.clear()
         self.compiled.clear()
+
+
+def _int8_kernels(compiled, path: Path) -> dict[str, int]:
+    """Convolutions by runtime precision in the compiled model; BackendUnavailableError when none is int8."""
+    from splinecam.engines.errors import BackendUnavailableError
+    from splinecam.engines.export.quantize import openvino_int8_kernels
+
+    kernels = openvino_int8_kernels(compiled)
+    if not kernels["int8 Convolution"]:
+        raise BackendUnavailableError(f"--precision int8: OpenVINO runs no convolution of {path.name} on int8 data "
+                                      f"here ({kernels['float Convolution']} float convolutions): not run as int8")
+    return kernels

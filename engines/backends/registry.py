@@ -18,7 +18,7 @@ from typing import Callable
 from splinecam.engines.errors import BackendUnavailableError
 
 DEVICES = ("cpu", "cuda", "intel-gpu")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
 TORCH_MISSING = "PyTorch is not installed (pip install 'splinecam[torch]')"
@@ -49,7 +49,31 @@ def _torch_requirement(device: str, precision: str) -> str | None:
     return None
 
 
+def _onnx_missing(what: str) -> str | None:
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is None:
+        return f"{what} needs the onnx package (pip install onnx, or pip install 'splinecam[torch]')"
+    return None
+
+
+def _int8_requirement() -> str | None:
+    """int8 graphs are quantized with ONNX Runtime's static quantizer (QDQ), for ONNX Runtime and OpenVINO."""
+    missing = _onnx_missing("int8 (quantizing the graphs)")
+    if missing:
+        return missing
+    try:
+        import onnxruntime.quantization  # noqa: F401
+    except ImportError as exc:
+        return f"int8 needs onnxruntime's quantization tools ({exc})"
+    return None
+
+
 def _ort_requirement(device: str, precision: str) -> str | None:
+    if precision == "int8":
+        return _int8_requirement()
+    if precision == "fp16" and _onnx_missing("fp16 (converting the fp32 graphs)"):
+        return _onnx_missing("fp16 (converting the fp32 graphs)")
     if device == "cuda":
         import onnxruntime as ort
 
@@ -63,6 +87,8 @@ def _ov_requirement(device: str, precision: str) -> str | None:
     from splinecam.engines.backends.openvino_runner import openvino_unavailable_reason
 
     reason = openvino_unavailable_reason(device)
+    if reason is None and precision == "int8":
+        return _int8_requirement()
     if reason is None and device == "cpu" and precision == "bf16":
         from splinecam.engines.cpu import cpu_info
 
@@ -108,16 +134,20 @@ ROWS: tuple[EngineRow, ...] = (
     EngineRow("torch", {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "bf16", "fp16")}, f"{_PKG}.torch_runner",
               "TorchGraphs", _torch_requirement,
               "PyTorch eager (CPU bf16: compiled by inductor unless --no-compile)",
-              {"fp16": "torch fp16 runs on CUDA only; on CPU use bf16, or --backend onnxruntime for fp16"}),
-    EngineRow("onnxruntime", {"cpu": ("fp32", "fp16"), "cuda": ("fp32", "fp16")}, f"{_PKG}.onnxruntime_runner",
-              "OnnxRuntimeGraphs", _ort_requirement, "ONNX Runtime on the exported graphs",
-              {"bf16": "ONNX Runtime has no bf16 path; use --backend torch --precision bf16 or fp32"}),
-    EngineRow("openvino", {"cpu": ("fp32", "bf16"), "intel-gpu": ("fp32", "fp16")}, f"{_PKG}.openvino_runner",
+              {"fp16": "torch fp16 runs on CUDA only; on CPU use bf16, or --backend onnxruntime for fp16",
+               "int8": "int8 runs on --backend onnxruntime or openvino (CPU)"}),
+    EngineRow("onnxruntime", {"cpu": ("fp32", "fp16", "int8"), "cuda": ("fp32", "fp16")}, f"{_PKG}.onnxruntime_runner",
+              "OnnxRuntimeGraphs", _ort_requirement, "ONNX Runtime on the exported graphs (CPU int8: QDQ graphs)",
+              {"bf16": "ONNX Runtime has no bf16 path; use --backend torch --precision bf16 or fp32",
+               "int8": "int8 runs on the CPU: --device cpu"}),
+    EngineRow("openvino", {"cpu": ("fp32", "bf16", "int8"), "intel-gpu": ("fp32", "fp16")}, f"{_PKG}.openvino_runner",
               "OpenVinoGraphs", _ov_requirement, "OpenVINO on the exported graphs (CPU; Intel GPU)",
-              {"fp16": "OpenVINO fp16 is for --device intel-gpu; on CPU use fp32 or bf16"}),
+              {"fp16": "OpenVINO fp16 is for --device intel-gpu; on CPU use fp32 or bf16",
+               "int8": "OpenVINO int8 runs on --device cpu"}),
     EngineRow("tensorrt", {"cuda": ("fp16", "fp32")}, f"{_PKG}.tensorrt_runner", "TensorRTGraphs", _trt_requirement,
               "TensorRT plans built from the exported graphs (strongly typed)",
-              {"bf16": "TensorRT plans are built from fp16 or fp32 graphs"}),
+              {"bf16": "TensorRT plans are built from fp16 or fp32 graphs",
+               "int8": "TensorRT plans are built from fp16 or fp32 graphs; int8 runs on the CPU (onnxruntime, openvino)"}),
 )
 
 REGISTRY: dict[str, EngineRow] = {row.engine: row for row in ROWS}

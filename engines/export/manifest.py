@@ -8,10 +8,12 @@ manifest records (:meth:`Manifest.verify`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from splinecam.engines.cache_store import file_sha256  # noqa: F401 (one sha256 for every file we check)
 from splinecam.engines.errors import EngineCacheError
 
 MANIFEST_NAME = "manifest.json"
@@ -123,8 +125,6 @@ class Manifest:
     def verify(self, directory: str | Path, required: tuple[str, ...] = (), check_hashes: bool = True) -> None:
         """Raise EngineCacheError unless every ``required`` graph is listed and every listed graph file
         exists and (``check_hashes``) matches its sha256."""
-        from splinecam.engines.cache_store import file_sha256
-
         for name in required:
             if name not in self.graphs:
                 raise EngineCacheError(f"export in {directory} has no {name!r} graph: export again")
@@ -140,3 +140,11 @@ class Manifest:
         if name not in self.graphs:
             raise EngineCacheError(f"export in {directory} has no {name!r} graph: export again")
         return Path(directory) / self.graphs[name].file
+
+
+def graphs_digest(manifest: Manifest) -> str:
+    """sha256 over an export's model hash and graph checksums: what an export derived from it is made from."""
+    h = hashlib.sha256(manifest.model_hash.encode())
+    for name in sorted(manifest.graphs):
+        h.update(f"{name}:{manifest.graphs[name].sha256}".encode())
+    return h.hexdigest()

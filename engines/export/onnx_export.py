@@ -8,7 +8,6 @@ written, so a directory with a manifest holds a complete, TensorRT-parsable expo
 
 from __future__ import annotations
 
-import hashlib
 import io
 import time
 import warnings
@@ -22,10 +21,10 @@ import torch
 from splinecam.engines.errors import SplinecamError
 from splinecam.engines.export.graph_checks import DEFAULT_OPSET, inspect_graph
 from splinecam.engines.export.graphs import EXPORT_DTYPES, model_in_dtype
+from splinecam.engines.export.manifest import GraphInfo, Manifest, TensorInfo, file_sha256
+from splinecam.engines.family import family_of
 from splinecam.engines.loaded_model import LoadedModel
 from splinecam.engines.versions import installed_version
-from splinecam.engines.export.manifest import GraphInfo, Manifest, TensorInfo
-from splinecam.engines.family import family_of
 
 Progress = Callable[[str], None]
 
@@ -34,14 +33,6 @@ _DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat
 
 class ExportError(SplinecamError):
     """An exported graph failed its checks (operator, opset or shape)."""
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _tensor_infos(names: list[str], tensors) -> list[TensorInfo]:
@@ -65,20 +56,31 @@ def _fold_in_place(path: Path) -> list[TensorInfo]:
 
 
 def export_onnx(loaded: LoadedModel, out_dir: str | Path, precision: str = "fp32", opset: int = DEFAULT_OPSET,
-                progress: Progress | None = None, with_background: bool = True) -> Manifest:
+                progress: Progress | None = None, with_background: bool = True, trace_fp16: bool = False) -> Manifest:
     """Export keypoints / source_encoder / generator [/ background] to ``out_dir`` and write the manifest.
 
     The graphs are the model family's (:mod:`splinecam.engines.export.graphs` for TPSMM,
     :mod:`splinecam.engines.export.fomm_graphs` for FOMM).
 
     precision: ``fp32`` or ``fp16`` (fp16 convolutional networks, float32 geometry and I/O; see
-    :mod:`splinecam.engines.export.graphs`). Returns the manifest (also written as ``manifest.json``).
-    Raises :class:`ExportError` if a graph fails its TensorRT checks.
+    :mod:`splinecam.engines.export.graphs`). fp16 graphs are converted from the fp32 ones
+    (:mod:`splinecam.engines.export.fp16`, seconds, no torch fp16 arithmetic); ``trace_fp16`` traces the
+    half-precision model instead (minutes on CPUs without fp16 arithmetic; the reference the conversion
+    is tested against). Returns the manifest (also written as ``manifest.json``). Raises
+    :class:`ExportError` if a graph fails its TensorRT checks.
     """
     if precision not in EXPORT_DTYPES:
         raise ExportError(f"--precision {precision}: ONNX export supports {', '.join(EXPORT_DTYPES)} "
                           f"(bf16 runs in torch on CPU only)")
     say = progress or (lambda _msg: None)
+    if precision == "fp16" and not trace_fp16:
+        import tempfile
+
+        from splinecam.engines.export.fp16 import convert_export
+
+        with tempfile.TemporaryDirectory(prefix="splinecam-fp32-") as tmp:
+            export_onnx(loaded, tmp, "fp32", opset, say, with_background)
+            return convert_export(tmp, out_dir, say)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stale = out / "manifest.json"
