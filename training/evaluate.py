@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -46,15 +46,28 @@ class VideoResult:
 
 
 @dataclass
+class StillFaceResult:
+    """A still face: driving = the avatar's own face crop repeated; ``psnr`` of the output against it (dB)."""
+
+    name: str
+    psnr: float
+
+
+@dataclass
 class EvaluationResult:
     checkpoint: str
     image_size: int
     videos: list[VideoResult]
     mean: dict[str, float | None]
+    still_faces: list[StillFaceResult] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {"checkpoint": self.checkpoint, "image_size": self.image_size,
-                "videos": [asdict(v) for v in self.videos], "mean": self.mean}
+        out = {"checkpoint": self.checkpoint, "image_size": self.image_size,
+               "videos": [asdict(v) for v in self.videos], "mean": self.mean}
+        if self.still_faces:
+            out["still_faces"] = [asdict(s) for s in self.still_faces]
+            out["still_face_min_psnr"] = min(s.psnr for s in self.still_faces)
+        return out
 
 
 def load_model(path: str | Path | None, config: str | None = None):
@@ -194,8 +207,37 @@ def evaluate_video(model, name: str, frames: np.ndarray, mesh, batch_size: int =
                        float(np.mean(d_model)) if d_model else None, float(np.mean(d_nm)) if d_nm else None)
 
 
+def still_face(model, face: np.ndarray, mesh) -> float:
+    """PSNR (dB) of the output against ``face`` (S,S,3 uint8, a face crop) when the driving frame is ``face``
+    itself: a still face must come back intact."""
+    frames = np.stack([face, face])
+    keypoints = mesh_keypoints(model, [mesh.landmarks(face)] * 2, face.shape[0]) if model.kp_detector is None else None
+    pred = reconstruct(model, frames, 2, keypoints)[1]
+    return _psnr(pred, face.astype(np.float32) / 255)
+
+
+def still_faces(model, folder: str | Path, size: int, mesh, progress=print) -> list[StillFaceResult]:
+    """:func:`still_face` of every portrait in ``folder``, face-cropped as the live loop crops an avatar."""
+    from splinecam.engines.faces import crop_box_for_face, crop_image, find_face
+    from splinecam.engines.media import read_image
+    from splinecam.engines.outputs import IMAGE_SUFFIXES
+
+    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise SplinecamError(f"--still-faces {folder}: no pictures in it")
+    out = []
+    for p in paths:
+        image = read_image(p)
+        face = crop_image(image, crop_box_for_face(find_face(image, str(p))), size)
+        r = StillFaceResult(p.name, round(still_face(model, face, mesh), 2))
+        progress(f"still face {r.name}: {r.psnr:.2f} dB")
+        out.append(r)
+    return out
+
+
 def evaluate(checkpoint: str | None, data: list[str], max_frames: int | None = None, config: str | None = None,
-             batch_size: int = 8, image_size: int | None = None, progress=print) -> EvaluationResult:
+             batch_size: int = 8, image_size: int | None = None, progress=print,
+             still_faces_dir: str | Path | None = None) -> EvaluationResult:
     """Evaluate a model on every video of ``data`` (see the module docstring)."""
     from splinecam.engines.faces import FaceMesh
 
@@ -219,13 +261,14 @@ def evaluate(checkpoint: str | None, data: list[str], max_frames: int | None = N
                 progress(f"{name}: {r.frames} frames | L1 {r.l1:.4f} (no motion {r.l1_no_motion:.4f}) | "
                          f"PSNR {r.psnr:.2f} ({r.psnr_no_motion:.2f}) dB | AKD {_fmt(r.akd)} ({_fmt(r.akd_no_motion)}) px")
                 videos.append(r)
+        still = still_faces(model, still_faces_dir, size, mesh, progress) if still_faces_dir else []
     if not videos:
         raise SplinecamError("no video with 2 or more frames to evaluate")
     mean = {}
     for k in METRICS:
         vals = [getattr(v, k) for v in videos if getattr(v, k) is not None]
         mean[k] = float(np.mean(vals)) if vals else None
-    return EvaluationResult(desc, size, videos, mean)
+    return EvaluationResult(desc, size, videos, mean, still)
 
 
 def _fmt(v: float | None) -> str:
@@ -237,12 +280,16 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     res = evaluate(args.checkpoint, args.data, args.max_frames, args.config, args.batch_size,
-                   getattr(args, "image_size", None))
+                   getattr(args, "image_size", None), still_faces_dir=getattr(args, "still_faces", None))
     m = res.mean
     gain = 100 * (1 - m["l1"] / m["l1_no_motion"]) if m["l1_no_motion"] else float("nan")
     print(f"mean over {len(res.videos)} video(s): L1 {m['l1']:.4f} vs no motion {m['l1_no_motion']:.4f} "
           f"({gain:.1f}% lower) | PSNR {m['psnr']:.2f} vs {m['psnr_no_motion']:.2f} dB | "
           f"AKD {_fmt(m['akd'])} vs {_fmt(m['akd_no_motion'])} px")
+    if res.still_faces:
+        worst = min(res.still_faces, key=lambda r: r.psnr)
+        print(f"still faces: {len(res.still_faces)} portraits, worst {worst.psnr:.2f} dB ({worst.name}), mean "
+              f"{np.mean([r.psnr for r in res.still_faces]):.2f} dB")
     if args.json:
         from splinecam.engines.outputs import write_text_atomic
 

@@ -58,11 +58,17 @@ class DenseMotionParams:
     num_blocks: int = 5
     scale_factor: float = 0.25
     kind: str = "hourglass"
+    #: where the TPS systems' 0.01 regulariser goes (engines/tpsmm/geometry.py TPS_REGULARISE): "all" is
+    #: the official system; "kernel" reproduces affine maps exactly (a still face stays still)
+    tps_regularise: str = "all"
 
     def __post_init__(self) -> None:
         if self.kind not in DENSE_MOTION_KINDS:
             raise ValueError(f"dense_motion_params.kind must be one of {', '.join(DENSE_MOTION_KINDS)}, "
                              f"not {self.kind!r}")
+        if self.tps_regularise not in ("all", "kernel"):
+            raise ValueError(f"dense_motion_params.tps_regularise must be 'all' (official) or 'kernel', "
+                             f"not {self.tps_regularise!r}")
 
 
 @dataclass(frozen=True)
@@ -206,7 +212,7 @@ def _checked(key: str, value: Any, where: str, name: str) -> Any:
     try:
         if key in LIMITS:
             return LIMITS[key].check(value, where)
-        if key in ("kind", "head"):
+        if key in ("kind", "head", "tps_regularise"):
             if not isinstance(value, str):
                 raise ValidationError(f"{where} must be a name, got {value!r:.40}")
             return value

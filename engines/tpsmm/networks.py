@@ -113,6 +113,8 @@ class BGMotionPredictor(nn.Module):
 class DenseMotionNetwork(nn.Module):
     """Combines K+1 transformations (background + T TPS) into dense motion and occlusion masks."""
 
+    tps_regularise = "all"  # the official TPS system (engines/tpsmm/geometry.py TPS_REGULARISE); set per config
+
     def __init__(self, block_expansion: int, num_blocks: int, max_features: int, num_tps: int,
                  num_channels: int, scale_factor: float = 0.25, bg: bool = False, multi_mask: bool = True,
                  kp_variance: float = 0.01):
@@ -201,7 +203,7 @@ class DenseMotionNetwork(nn.Module):
         small = self.downsample(source)
         h, w = small.shape[2:]
         heat_source = kp2gaussian(kp_source, h, w, self.kp_variance)
-        tps = solve_tps(kp_driving, kp_source, self.num_tps)
+        tps = solve_tps(kp_driving, kp_source, self.num_tps, self.tps_regularise)
         trans = self.transformations(tps, h, w, bg_param)
         return self.motion(small, heat_source, kp_driving, trans, dropout_p)
 
@@ -350,10 +352,12 @@ class TPSMM(nn.Module):
 
             self.dense_motion_network = LightDenseMotion(config.num_tps, config.num_channels, dm.block_expansion,
                                                          dm.max_features, dm.num_blocks, dm.scale_factor)
+            self.dense_motion_network.tps_regularise = dm.tps_regularise
         else:
             self.dense_motion_network = DenseMotionNetwork(
                 dm.block_expansion, dm.num_blocks, dm.max_features, config.num_tps, config.num_channels,
                 dm.scale_factor, config.bg, config.multi_mask)
+            self.dense_motion_network.tps_regularise = dm.tps_regularise
         if g.kind == "warp-refine":
             from splinecam.engines.tpsmm.light import WarpRefineGenerator
 
