@@ -252,6 +252,9 @@ def image_size_step(cfg: "ModelConfig") -> int:
     works on an S/32 feature pyramid."""
     dm = cfg.dense_motion
     step = int(round(2 ** dm.num_blocks / dm.scale_factor))
+    if getattr(cfg, "family", "tpsmm") == "fomm":  # FOMM: its keypoint hourglass halves S × scale too
+        kp = cfg.keypoint
+        return math.lcm(step, int(round(2 ** kp.num_blocks / kp.scale_factor)), 2 ** cfg.generator.num_down_blocks)
     step = math.lcm(step, 2 ** (cfg.generator.num_down_blocks if cfg.generator.kind == "inpainting" else 3))
     if cfg.keypoint.head == "heatmap" or cfg.bg:
         step = math.lcm(step, 32)
