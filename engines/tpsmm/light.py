@@ -40,8 +40,9 @@ def grouped_gaussians(kp: torch.Tensor, groups: int, height: int, width: int, va
     """
     n, k, _ = kp.shape
     kp = kp.float()
-    xs = torch.linspace(-1.0, 1.0, width, dtype=torch.float32, device=kp.device)
-    ys = torch.linspace(-1.0, 1.0, height, dtype=torch.float32, device=kp.device)
+    # arange, not linspace: the ONNX exporter turns linspace into a float64 constant (TensorRT has no float64)
+    xs = torch.arange(width, dtype=torch.float32, device=kp.device) * (2.0 / (width - 1)) - 1.0
+    ys = torch.arange(height, dtype=torch.float32, device=kp.device) * (2.0 / (height - 1)) - 1.0
     gx = torch.exp(-0.5 * (xs.view(1, 1, -1) - kp[..., :1]) ** 2 / variance)       # (N,K,W)
     gy = torch.exp(-0.5 * (ys.view(1, 1, -1) - kp[..., 1:]) ** 2 / variance)       # (N,K,H)
     p = k // groups
