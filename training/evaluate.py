@@ -137,8 +137,7 @@ def reconstruct(model, frames: np.ndarray, batch_size: int = 8, keypoints: np.nd
         s = src.expand(n, -1, -1, -1)
         bg = model.bg_predictor(s, drv) if model.bg_predictor is not None else None
         motion = model.dense_motion_network(s, kp_drv, kp_src.expand(n, -1, -1), bg)
-        pred = model.inpainting_network.decode([e.expand(n, -1, -1, -1) for e in enc], s, motion.deformation,
-                                               motion.occlusion_maps).prediction
+        pred = model.inpainting_network.decode_motion([e.expand(n, -1, -1, -1) for e in enc], s, motion).prediction
         out.append(pred.permute(0, 2, 3, 1).numpy())
     return np.concatenate(out)
 

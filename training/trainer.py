@@ -301,7 +301,9 @@ class FullModel(nn.Module):
                 value = value + landmark_l1(kp_aug, moved, self.landmark_indices)
             out["landmark"] = lw["landmark"] * value
         generated = {"prediction": prediction.detach(), "kp_source": kp_source.detach(),
-                     "kp_driving": kp_driving.detach(), "occlusion": motion.occlusion_maps[-1].detach().float()}
+                     "kp_driving": kp_driving.detach(),
+                     # the occlusion map; the driving keypoint masks for the keypoint-mask model (which occludes nothing)
+                     "occlusion": (motion.occlusion_maps[-1] if motion.occlusion_maps else motion.preview).detach().float()}
         return out, generated
 
 
@@ -607,6 +609,9 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
     if cfg.landmark_keypoints and (opts.warmstart_steps or opts.freeze_keypoints or opts.landmark_augment):
         raise SplinecamError(f"{cfg.name} takes face-mesh landmarks as keypoints (no keypoint network): "
                              f"--warmstart-steps, --freeze-keypoints and --landmark-augment do not apply")
+    if cfg.generator.kind == "keypoint-mask" and schedule.loss_weights.get("warp_loss"):
+        raise SplinecamError(f"{cfg.name} warps nothing (keypoint masks, no motion field): the warp loss does not "
+                             f"apply; set loss_weights.warp_loss: 0")
     model = TPSMM(cfg)
     model.avd_network = None  # trained by train-avd
     init_from, init_indices = None, None
