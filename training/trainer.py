@@ -640,7 +640,8 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
         m.train()
 
     keypoint_params = list(model.kp_detector.parameters()) if model.kp_detector is not None else []
-    params = [*keypoint_params, *model.dense_motion_network.parameters(), *model.inpainting_network.parameters()]
+    dense_params = list(model.dense_motion_network.parameters())
+    params = [*keypoint_params, *dense_params, *model.inpainting_network.parameters()]
     optimizer = torch.optim.Adam(params, lr=schedule.lr, betas=(0.5, 0.999), weight_decay=1e-4)
     opt_bg = (torch.optim.Adam(model.bg_predictor.parameters(), lr=schedule.lr, betas=(0.5, 0.999), weight_decay=1e-4)
               if model.bg_predictor is not None else None)
@@ -800,7 +801,8 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
                         param.grad = None
                 if keypoint_params:
                     torch.nn.utils.clip_grad_norm_(keypoint_params, max_norm=10, norm_type=math.inf)
-                torch.nn.utils.clip_grad_norm_(model.dense_motion_network.parameters(), max_norm=10, norm_type=math.inf)
+                if dense_params:  # the keypoint-mask model's KeypointMasks has none
+                    torch.nn.utils.clip_grad_norm_(dense_params, max_norm=10, norm_type=math.inf)
                 optimizer.step()
                 if opt_bg and epoch >= schedule.bg_start:
                     torch.nn.utils.clip_grad_norm_(model.bg_predictor.parameters(), max_norm=10, norm_type=math.inf)

@@ -70,8 +70,8 @@ class KeypointMaskMaps:
 
     @property
     def preview(self) -> torch.Tensor:
-        """(N,1,s,s) in [0,1]: all the driving masks in one picture (training visualisation)."""
-        return self.driving.sum(1, keepdim=True).clamp(0, 1)
+        """(N,1,s,s) in [0,1]: the driving masks in one picture, their maximum (training visualisation)."""
+        return self.driving.amax(1, keepdim=True).clamp(0, 1)
 
 
 def group_masks(kp: torch.Tensor, groups: int, height: int, width: int, variance: float) -> torch.Tensor:
