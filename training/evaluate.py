@@ -9,7 +9,9 @@ has it). Metrics per video, each beside the no-motion baseline (output = the sou
 - ``akd``: average keypoint distance, mean Euclidean distance in pixels (at the evaluation image size,
   the model's unless ``--image-size`` says otherwise)
   between mediapipe face-mesh landmarks of the output and of the real frame, over frames where both
-  have a face.
+  have a face;
+- ``psnr_still``: the still face — PSNR (dB) of frame 0 reconstructed from itself (driving = source, its own
+  keypoints): what a model gives back when nothing moves (the no-motion baseline's is infinite).
 
 Raw videos are face-cropped exactly as ``prepare-data`` crops them (one stable crop per shot; each shot
 is one item); ``prepare-data`` output is used as is.
@@ -28,12 +30,13 @@ import torch
 
 from splinecam.engines.errors import SplinecamError
 
-METRICS = ("l1", "l1_no_motion", "psnr", "psnr_no_motion", "akd", "akd_no_motion")
+METRICS = ("l1", "l1_no_motion", "psnr", "psnr_no_motion", "akd", "akd_no_motion", "psnr_still")
 
 
 @dataclass
 class VideoResult:
-    """Metrics of one video (see the module docstring); akd values are None if no face was measured."""
+    """Metrics of one video (see the module docstring); akd values are None if no face was measured.
+    ``psnr_still`` is frame 0's reconstruction from itself (the prediction every evaluation makes first)."""
 
     name: str
     frames: int
@@ -43,6 +46,7 @@ class VideoResult:
     psnr_no_motion: float
     akd: float | None
     akd_no_motion: float | None
+    psnr_still: float | None = None
 
 
 @dataclass
@@ -190,7 +194,8 @@ def evaluate_video(model, name: str, frames: np.ndarray, mesh, batch_size: int =
         if lm_src is not None:
             d_nm.append(float(np.linalg.norm(lm_src - lm_r, axis=1).mean()))
     return VideoResult(name, len(frames), l1, l1_nm, psnr, psnr_nm,
-                       float(np.mean(d_model)) if d_model else None, float(np.mean(d_nm)) if d_nm else None)
+                       float(np.mean(d_model)) if d_model else None, float(np.mean(d_nm)) if d_nm else None,
+                       _psnr(pred[0], real[0]))
 
 
 def evaluate(checkpoint: str | None, data: list[str], max_frames: int | None = None, config: str | None = None,
@@ -241,7 +246,7 @@ def run(args) -> int:
     gain = 100 * (1 - m["l1"] / m["l1_no_motion"]) if m["l1_no_motion"] else float("nan")
     print(f"mean over {len(res.videos)} video(s): L1 {m['l1']:.4f} vs no motion {m['l1_no_motion']:.4f} "
           f"({gain:.1f}% lower) | PSNR {m['psnr']:.2f} vs {m['psnr_no_motion']:.2f} dB | "
-          f"AKD {_fmt(m['akd'])} vs {_fmt(m['akd_no_motion'])} px")
+          f"AKD {_fmt(m['akd'])} vs {_fmt(m['akd_no_motion'])} px | still face PSNR {_fmt(m['psnr_still'])} dB")
     if args.json:
         from splinecam.engines.outputs import write_text_atomic
 
