@@ -107,6 +107,7 @@ def test_no_motion_field_anywhere(loaded):
     src, kp_s, kp_d = _inputs()
     st = encode_source(model, src, kp_s)
     tps = solve_tps(kp_d, kp_s, 10)
+    frame = (kp_d, tps.theta, tps.control_params, torch.eye(3)[None])
     called = []
     real = torch.nn.functional.grid_sample
 
@@ -117,7 +118,7 @@ def test_no_motion_field_anywhere(loaded):
     torch.nn.functional.grid_sample = spy
     try:
         with torch.no_grad():
-            FrameGenerator(model, with_bg=True)(*st.as_inputs(), kp_d, tps.theta, tps.control_params, torch.eye(3)[None])
+            FrameGenerator(model, with_bg=True)(*st.as_inputs(), *frame)
         assert not called
         # the spy does see a warp where there is one (cpu-256's generator)
         from splinecam.engines.tpsmm.random_weights import perturbed_random_model
@@ -125,7 +126,7 @@ def test_no_motion_field_anywhere(loaded):
         cpu = perturbed_random_model("cpu-256").model
         st_c = encode_source(cpu, src, kp_s)
         with torch.no_grad():
-            FrameGenerator(cpu, with_bg=True)(*st_c.as_inputs(), kp_d, tps.theta, tps.control_params, torch.eye(3)[None])
+            FrameGenerator(cpu, with_bg=True)(*st_c.as_inputs(), *frame)
         assert called
     finally:
         torch.nn.functional.grid_sample = real

@@ -302,8 +302,9 @@ class FullModel(nn.Module):
             out["landmark"] = lw["landmark"] * value
         generated = {"prediction": prediction.detach(), "kp_source": kp_source.detach(),
                      "kp_driving": kp_driving.detach(),
-                     # the occlusion map; the driving keypoint masks for the keypoint-mask model (which occludes nothing)
-                     "occlusion": (motion.occlusion_maps[-1] if motion.occlusion_maps else motion.preview).detach().float()}
+                     # the occlusion map; the keypoint-mask model occludes nothing: its driving masks
+                     "occlusion": (motion.occlusion_maps[-1] if motion.occlusion_maps
+                                   else motion.preview).detach().float()}
         return out, generated
 
 
