@@ -9,7 +9,9 @@ has it). Metrics per video, each beside the no-motion baseline (output = the sou
 - ``akd``: average keypoint distance, mean Euclidean distance in pixels (at the evaluation image size,
   the model's unless ``--image-size`` says otherwise)
   between mediapipe face-mesh landmarks of the output and of the real frame, over frames where both
-  have a face.
+  have a face;
+- ``psnr_still``: the still face — PSNR (dB) of frame 0 reconstructed from itself (driving = source, its own
+  keypoints): what a model gives back when nothing moves (the no-motion baseline's is infinite).
 
 Raw videos are face-cropped exactly as ``prepare-data`` crops them (one stable crop per shot; each shot
 is one item); ``prepare-data`` output is used as is.
@@ -28,12 +30,13 @@ import torch
 
 from splinecam.engines.errors import SplinecamError
 
-METRICS = ("l1", "l1_no_motion", "psnr", "psnr_no_motion", "akd", "akd_no_motion")
+METRICS = ("l1", "l1_no_motion", "psnr", "psnr_no_motion", "akd", "akd_no_motion", "psnr_still")
 
 
 @dataclass
 class VideoResult:
-    """Metrics of one video (see the module docstring); akd values are None if no face was measured."""
+    """Metrics of one video (see the module docstring); akd values are None if no face was measured.
+    ``psnr_still`` is frame 0's reconstruction from itself (the prediction every evaluation makes first)."""
 
     name: str
     frames: int
@@ -43,6 +46,7 @@ class VideoResult:
     psnr_no_motion: float
     akd: float | None
     akd_no_motion: float | None
+    psnr_still: float | None = None
 
 
 @dataclass
@@ -150,8 +154,7 @@ def reconstruct(model, frames: np.ndarray, batch_size: int = 8, keypoints: np.nd
         s = src.expand(n, -1, -1, -1)
         bg = model.bg_predictor(s, drv) if model.bg_predictor is not None else None
         motion = model.dense_motion_network(s, kp_drv, kp_src.expand(n, -1, -1), bg)
-        pred = model.inpainting_network.decode([e.expand(n, -1, -1, -1) for e in enc], s, motion.deformation,
-                                               motion.occlusion_maps).prediction
+        pred = model.inpainting_network.decode_motion([e.expand(n, -1, -1, -1) for e in enc], s, motion).prediction
         out.append(pred.permute(0, 2, 3, 1).numpy())
     return np.concatenate(out)
 
@@ -204,7 +207,8 @@ def evaluate_video(model, name: str, frames: np.ndarray, mesh, batch_size: int =
         if lm_src is not None:
             d_nm.append(float(np.linalg.norm(lm_src - lm_r, axis=1).mean()))
     return VideoResult(name, len(frames), l1, l1_nm, psnr, psnr_nm,
-                       float(np.mean(d_model)) if d_model else None, float(np.mean(d_nm)) if d_nm else None)
+                       float(np.mean(d_model)) if d_model else None, float(np.mean(d_nm)) if d_nm else None,
+                       _psnr(pred[0], real[0]))
 
 
 def still_face(model, face: np.ndarray, mesh) -> float:
@@ -285,7 +289,7 @@ def run(args) -> int:
     gain = 100 * (1 - m["l1"] / m["l1_no_motion"]) if m["l1_no_motion"] else float("nan")
     print(f"mean over {len(res.videos)} video(s): L1 {m['l1']:.4f} vs no motion {m['l1_no_motion']:.4f} "
           f"({gain:.1f}% lower) | PSNR {m['psnr']:.2f} vs {m['psnr_no_motion']:.2f} dB | "
-          f"AKD {_fmt(m['akd'])} vs {_fmt(m['akd_no_motion'])} px")
+          f"AKD {_fmt(m['akd'])} vs {_fmt(m['akd_no_motion'])} px | still face PSNR {_fmt(m['psnr_still'])} dB")
     if res.still_faces:
         worst = min(res.still_faces, key=lambda r: r.psnr)
         print(f"still faces: {len(res.still_faces)} portraits, worst {worst.psnr:.2f} dB ({worst.name}), mean "

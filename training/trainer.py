@@ -301,7 +301,10 @@ class FullModel(nn.Module):
                 value = value + landmark_l1(kp_aug, moved, self.landmark_indices)
             out["landmark"] = lw["landmark"] * value
         generated = {"prediction": prediction.detach(), "kp_source": kp_source.detach(),
-                     "kp_driving": kp_driving.detach(), "occlusion": motion.occlusion_maps[-1].detach().float()}
+                     "kp_driving": kp_driving.detach(),
+                     # the occlusion map; the keypoint-mask model occludes nothing: its driving masks
+                     "occlusion": (motion.occlusion_maps[-1] if motion.occlusion_maps
+                                   else motion.preview).detach().float()}
         return out, generated
 
 
@@ -607,6 +610,9 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
     if cfg.landmark_keypoints and (opts.warmstart_steps or opts.freeze_keypoints or opts.landmark_augment):
         raise SplinecamError(f"{cfg.name} takes face-mesh landmarks as keypoints (no keypoint network): "
                              f"--warmstart-steps, --freeze-keypoints and --landmark-augment do not apply")
+    if cfg.generator.kind == "keypoint-mask" and schedule.loss_weights.get("warp_loss"):
+        raise SplinecamError(f"{cfg.name} warps nothing (keypoint masks, no motion field): the warp loss does not "
+                             f"apply; set loss_weights.warp_loss: 0")
     model = TPSMM(cfg)
     model.avd_network = None  # trained by train-avd
     init_from, init_indices = None, None
@@ -635,7 +641,8 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
         m.train()
 
     keypoint_params = list(model.kp_detector.parameters()) if model.kp_detector is not None else []
-    params = [*keypoint_params, *model.dense_motion_network.parameters(), *model.inpainting_network.parameters()]
+    dense_params = list(model.dense_motion_network.parameters())
+    params = [*keypoint_params, *dense_params, *model.inpainting_network.parameters()]
     optimizer = torch.optim.Adam(params, lr=schedule.lr, betas=(0.5, 0.999), weight_decay=1e-4)
     opt_bg = (torch.optim.Adam(model.bg_predictor.parameters(), lr=schedule.lr, betas=(0.5, 0.999), weight_decay=1e-4)
               if model.bg_predictor is not None else None)
@@ -795,7 +802,8 @@ def train(cfg: ModelConfig, opts: TrainOptions) -> Path:
                         param.grad = None
                 if keypoint_params:
                     torch.nn.utils.clip_grad_norm_(keypoint_params, max_norm=10, norm_type=math.inf)
-                torch.nn.utils.clip_grad_norm_(model.dense_motion_network.parameters(), max_norm=10, norm_type=math.inf)
+                if dense_params:  # the keypoint-mask model's KeypointMasks has none
+                    torch.nn.utils.clip_grad_norm_(dense_params, max_norm=10, norm_type=math.inf)
                 optimizer.step()
                 if opt_bg and epoch >= schedule.bg_start:
                     torch.nn.utils.clip_grad_norm_(model.bg_predictor.parameters(), max_norm=10, norm_type=math.inf)

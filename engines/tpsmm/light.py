@@ -227,5 +227,10 @@ class WarpRefineGenerator(nn.Module):
         f0, f1, f2 = self.encode(driving)
         return [(f0 * upsample2(o1)).detach(), (f1 * o1).detach(), (f2 * F.avg_pool2d(o1, 2)).detach()]
 
+    def decode_motion(self, encoder_maps: list[torch.Tensor], source: torch.Tensor, motion,
+                      keep_warped: bool = False):
+        """The generators' common per-frame call (:meth:`decode` with the dense motion's grid and occlusion)."""
+        return self.decode(encoder_maps, source, motion.deformation, motion.occlusion_maps, keep_warped)
+
     def forward(self, source: torch.Tensor, motion, keep_warped: bool = False):
         return self.decode(self.encode(source), source, motion.deformation, motion.occlusion_maps, keep_warped)

@@ -295,6 +295,11 @@ class InpaintingNetwork(nn.Module):
             maps.append(self.occlude_input(out.detach(), occlusion_maps[len(self.down_blocks) - 1 - i].detach()).detach())
         return maps
 
+    def decode_motion(self, encoder_maps: list[torch.Tensor], source: torch.Tensor, motion: DenseMotion,
+                      keep_warped: bool = False) -> Inpainting:
+        """The generators' common per-frame call (:meth:`decode` with the dense motion's grid and occlusions)."""
+        return self.decode(encoder_maps, source, motion.deformation, motion.occlusion_maps, keep_warped)
+
     def forward(self, source: torch.Tensor, motion: DenseMotion, keep_warped: bool = False) -> Inpainting:
         return self.decode(self.encode(source), source, motion.deformation, motion.occlusion_maps, keep_warped)
 
@@ -353,6 +358,10 @@ class TPSMM(nn.Module):
             self.dense_motion_network = LightDenseMotion(config.num_tps, config.num_channels, dm.block_expansion,
                                                          dm.max_features, dm.num_blocks, dm.scale_factor)
             self.dense_motion_network.tps_regularise = dm.tps_regularise
+        elif dm.kind == "none":  # keypoint masks, no motion field (engines/tpsmm/kpmask.py)
+            from splinecam.engines.tpsmm.kpmask import KeypointMasks
+
+            self.dense_motion_network = KeypointMasks(config.num_tps, config.num_channels, dm.scale_factor)
         else:
             self.dense_motion_network = DenseMotionNetwork(
                 dm.block_expansion, dm.num_blocks, dm.max_features, config.num_tps, config.num_channels,
@@ -363,6 +372,11 @@ class TPSMM(nn.Module):
 
             self.inpainting_network = WarpRefineGenerator(config.num_channels, g.block_expansion, g.max_features,
                                                           g.num_down_blocks)
+        elif g.kind == "keypoint-mask":
+            from splinecam.engines.tpsmm.kpmask import KeypointMaskGenerator
+
+            self.inpainting_network = KeypointMaskGenerator(config.num_tps, config.num_channels, g.block_expansion,
+                                                            g.max_features, g.num_down_blocks)
         else:
             self.inpainting_network = InpaintingNetwork(config.num_channels, g.block_expansion, g.max_features,
                                                         g.num_down_blocks, config.multi_mask)
