@@ -261,7 +261,7 @@ class FullModel(nn.Module):
         small = dm.downsample(source)
         h, w = small.shape[2:]
         heat_source = kp2gaussian(kp_source, h, w, dm.kp_variance)
-        tps = solve_tps(kp_driving, kp_source, self.num_tps, dm.tps_regularise)  # float32, outside autocast
+        tps = solve_tps(kp_driving, kp_source, self.num_tps, getattr(dm, "tps_regularise", "all"))  # float32, outside autocast
         trans = dm.transformations(tps, h, w, bg_param)
         with self.amp():
             motion = dm.motion(small, heat_source, kp_driving, trans, self.schedule.dropout_p(epoch))
