@@ -49,7 +49,10 @@ def run_pipeline(clip: str | Path, loaded: LoadedModel, backend: str = "auto", p
         return _not_run(clip, backend, precision, device, paced, output_size, STATUS_UNAVAILABLE,
                         unavailable_reason(backend, err))
     t0 = time.perf_counter()
-    options = BackendOptions(progress=lambda msg: say(f"  {b} {p}: {msg}"), compile=compile_bf16)
+    from splinecam.engines.backends.options import paced_loop_threads
+
+    options = BackendOptions(progress=lambda msg: say(f"  {b} {p}: {msg}"), compile=compile_bf16,
+                             threads=paced_loop_threads() if paced else None)  # as `live` / `demo --realtime`
     try:
         if backend == "auto" and precision == "auto" and d == "cpu":  # as demo / live choose: measured
             from splinecam.engines.backends.autotune import choose

@@ -102,12 +102,12 @@ def load_model(checkpoint: str | Path | None = None, config: str | None = None) 
 
 
 def backend_from_args(args: argparse.Namespace, loaded: LoadedModel, sample: np.ndarray | None = None,
-                      say=print) -> Backend:
+                      say=print, threads: int | None = None) -> Backend:
     """The backend the flags ask for. ``--backend auto --precision auto`` on a CPU is measured
     (:mod:`splinecam.engines.backends.autotune`) on ``sample``, the (S,S,3) uint8 avatar crop it will
     animate; without a sample, the static policy of :func:`~splinecam.engines.backends.resolve_choice`."""
     options = BackendOptions(compile=not getattr(args, "no_compile", False),
-                             calibration=getattr(args, "calibration", None))
+                             calibration=getattr(args, "calibration", None), threads=threads)
     backend, device, precision = (getattr(args, name, "auto") for name in ("backend", "device", "precision"))
     if sample is not None and backend == "auto" and precision == "auto" and \
             resolve_choice("auto", device, "auto")[1] == "cpu":

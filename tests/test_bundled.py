@@ -4,6 +4,8 @@
   hash), pass TensorRT's operator checks, and ONNX Runtime runs them as torch runs the weights;
 - ``splinecam demo`` runs with PyTorch blocked (the light install) and never imports it;
 - no pixel of the driving frame reaches the output: only its keypoints do;
+- a still face comes back intact: every portrait in ../shared/data/avatars driven by its own face crop
+  gives ≥ 30 dB against that crop;
 - the demo output has no black hole (benchmarks/black_regions.py's definition).
 """
 
@@ -23,6 +25,21 @@ def bundled():
     from splinecam.engines.model_options import load_model
 
     return load_model()
+
+
+def test_a_still_face_comes_back_intact_for_every_portrait(bundled, shared):
+    """Driving = the avatar's own face crop: output vs that crop ≥ 30 dB PSNR, for every bundled-data portrait
+    (the TPS systems of cpu-256 reproduce the identity exactly: tests/test_tps_regularise.py)."""
+    from splinecam.engines.faces import FaceMesh
+    from splinecam.training.evaluate import still_faces
+
+    assert bundled.config.dense_motion.tps_regularise == "kernel"
+    with FaceMesh(static=True) as mesh:
+        results = still_faces(bundled.model, shared / "data" / "avatars", 256, mesh, progress=lambda s: None)
+    assert len(results) >= 10
+    worst = min(results, key=lambda r: r.psnr)
+    print(f"still faces: worst {worst.psnr:.2f} dB ({worst.name}) of {len(results)}")
+    assert worst.psnr >= 30.0, [(r.name, r.psnr) for r in results]
 
 
 def _crop(path):
