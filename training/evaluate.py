@@ -60,7 +60,7 @@ class EvaluationResult:
 def load_model(path: str | Path | None, config: str | None = None):
     """(TPSMM in eval mode, description) from a .safetensors / .pth.tar / run dir / checkpoint.pth."""
     from splinecam.engines.tpsmm.checkpoint import load_checkpoint
-    from splinecam.training.trainer import CHECKPOINT, model_from_training_checkpoint, read_training_checkpoint
+    from splinecam.training.checkpoint import CHECKPOINT, model_from_training_checkpoint, read_training_checkpoint
 
     from splinecam.engines.model_options import default_checkpoint
 
