@@ -477,3 +477,28 @@ def test_training_checkpoint_round_trips_the_old_layout(tiny_config):
     back = ckpt.to_dict()
     assert list(back) == list(old)
     assert all(back[k] is old[k] or back[k] == old[k] for k in old if k not in ("models", "rng"))
+
+
+def test_bf16_autocast_runs_on_the_models_device(tiny_config, monkeypatch):
+    """--bf16 autocasts on the device the model is on (it was always autocast("cpu"): nothing on CUDA)."""
+    from types import SimpleNamespace
+
+    from splinecam.engines.tpsmm.config import load_config
+    from splinecam.engines.tpsmm.networks import TPSMM
+    from splinecam.training.options import TrainOptions, TrainSchedule
+    from splinecam.training.step import FullModel
+    from splinecam.training.vgg import build_perceptual_net
+
+    cfg = load_config(tiny_config)
+    schedule = TrainSchedule.from_config(cfg, TrainOptions(data="", out=""))
+    full = FullModel(TPSMM(cfg), schedule, build_perceptual_net(None, 0.125), True, None)
+    with full.amp():
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    seen = []
+    monkeypatch.setattr(torch, "autocast", lambda device_type, dtype: seen.append((device_type, dtype)))
+    full._buffers["mirror"] = SimpleNamespace(device=SimpleNamespace(type="cuda"))  # as after .to("cuda")
+    full.amp()
+    assert seen == [("cuda", torch.bfloat16)]
+    full.bf16 = False
+    with full.amp():
+        assert not torch.is_autocast_enabled("cpu")
