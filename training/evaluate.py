@@ -5,7 +5,7 @@ that frame's own keypoints (standard mode: raw driving keypoints; background mot
 has it). Metrics per video, each beside the no-motion baseline (output = the source frame):
 
 - ``l1``: mean absolute error on [0,1] RGB;
-- ``psnr``: mean over frames of 10·log10(1/MSE) (dB);
+- ``psnr``: mean over frames of 10·log10(1/MSE) (dB; ``engines/quality.psnr``, 100 for identical frames);
 - ``akd``: average keypoint distance, mean Euclidean distance in pixels (at the evaluation image size,
   the model's unless ``--image-size`` says otherwise)
   between mediapipe face-mesh landmarks of the output and of the real frame, over frames where both
@@ -18,7 +18,6 @@ is one item); ``prepare-data`` output is used as is.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from splinecam.engines.errors import SplinecamError
+from splinecam.engines.quality import psnr as frame_psnr
 
 METRICS = ("l1", "l1_no_motion", "psnr", "psnr_no_motion", "akd", "akd_no_motion")
 
@@ -164,11 +164,6 @@ def _reconstruct_fomm(model, frames: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(((a - b) ** 2).mean())
-    return 100.0 if mse <= 1e-10 else 10 * math.log10(1.0 / mse)
-
-
 def evaluate_video(model, name: str, frames: np.ndarray, mesh, batch_size: int = 8) -> VideoResult:
     """Metrics of one clip (T,S,S,3) uint8."""
     real_landmarks = [mesh.landmarks(r) for r in frames]
@@ -178,8 +173,8 @@ def evaluate_video(model, name: str, frames: np.ndarray, mesh, batch_size: int =
     src = real[0]
     l1 = float(np.abs(pred - real).mean())
     l1_nm = float(np.abs(src[None] - real).mean())
-    psnr = float(np.mean([_psnr(p, r) for p, r in zip(pred, real)]))
-    psnr_nm = float(np.mean([_psnr(src, r) for r in real]))
+    psnr = float(np.mean([frame_psnr(p, r, peak=1.0) for p, r in zip(pred, real)]))
+    psnr_nm = float(np.mean([frame_psnr(src, r, peak=1.0) for r in real]))
     lm_src = real_landmarks[0]
     d_model, d_nm = [], []
     for p, r, lm_r in zip(pred, frames, real_landmarks):
