@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    from splinecam.engines.faces import FaceTracker
+    from splinecam.engines.faces.tracker import FaceTracker
     from splinecam.live.compose import parse_size
     from splinecam.live.passthrough import PassThroughBackend
     from splinecam.live.pipeline import LiveOptions, LivePipeline

@@ -47,7 +47,8 @@ from splinecam.live.metrics import LiveMetrics
 from splinecam.live.normalise import MODES, KeypointNormaliser
 from splinecam.live.preview import OverlayInfo, PreviewWindow
 from splinecam.live.sinks import OutputFrame, RecorderSink, SinkFanout, SteadySender, open_virtual_camera
-from splinecam.live.smoothing import OneEuroFilter, SmoothingSettings
+from splinecam.engines.one_euro import OneEuroFilter
+from splinecam.live.smoothing import SmoothingSettings
 from splinecam.live.state import LiveState
 from splinecam.live.tracking import DETECT_EVERY, FaceCropper, PoseFallback
 
@@ -398,7 +399,7 @@ class LivePipeline:
               cropper: FaceCropper | None = None, camera_factory=None, say=print) -> "LivePipeline":
         """Open everything for ``options``. Raises SplinecamError (one line) for a missing camera,
         an avatar without a face, … — before any sink is opened."""
-        from splinecam.engines.faces import FaceTracker
+        from splinecam.engines.faces.tracker import FaceTracker
 
         compose = ComposeOptions(options.output_size, options.compose, options.background)
         library = AvatarLibrary.load(options.avatar, backend, compose, options.crop, start=options.avatar_start,

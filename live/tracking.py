@@ -6,7 +6,7 @@
     fallback.good(kp_norm, t)                  # every frame with a face
     pose = fallback.pose(kp_neutral, t)        # a frame without: hold, then ease to neutral
 
-The crop comes from :class:`splinecam.engines.faces.FaceTracker` (mediapipe detection, smoothed crop locked
+The crop comes from :class:`splinecam.engines.faces.tracker.FaceTracker` (mediapipe detection, smoothed crop locked
 onto one person, re-detected when lost). Without a face the loop never animates from a stale or
 empty crop: it holds the last good normalised keypoints for ``hold_s`` (a blink of a missed
 detection goes unnoticed), then eases them to the avatar's own keypoints — the avatar at rest —
@@ -20,14 +20,15 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from splinecam.engines.faces import CropBox, FaceBox, FaceTracker, crop_image
+from splinecam.engines.faces.geometry import CropBox, FaceBox, crop_image
+from splinecam.engines.faces.tracker import FaceTracker
 from splinecam.live.capture import CapturedFrame
 
 DETECT_EVERY = 2  # face detection on every 2nd frame while the face is found (every frame while lost)
 
 
 def fast_crop(image: np.ndarray, box: CropBox, size: int) -> np.ndarray:
-    """``splinecam.engines.faces.crop_image(image, box, size)`` (edge pixels replicated outside the picture)
+    """``splinecam.engines.faces.geometry.crop_image(image, box, size)`` (edge pixels replicated outside the picture)
     at a fraction of the cost when the box is at least twice ``size``: an area average by the
     integer part of the scale (OpenCV's fast path), then a bilinear resize for the rest — instead
     of one area resize by a fractional scale (~2 ms for a 600 px box, against ~0.3 ms).

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import fake_tensorrt
-from splinecam.engines.faces import FaceBox, FaceTracker
+from splinecam.engines.faces.geometry import FaceBox
+from splinecam.engines.faces.tracker import FaceTracker
 from splinecam.live.calibration import Match
 from splinecam.live.capture import CapturedFrame
 from splinecam.live.hotkeys import Action, Command

@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from splinecam.engines.faces import FaceBox, FaceTracker
+from splinecam.engines.faces.geometry import FaceBox
+from splinecam.engines.faces.tracker import FaceTracker
 from splinecam.live.hotkeys import Action, Command, command_for_key
 from splinecam.live.passthrough import PassThroughBackend
 from splinecam.live.pipeline import LiveOptions, LivePipeline

@@ -156,7 +156,7 @@ class CentreDetector:
     """A face in the middle of every frame: keeps the tests' per-frame work small on a busy machine."""
 
     def detect(self, image):
-        from splinecam.engines.faces import FaceBox
+        from splinecam.engines.faces.geometry import FaceBox
 
         h, w = image.shape[:2]
         return [FaceBox(w * 0.3, h * 0.25, w * 0.7, h * 0.75, 0.9)]
@@ -165,7 +165,7 @@ class CentreDetector:
 def clip_pipeline(tmp_path, backend=None, **kw) -> Running:
     """The bundled clip as a camera (its own 25 fps, newest frame wins, looped), the stream on a free port;
     fake face detection and a fake model, so that the loop is fast however busy the machine."""
-    from splinecam.engines.faces import FaceTracker
+    from splinecam.engines.faces.tracker import FaceTracker
     from splinecam.live.pipeline import LiveOptions
     from splinecam.live.tracking import FaceCropper
 
@@ -201,7 +201,7 @@ def test_privacy_and_pass_through_from_the_control_page(tmp_path):
     """The stream gets what the virtual camera gets: the avatar, and the camera only while pass-through is on
     — switched here from the control page, through the hotkeys' queue."""
     from tests.test_live_pipeline import FakeCamera, FakeDetector, FakeVirtualCamera, avatar_dir, is_camera
-    from splinecam.engines.faces import FaceTracker
+    from splinecam.engines.faces.tracker import FaceTracker
     from splinecam.live.pipeline import LiveOptions
     from splinecam.live.tracking import FaceCropper
 
@@ -562,7 +562,7 @@ def test_a_port_in_use_is_one_line_before_any_sink_opens(tmp_path):
     from splinecam.engines.errors import SplinecamError
     from splinecam.live.pipeline import LiveOptions, LivePipeline
     from tests.test_live_pipeline import FakeCamera, FakeDetector, avatar_dir
-    from splinecam.engines.faces import FaceTracker
+    from splinecam.engines.faces.tracker import FaceTracker
     from splinecam.live.tracking import FaceCropper
 
     taken = socket.create_server(("127.0.0.1", 0))

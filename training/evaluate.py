@@ -192,7 +192,7 @@ def evaluate_video(model, name: str, frames: np.ndarray, mesh, batch_size: int =
 def evaluate(checkpoint: str | None, data: list[str], max_frames: int | None = None, config: str | None = None,
              batch_size: int = 8, image_size: int | None = None, progress=print) -> EvaluationResult:
     """Evaluate a model on every video of ``data`` (see the module docstring)."""
-    from splinecam.engines.faces import FaceMesh
+    from splinecam.engines.faces.mesh import FaceMesh
 
     from splinecam.engines.tpsmm.config import check_image_size
     from splinecam.engines.validate import COUNT
