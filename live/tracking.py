@@ -23,6 +23,7 @@ import numpy as np
 from splinecam.engines.faces.geometry import CropBox, FaceBox, crop_image
 from splinecam.engines.faces.tracker import FaceTracker
 from splinecam.live.capture import CapturedFrame
+from splinecam.live.kinds import StrEnum
 
 DETECT_EVERY = 2  # face detection on every 2nd frame while the face is found (every frame while lost)
 
@@ -91,6 +92,14 @@ class FaceCropper:
         self.tracker.close()
 
 
+class PosePhase(StrEnum):
+    """Where :class:`PoseFallback` is on a frame without a face."""
+
+    HOLD = "hold"          # the last good pose
+    EASING = "easing"      # on the way to the neutral pose
+    NEUTRAL = "neutral"    # the avatar's own keypoints: show the avatar still
+
+
 @dataclass(frozen=True)
 class FallbackPose:
     """What to drive with on a frame without a face.
@@ -101,7 +110,7 @@ class FallbackPose:
     """
 
     kp: np.ndarray
-    phase: str
+    phase: PosePhase
     progress: float
 
 
@@ -125,12 +134,12 @@ class PoseFallback:
     def pose(self, kp_neutral: np.ndarray, t: float) -> FallbackPose:
         neutral = np.asarray(kp_neutral, dtype=np.float32)
         if self._last is None:
-            return FallbackPose(neutral, "neutral", 1.0)
+            return FallbackPose(neutral, PosePhase.NEUTRAL, 1.0)
         since = float(t) - self._t_last
         if since <= self.hold_s:
-            return FallbackPose(self._last, "hold", 0.0)
+            return FallbackPose(self._last, PosePhase.HOLD, 0.0)
         p = 1.0 if self.ease_s <= 0 else min(1.0, (since - self.hold_s) / self.ease_s)
         if p >= 1.0:
-            return FallbackPose(neutral, "neutral", 1.0)
+            return FallbackPose(neutral, PosePhase.NEUTRAL, 1.0)
         w = np.float32(p * p * (3.0 - 2.0 * p))  # smoothstep
-        return FallbackPose(((1 - w) * self._last + w * neutral).astype(np.float32), "easing", p)
+        return FallbackPose(((1 - w) * self._last + w * neutral).astype(np.float32), PosePhase.EASING, p)

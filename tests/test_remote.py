@@ -387,9 +387,9 @@ def test_live_loop_holds_the_avatar_while_the_worker_is_away_and_carries_on(tmp_
     gap = [i for i in range(first_anim, len(kinds)) if kinds[i] == "still"]
     assert gap, "the avatar at rest while the worker was away"
     assert "animated" in kinds[gap[-1]:], "animated again once the worker was back"
-    r = summary["remote"]
+    r = summary.sections["remote"]
     assert r["sessions"] == 2 and r["connection_lost"] == 1 and r["frames_generated"] > 0
-    assert summary["frames"]["backend_offline"] > 0
+    assert summary.frames["backend_offline"] > 0
 
 
 # ----------------------------------------------------------------------------- the command line

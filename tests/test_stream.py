@@ -185,16 +185,16 @@ def test_serve_gives_25_distinct_animated_frames_within_5_s(tmp_path):
     finally:
         summary = run.stop()
     distinct = {hashlib.sha1(p[1]).hexdigest() for p in parts}
-    print(f"within 5 s: {len(parts)} JPEGs, {len(distinct)} distinct; loop {summary['fps']}")
-    assert len(parts) >= 25 and len(distinct) >= 25, (len(parts), len(distinct), summary["fps"])
+    print(f"within 5 s: {len(parts)} JPEGs, {len(distinct)} distinct; loop {summary.fps}")
+    assert len(parts) >= 25 and len(distinct) >= 25, (len(parts), len(distinct), summary.fps)
     seqs = [p[0] for p in parts]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     frame = decode(parts[-1][1])
     still = run.pipe.processor.library.current.still
     assert frame.shape == still.shape and np.abs(frame.astype(int) - still).mean() < 8    # the avatar
-    s = summary["stream"]
+    s = summary.sections["stream"]
     assert s["viewers_total"] == 1 and s["frames_served"] >= len(parts) and s["viewers_peak"] == 1
-    assert summary["frames"]["output"] >= s["frames_served"]
+    assert summary.frames["output"] >= s["frames_served"]
 
 
 def test_privacy_and_pass_through_from_the_control_page(tmp_path):
@@ -234,7 +234,7 @@ def test_privacy_and_pass_through_from_the_control_page(tmp_path):
     assert after and not any(is_camera(decode(p[1])) for p in after)
     vcam = FakeVirtualCamera.instances[0].frames
     assert any(is_camera(f) for f in vcam) and not is_camera(vcam[-1])   # the same rule, the same frames
-    assert summary["stream"]["control_requests"] == 3
+    assert summary.sections["stream"]["control_requests"] == 3
 
 
 def test_control_commands_are_the_hotkeys(tmp_path):
@@ -258,9 +258,10 @@ def test_control_commands_are_the_hotkeys(tmp_path):
                        (Command(Action.SMOOTHING, 0), lambda: not proc.controls.smoothing),
                        (Command(Action.SMOOTHING, 0), lambda: not proc.controls.smoothing),
                        (Command(Action.SELECT_AVATAR, 2), lambda: proc.library.index == 2)]:
-        proc.handle(cmd, 0.0)
+        pipe.command(cmd)                 # as the control page does
+        assert pipe.apply_commands(0.0) == 1  # as the processing thread does between two frames
         assert check()
-    state = pipe.control_state()
+    state = pipe.control_state()          # what the page reads: the view published after the commands
     assert state["avatars"] == ["a0", "a1", "a2"] and state["avatar"] == 2 and state["smoothing"] is False
     proc.close()
 
@@ -427,7 +428,7 @@ def test_state_changes_from_other_origins_are_refused(tmp_path):
         assert '<img src="/stream.mjpg"' in viewer and "<button" not in viewer        # the stream, nothing else
     finally:
         summary = run.stop()
-    assert summary["stream"]["refused_requests"] >= 7
+    assert summary.sections["stream"]["refused_requests"] >= 7
 
 
 def test_other_machines_need_the_token(tmp_path, monkeypatch):
