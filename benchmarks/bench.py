@@ -57,6 +57,7 @@ class BenchOptions:
     pipeline: str | None = None
     pipeline_frames: int | None = None
     pipeline_unpaced: bool = False
+    pipeline_no_record: bool = False
     output_size: tuple[int, int] = (1280, 720)
     remote: tuple[str, int] | None = None   # --pipeline over `splinecam worker` at (host, port)
     token: str = ""

@@ -1,6 +1,11 @@
 """Black holes in an output video: frames with a solid dark region the avatar does not have.
 
     python -m splinecam.benchmarks.black_regions OUT.mp4 --avatar IMG [--compose pad|none] [--json R.json]
+    python -m splinecam.benchmarks.black_regions --sweep AVATARS_DIR --driving CLIP [CLIP …] [--json R.json]
+                                                 [-- ANIMATE_FLAGS …]
+
+The second form runs ``splinecam animate`` (the real command, bundled weights unless the flags after
+``--`` say otherwise) for every portrait in AVATARS_DIR driven by every CLIP, and checks each output.
 
 The definition (issue 12): an 8-connected region of pixels whose brightest channel is below 12, larger
 than the avatar's own largest such region by more than 0.1 % of the frame. The avatar's own largest
@@ -94,18 +99,59 @@ def check_video(path: str, avatar_rgb: np.ndarray, compose: str = "pad") -> Blac
     return check_frames(all_frames(), fraction, str(path))
 
 
+def sweep(avatars_dir: str, clips: list[str], animate_flags: list[str], say=print) -> list[BlackRegionReport]:
+    """``splinecam animate`` of every portrait in ``avatars_dir`` × every clip, each output checked."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from splinecam.engines.media import read_image
+    from splinecam.engines.outputs import IMAGE_SUFFIXES
+
+    avatars = sorted(p for p in Path(avatars_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not avatars:
+        raise SystemExit(f"no portraits in {avatars_dir}")
+    reports = []
+    with tempfile.TemporaryDirectory(prefix="splinecam-black-") as tmp:
+        for clip in clips:
+            for avatar in avatars:
+                out = Path(tmp) / f"{avatar.stem}-{Path(clip).stem}.mp4"
+                cmd = [sys.executable, "-m", "splinecam.cli", "animate", "--source", str(avatar), "--driving", clip,
+                       "--out", str(out), *animate_flags]
+                done = subprocess.run(cmd, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise SystemExit(f"animate {avatar.name} × {clip} failed: {(done.stderr or done.stdout).strip()[-300:]}")
+                report = check_video(str(out), read_image(avatar), "none")
+                report.video = f"{avatar.name} × {Path(clip).name}"
+                say(f"{report.video}: {len(report.flagged)} of {report.frames} frames flagged")
+                reports.append(report)
+    return reports
+
+
 def main(argv: list[str] | None = None) -> int:
     from splinecam.engines.media import read_image
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    animate_flags = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
     ap = argparse.ArgumentParser(prog="python -m splinecam.benchmarks.black_regions", description=__doc__.split("\n\n")[0])
-    ap.add_argument("videos", nargs="+", help="output videos to check")
-    ap.add_argument("--avatar", required=True, help="the avatar image the videos animate")
+    ap.add_argument("videos", nargs="*", help="output videos to check")
+    ap.add_argument("--avatar", help="the avatar image the videos animate")
     ap.add_argument("--compose", choices=("pad", "none"), default="pad",
                     help="pad: live/demo output (default); none: animate output (the face crop)")
+    ap.add_argument("--sweep", metavar="AVATARS_DIR", help="animate every portrait in this folder and check each")
+    ap.add_argument("--driving", nargs="+", default=[], metavar="CLIP", help="with --sweep: the driving clips")
     ap.add_argument("--json", help="write the reports as JSON")
     args = ap.parse_args(argv)
-    avatar = read_image(args.avatar)
-    reports = [check_video(v, avatar, args.compose) for v in args.videos]
+    if args.sweep:
+        if not args.driving:
+            ap.error("--sweep needs --driving CLIP [CLIP …]")
+        reports = sweep(args.sweep, args.driving, animate_flags)
+    else:
+        if not args.videos or not args.avatar:
+            ap.error("give the videos and --avatar, or --sweep AVATARS_DIR --driving CLIP …")
+        avatar = read_image(args.avatar)
+        reports = [check_video(v, avatar, args.compose) for v in args.videos]
     for r in reports:
         print(f"{r.video}: {len(r.flagged)} of {r.frames} frames with a black region "
               f"(avatar's own: {100 * r.reference_fraction:.3f} % of the frame)"

@@ -75,6 +75,8 @@ def register(subparsers) -> None:
     g.add_argument("--pipeline-unpaced", action="store_true",
                    help="with --pipeline: read every frame as fast as processed (default: paced like a camera, "
                         "frames dropped when processing is slower)")
+    g.add_argument("--pipeline-no-record", action="store_true",
+                   help="with --pipeline: leave the recorder off (default on, into a throw-away file, as `demo` runs)")
     g.add_argument("--output-size", default="1280x720", metavar="WxH", help="with --pipeline: output size")
     g.add_argument("--remote", metavar="HOST:PORT",
                    help="with --pipeline: run the networks on a `splinecam worker` (the model is the worker's) and "
@@ -139,6 +141,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         command="splinecam " + " ".join(shlex.quote(a) for a in _without_token(sys.argv[1:]))
         if sys.argv[1:2] == ["bench"] else "splinecam bench",
         pipeline=args.pipeline, pipeline_frames=args.frames, pipeline_unpaced=args.pipeline_unpaced,
+        pipeline_no_record=args.pipeline_no_record,
         output_size=size, compile=not args.no_compile, remote=remote, token=token, remote_codec=args.remote_codec,
         remote_quality=args.remote_quality, calibration=args.calibration)
     result = run_bench(opts)

@@ -13,7 +13,10 @@ once; with ``--frames N`` it loops until N frames were sent (paced: N output fra
 rate, i.e. N / fps seconds).
 
 The avatar is ``--source`` or the bundled demo avatar (live/assets/mona.jpg); the backend is
-``auto`` unless ``--backends`` / ``--precisions`` name some (one run per combination).
+``auto`` unless ``--backends`` / ``--precisions`` name some (one run per combination); ``auto`` on a CPU
+is chosen as ``demo`` / ``live`` choose it (measured on the avatar, remembered:
+:mod:`splinecam.engines.backends.autotune`). The recorder is on, writing a throw-away H.264 file, as
+with ``splinecam demo`` and ``live --record`` (``--pipeline-no-record`` leaves it off).
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ DEFAULT_AVATAR = Path(__file__).resolve().parents[1] / "live" / "assets" / "mona
 
 def run_pipeline(clip: str | Path, loaded: LoadedModel, backend: str = "auto", precision: str = "auto",
                  device: str = "auto", avatar: str | Path | None = None, max_frames: int | None = None,
-                 paced: bool = True, output_size: tuple[int, int] = (1280, 720), compile_bf16: bool = True) -> PipelineResult:
+                 paced: bool = True, output_size: tuple[int, int] = (1280, 720), compile_bf16: bool = True,
+                 record: bool = True) -> PipelineResult:
     """One live run on ``clip``; a backend that cannot run here gives status "unavailable"."""
     from splinecam.engines.backends import BackendOptions, create_backend, resolve_choice
 
@@ -46,35 +50,50 @@ def run_pipeline(clip: str | Path, loaded: LoadedModel, backend: str = "auto", p
         return _not_run(clip, backend, precision, device, paced, output_size, STATUS_UNAVAILABLE,
                         unavailable_reason(backend, err))
     t0 = time.perf_counter()
+    options = BackendOptions(progress=lambda msg: say(f"  {b} {p}: {msg}"), compile=compile_bf16)
     try:
-        impl = create_backend(loaded, b, d, p, BackendOptions(progress=lambda msg: say(f"  {b} {p}: {msg}"), compile=compile_bf16))
+        if backend == "auto" and precision == "auto" and d == "cpu":  # as demo / live choose: measured
+            from splinecam.engines.backends.autotune import choose
+            from splinecam.engines.model_options import avatar_sample
+
+            sample = avatar_sample(avatar, loaded.config.image_size)
+            if sample is not None:
+                choice = choose(loaded, sample, options, say=lambda m: say(f"  {m}"))
+                say(f"  {choice.explain()}")
+                b, p = choice.engine, choice.precision
+        impl = create_backend(loaded, b, d, p, options)
     except BackendUnavailableError as err:
         return _not_run(clip, b, p, d, paced, output_size, STATUS_UNAVAILABLE, unavailable_reason(b, err))
-    return _run_live(impl, clip, avatar, max_frames, paced, output_size, t0, b, p, d)
+    return _run_live(impl, clip, avatar, max_frames, paced, output_size, t0, b, p, d, record)
 
 
 def _run_live(impl, clip: Path, avatar: Path, max_frames: int | None, paced: bool, output_size: tuple[int, int],
-              t0: float, b: str, p: str, d: str) -> PipelineResult:
-    """The live pipeline over ``impl`` (closed afterwards)."""
+              t0: float, b: str, p: str, d: str, record: bool = True) -> PipelineResult:
+    """The live pipeline over ``impl`` (closed afterwards); ``record``: the recorder on, into a temporary file."""
+    import tempfile
+
     from splinecam.live.pipeline import LiveOptions, LivePipeline
 
-    opts = LiveOptions(avatar=str(avatar), camera=str(clip), camera_size=None, camera_fps=None,
-                       output_size=output_size, fps=None, virtual_camera=False, preview=False, record=None,
-                       max_frames=max_frames, metrics=None, realtime=paced, loop=max_frames is not None)
-    try:
-        pipe = LivePipeline.build(opts, impl, say=lambda s: None)
-        setup_s = time.perf_counter() - t0
-        say(f"  live pipeline: {impl.describe()} on {clip.name} "
-             f"({'paced like a camera' if paced else 'unpaced'}), output {output_size[0]}x{output_size[1]} …")
-        summary = pipe.run()
-    finally:
-        impl.close()
+    with tempfile.TemporaryDirectory(prefix="splinecam-bench-rec-") as tmp:
+        opts = LiveOptions(avatar=str(avatar), camera=str(clip), camera_size=None, camera_fps=None,
+                           output_size=output_size, fps=None, virtual_camera=False, preview=False,
+                           record=str(Path(tmp) / "recording.mp4") if record else None,
+                           max_frames=max_frames, metrics=None, realtime=paced, loop=max_frames is not None)
+        try:
+            pipe = LivePipeline.build(opts, impl, say=lambda s: None)
+            setup_s = time.perf_counter() - t0
+            say(f"  live pipeline: {impl.describe()} on {clip.name} "
+                f"({'paced like a camera' if paced else 'unpaced'}), output {output_size[0]}x{output_size[1]}"
+                f"{', recorder on' if record else ''} …")
+            summary = pipe.run()
+        finally:
+            impl.close()
     return PipelineResult(
         clip=clip.name, backend=b, precision=p, device=d, paced=paced, output_size=summary.output_size or "",
         fps_processed=summary.fps.processed, fps_output=summary.fps.output,
         latency_ms=asdict(summary.latency_ms), stages_ms=summary.stages_ms, frames=summary.frames,
         duration_s=summary.duration_s, setup_s=round(setup_s, 2), variant=impl.describe(),
-        remote=summary.sections.get("remote"))
+        remote=summary.sections.get("remote"), recorded=record)
 
 
 def run_remote_pipeline(opts) -> PipelineResult:
@@ -91,7 +110,7 @@ def run_remote_pipeline(opts) -> PipelineResult:
     impl = RemoteBackend(host, port, opts.token, opts.remote_codec, opts.remote_quality,
                          say=lambda msg: say(f"  {msg}"))
     return _run_live(impl, clip, avatar, opts.pipeline_frames, not opts.pipeline_unpaced, opts.output_size, t0,
-                     "remote", impl.precision, impl.device)
+                     "remote", impl.precision, impl.device, not getattr(opts, "pipeline_no_record", False))
 
 
 def _not_run(clip: Path, backend: str, precision: str, device: str, paced: bool, size: tuple[int, int],
@@ -108,7 +127,8 @@ def run_pipelines(opts, loaded: LoadedModel) -> list[PipelineResult]:
         for p in opts.precisions or ["auto"]:
             try:
                 res = run_pipeline(opts.pipeline, loaded, b, p, opts.device, opts.source, opts.pipeline_frames,
-                                   not opts.pipeline_unpaced, opts.output_size, opts.compile)
+                                   not opts.pipeline_unpaced, opts.output_size, opts.compile,
+                                   not getattr(opts, "pipeline_no_record", False))
             except SplinecamError:
                 raise
             except Exception as err:  # one broken backend must not hide the others' figures

@@ -122,6 +122,7 @@ class PipelineResult:
     status: str = STATUS_OK
     reason: str | None = None
     remote: dict | None = None   # --remote: the live metrics' "remote" section (network vs worker vs inference)
+    recorded: bool = False       # the recorder was on (an H.264 file written, as `demo` / `live --record` do)
 
 
 @dataclass

@@ -266,6 +266,10 @@ class VideoWriter:
     (``output_size``). With ``audio_from``, ``close()`` copies the audio of that file (if it has
     any) into the result, re-encoded as AAC and cut to the video's length.
 
+    ``preset`` / ``threads``: libx264's speed preset and its thread count (None: FFmpeg's choice, one per
+    core; the live recorder asks for one thread, so the encoder never competes with the networks for
+    every core).
+
     The video goes to a hidden temporary file next to ``path`` and replaces ``path`` when closed,
     with ordinary file permissions. FFmpeg runs in its own process group, so a Ctrl-C in the
     terminal reaches splinecam only; leaving the ``with`` block on an exception (Ctrl-C included)
@@ -274,7 +278,7 @@ class VideoWriter:
 
     def __init__(self, path: PathLike, fps: float, size: tuple[int, int], *,
                  audio_from: PathLike | None = None, crf: int = 18,
-                 preset: str = "medium", flag: str = "output", inputs=()) -> None:
+                 preset: str = "medium", threads: int | None = None, flag: str = "output", inputs=()) -> None:
         try:
             w, h = SIDE.check(size[0], "video width"), SIDE.check(size[1], "video height")
             self.fps = float(FPS.check(fps, "fps"))
@@ -296,6 +300,7 @@ class VideoWriter:
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{self.output_size[0]}x"
                f"{self.output_size[1]}", "-r", rate, "-i", "-", "-an",
                "-c:v", "libx264", "-preset", preset, "-crf", str(int(crf)),
+               *(["-threads", str(int(threads))] if threads else []),
                "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(self._tmp)]
         try:
             self._proc: subprocess.Popen | None = subprocess.Popen(
@@ -315,7 +320,7 @@ class VideoWriter:
                                            (0, self.output_size[0] - self.size[0]), (0, 0)),
                                mode="edge")
         try:
-            self._proc.stdin.write(np.ascontiguousarray(frame_rgb).tobytes())
+            self._proc.stdin.write(memoryview(np.ascontiguousarray(frame_rgb)).cast("B"))  # no copy
         except (BrokenPipeError, OSError):
             self._abort()
             raise MediaError(f"cannot write video {self.path}: FFmpeg stopped "

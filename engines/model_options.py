@@ -36,9 +36,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, backends: bool = True) 
                    help="official TPSMM .pth.tar (vox.pth.tar …), official FOMM / Avatarify .pth.tar "
                         "(vox-adv-cpk.pth.tar …) or splinecam .safetensors (default: the bundled cpu-256 weights)")
     g.add_argument("--config", metavar="NAME|YAML",
-                   help="model config: a built-in name (vox-256, taichi-256, ted-384, mgif-256, lite-256, cpu-256; "
-                        "FOMM: fomm-vox-256, fomm-vox-adv-256) or an official-layout TPSMM / FOMM YAML; safetensors "
-                        "carry their own, official checkpoints are matched to a built-in config by shape when omitted")
+                   help="model config: a built-in name (vox-256, taichi-256, ted-384, mgif-256, lite-256, cpu-256, "
+                        "kpmask-256; FOMM: fomm-vox-256, fomm-vox-adv-256) or an official-layout TPSMM / FOMM YAML; "
+                        "safetensors carry their own, official checkpoints are matched to a built-in config by shape "
+                        "when omitted")
     if backends:
         g.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS,
                        help="where the networks run (default auto: see README, 'Backends')")

@@ -128,6 +128,13 @@ def open_virtual_camera(size: tuple[int, int], fps: float, device: str | None = 
 # ----------------------------------------------------------------------------- recorder
 
 
+#: the live recording's encoder: libx264 "ultrafast" on one thread — a 1280×720 frame in a few ms of one
+#: core (issue #12: "veryfast" on every core took a quarter of the networks' time on two cores); the file is
+#: larger for the same CRF, which a recording of a call can afford
+LIVE_PRESET = "ultrafast"
+LIVE_ENCODER_THREADS = 1
+
+
 class RecorderSink:
     """An H.264 mp4 (engines.media.VideoWriter) written in its own thread.
 
@@ -142,12 +149,12 @@ class RecorderSink:
     name = "recorder"
 
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int], block: bool = False,
-                 max_queue: int = 8, preset: str = "veryfast", metrics: LiveMetrics | None = None,
-                 flag: str = "--record", inputs=()):
+                 max_queue: int = 8, preset: str = LIVE_PRESET, metrics: LiveMetrics | None = None,
+                 flag: str = "--record", inputs=(), threads: int | None = LIVE_ENCODER_THREADS):
         from splinecam.engines.media import VideoWriter
 
         self.path = Path(path)
-        self.writer = VideoWriter(self.path, fps, size, preset=preset, flag=flag, inputs=inputs)
+        self.writer = VideoWriter(self.path, fps, size, preset=preset, threads=threads, flag=flag, inputs=inputs)
         self.block = block
         self.metrics = metrics
         self.dropped = 0

@@ -138,6 +138,9 @@ def register(subparsers) -> None:
                    help="a video, a folder of videos, or prepare-data output (repeatable)")
     p.add_argument("--max-frames", type=number_arg(int, 2, 10**9), help="frames per video (default all)")
     p.add_argument("--json", help="write the results as JSON here")
+    p.add_argument("--still-faces", metavar="DIR",
+                   help="also score a still face for every portrait in DIR: driving = its own face crop, output vs "
+                        "that crop, PSNR (dB)")
     p.add_argument("--threads", type=number_arg(THREADS))
     p.add_argument("--batch-size", type=number_arg(int, 1, 4096), default=8)
     p.add_argument("--image-size", type=number_arg(int, 32, 4096), help="evaluate at this resolution (default: the model's)")

@@ -9,7 +9,9 @@ has it). Metrics per video, each beside the no-motion baseline (output = the sou
 - ``akd``: average keypoint distance, mean Euclidean distance in pixels (at the evaluation image size,
   the model's unless ``--image-size`` says otherwise)
   between mediapipe face-mesh landmarks of the output and of the real frame, over frames where both
-  have a face.
+  have a face;
+- ``psnr_still``: the still face — PSNR (dB) of frame 0 reconstructed from itself (driving = source, its own
+  keypoints): what a model gives back when nothing moves (the no-motion baseline's is infinite).
 
 Raw videos are face-cropped exactly as ``prepare-data`` crops them (one stable crop per shot; each shot
 is one item); ``prepare-data`` output is used as is.
@@ -18,7 +20,7 @@ is one item); ``prepare-data`` output is used as is.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -28,12 +30,13 @@ import torch
 from splinecam.engines.errors import SplinecamError
 from splinecam.engines.quality import psnr as frame_psnr
 
-METRICS = ("l1", "l1_no_motion", "psnr", "psnr_no_motion", "akd", "akd_no_motion")
+METRICS = ("l1", "l1_no_motion", "psnr", "psnr_no_motion", "akd", "akd_no_motion", "psnr_still")
 
 
 @dataclass
 class VideoResult:
-    """Metrics of one video (see the module docstring); akd values are None if no face was measured."""
+    """Metrics of one video (see the module docstring); akd values are None if no face was measured.
+    ``psnr_still`` is frame 0's reconstruction from itself (the prediction every evaluation makes first)."""
 
     name: str
     frames: int
@@ -43,6 +46,15 @@ class VideoResult:
     psnr_no_motion: float
     akd: float | None
     akd_no_motion: float | None
+    psnr_still: float | None = None
+
+
+@dataclass
+class StillFaceResult:
+    """A still face: driving = the avatar's own face crop repeated; ``psnr`` of the output against it (dB)."""
+
+    name: str
+    psnr: float
 
 
 @dataclass
@@ -51,10 +63,15 @@ class EvaluationResult:
     image_size: int
     videos: list[VideoResult]
     mean: dict[str, float | None]
+    still_faces: list[StillFaceResult] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {"checkpoint": self.checkpoint, "image_size": self.image_size,
-                "videos": [asdict(v) for v in self.videos], "mean": self.mean}
+        out = {"checkpoint": self.checkpoint, "image_size": self.image_size,
+               "videos": [asdict(v) for v in self.videos], "mean": self.mean}
+        if self.still_faces:
+            out["still_faces"] = [asdict(s) for s in self.still_faces]
+            out["still_face_min_psnr"] = min(s.psnr for s in self.still_faces)
+        return out
 
 
 def load_model(path: str | Path | None, config: str | None = None):
@@ -137,8 +154,7 @@ def reconstruct(model, frames: np.ndarray, batch_size: int = 8, keypoints: np.nd
         s = src.expand(n, -1, -1, -1)
         bg = model.bg_predictor(s, drv) if model.bg_predictor is not None else None
         motion = model.dense_motion_network(s, kp_drv, kp_src.expand(n, -1, -1), bg)
-        pred = model.inpainting_network.decode([e.expand(n, -1, -1, -1) for e in enc], s, motion.deformation,
-                                               motion.occlusion_maps).prediction
+        pred = model.inpainting_network.decode_motion([e.expand(n, -1, -1, -1) for e in enc], s, motion).prediction
         out.append(pred.permute(0, 2, 3, 1).numpy())
     return np.concatenate(out)
 
@@ -186,11 +202,42 @@ def evaluate_video(model, name: str, frames: np.ndarray, mesh, batch_size: int =
         if lm_src is not None:
             d_nm.append(float(np.linalg.norm(lm_src - lm_r, axis=1).mean()))
     return VideoResult(name, len(frames), l1, l1_nm, psnr, psnr_nm,
-                       float(np.mean(d_model)) if d_model else None, float(np.mean(d_nm)) if d_nm else None)
+                       float(np.mean(d_model)) if d_model else None, float(np.mean(d_nm)) if d_nm else None,
+                       frame_psnr(pred[0], real[0], peak=1.0))
+
+
+def still_face(model, face: np.ndarray, mesh) -> float:
+    """PSNR (dB) of the output against ``face`` (S,S,3 uint8, a face crop) when the driving frame is ``face``
+    itself: a still face must come back intact."""
+    frames = np.stack([face, face])
+    keypoints = mesh_keypoints(model, [mesh.landmarks(face)] * 2, face.shape[0]) if model.kp_detector is None else None
+    pred = reconstruct(model, frames, 2, keypoints)[1]
+    return frame_psnr(pred, face.astype(np.float32) / 255, peak=1.0)
+
+
+def still_faces(model, folder: str | Path, size: int, mesh, progress=print) -> list[StillFaceResult]:
+    """:func:`still_face` of every portrait in ``folder``, face-cropped as the live loop crops an avatar."""
+    from splinecam.engines.faces.detection import find_face
+    from splinecam.engines.faces.geometry import crop_box_for_face, crop_image
+    from splinecam.engines.media import read_image
+    from splinecam.engines.outputs import IMAGE_SUFFIXES
+
+    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise SplinecamError(f"--still-faces {folder}: no pictures in it")
+    out = []
+    for p in paths:
+        image = read_image(p)
+        face = crop_image(image, crop_box_for_face(find_face(image, str(p))), size)
+        r = StillFaceResult(p.name, round(still_face(model, face, mesh), 2))
+        progress(f"still face {r.name}: {r.psnr:.2f} dB")
+        out.append(r)
+    return out
 
 
 def evaluate(checkpoint: str | None, data: list[str], max_frames: int | None = None, config: str | None = None,
-             batch_size: int = 8, image_size: int | None = None, progress=print) -> EvaluationResult:
+             batch_size: int = 8, image_size: int | None = None, progress=print,
+             still_faces_dir: str | Path | None = None) -> EvaluationResult:
     """Evaluate a model on every video of ``data`` (see the module docstring)."""
     from splinecam.engines.faces.mesh import FaceMesh
 
@@ -214,13 +261,14 @@ def evaluate(checkpoint: str | None, data: list[str], max_frames: int | None = N
                 progress(f"{name}: {r.frames} frames | L1 {r.l1:.4f} (no motion {r.l1_no_motion:.4f}) | "
                          f"PSNR {r.psnr:.2f} ({r.psnr_no_motion:.2f}) dB | AKD {_fmt(r.akd)} ({_fmt(r.akd_no_motion)}) px")
                 videos.append(r)
+        still = still_faces(model, still_faces_dir, size, mesh, progress) if still_faces_dir else []
     if not videos:
         raise SplinecamError("no video with 2 or more frames to evaluate")
     mean = {}
     for k in METRICS:
         vals = [getattr(v, k) for v in videos if getattr(v, k) is not None]
         mean[k] = float(np.mean(vals)) if vals else None
-    return EvaluationResult(desc, size, videos, mean)
+    return EvaluationResult(desc, size, videos, mean, still)
 
 
 def _fmt(v: float | None) -> str:
@@ -232,12 +280,16 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     res = evaluate(args.checkpoint, args.data, args.max_frames, args.config, args.batch_size,
-                   getattr(args, "image_size", None))
+                   getattr(args, "image_size", None), still_faces_dir=getattr(args, "still_faces", None))
     m = res.mean
     gain = 100 * (1 - m["l1"] / m["l1_no_motion"]) if m["l1_no_motion"] else float("nan")
     print(f"mean over {len(res.videos)} video(s): L1 {m['l1']:.4f} vs no motion {m['l1_no_motion']:.4f} "
           f"({gain:.1f}% lower) | PSNR {m['psnr']:.2f} vs {m['psnr_no_motion']:.2f} dB | "
-          f"AKD {_fmt(m['akd'])} vs {_fmt(m['akd_no_motion'])} px")
+          f"AKD {_fmt(m['akd'])} vs {_fmt(m['akd_no_motion'])} px | still face PSNR {_fmt(m['psnr_still'])} dB")
+    if res.still_faces:
+        worst = min(res.still_faces, key=lambda r: r.psnr)
+        print(f"still faces: {len(res.still_faces)} portraits, worst {worst.psnr:.2f} dB ({worst.name}), mean "
+              f"{np.mean([r.psnr for r in res.still_faces]):.2f} dB")
     if args.json:
         from splinecam.engines.outputs import write_text_atomic
 

@@ -91,7 +91,7 @@ class FullModel(nn.Module):
         small = dm.downsample(source)
         h, w = small.shape[2:]
         heat_source = kp2gaussian(kp_source, h, w, dm.kp_variance)
-        tps = solve_tps(kp_driving, kp_source, self.num_tps)  # float32, outside autocast
+        tps = solve_tps(kp_driving, kp_source, self.num_tps, getattr(dm, "tps_regularise", "all"))  # float32, outside autocast
         trans = dm.transformations(tps, h, w, bg_param)
         with self.amp():
             motion = dm.motion(small, heat_source, kp_driving, trans, self.schedule.dropout_p(epoch))
@@ -101,7 +101,10 @@ class FullModel(nn.Module):
         out.update(self._motion_losses(batch, kp_source, kp_driving, transform, motion, gen, bg_param if use_bg else None,
                                        aug_rng))
         generated = {"prediction": prediction.detach(), "kp_source": kp_source.detach(),
-                     "kp_driving": kp_driving.detach(), "occlusion": motion.occlusion_maps[-1].detach().float()}
+                     "kp_driving": kp_driving.detach(),
+                     # the occlusion map; the keypoint-mask model occludes nothing: its driving masks
+                     "occlusion": (motion.occlusion_maps[-1] if motion.occlusion_maps
+                                   else motion.preview).detach().float()}
         return out, generated
 
     def _warmstart_losses(self, batch, aug_rng) -> dict[str, torch.Tensor]:
@@ -188,17 +191,19 @@ class Optimisers:
     scheduler_bg: torch.optim.lr_scheduler.MultiStepLR | None
     warm: torch.optim.Adam
     keypoint_params: list[nn.Parameter]
+    dense_params: list[nn.Parameter]  # the dense motion network's (none: the keypoint-mask model's KeypointMasks)
 
     @classmethod
     def build(cls, model: TPSMM, schedule: TrainSchedule, warmstart_lr: float) -> "Optimisers":
         keypoint_params = list(model.kp_detector.parameters()) if model.kp_detector is not None else []
-        params = [*keypoint_params, *model.dense_motion_network.parameters(), *model.inpainting_network.parameters()]
+        dense_params = list(model.dense_motion_network.parameters())
+        params = [*keypoint_params, *dense_params, *model.inpainting_network.parameters()]
         main = _adam(params, schedule.lr)
         bg = _adam(model.bg_predictor.parameters(), schedule.lr) if model.bg_predictor is not None else None
         warm = torch.optim.Adam(keypoint_params or [torch.zeros(1, requires_grad=True)], lr=warmstart_lr)
         scheduler = torch.optim.lr_scheduler.MultiStepLR(main, schedule.epoch_milestones, gamma=0.1)
         scheduler_bg = torch.optim.lr_scheduler.MultiStepLR(bg, schedule.epoch_milestones, gamma=0.1) if bg else None
-        return cls(main, scheduler, bg, scheduler_bg, warm, keypoint_params)
+        return cls(main, scheduler, bg, scheduler_bg, warm, keypoint_params, dense_params)
 
     @property
     def lr(self) -> float:
@@ -256,7 +261,8 @@ def optimise(loss: torch.Tensor, model: TPSMM, optim: Optimisers, update_bg: boo
             param.grad = None
     if optim.keypoint_params:
         torch.nn.utils.clip_grad_norm_(optim.keypoint_params, max_norm=CLIP_NORM, norm_type=math.inf)
-    torch.nn.utils.clip_grad_norm_(model.dense_motion_network.parameters(), max_norm=CLIP_NORM, norm_type=math.inf)
+    if optim.dense_params:
+        torch.nn.utils.clip_grad_norm_(optim.dense_params, max_norm=CLIP_NORM, norm_type=math.inf)
     optim.main.step()
     if optim.bg and update_bg:
         torch.nn.utils.clip_grad_norm_(model.bg_predictor.parameters(), max_norm=CLIP_NORM, norm_type=math.inf)

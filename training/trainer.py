@@ -141,6 +141,9 @@ def _prepare(cfg: ModelConfig, opts: TrainOptions) -> tuple[TrainRun, TrainingCh
     if cfg.landmark_keypoints and (opts.warmstart_steps or opts.freeze_keypoints or opts.landmark_augment):
         raise SplinecamError(f"{cfg.name} takes face-mesh landmarks as keypoints (no keypoint network): "
                              f"--warmstart-steps, --freeze-keypoints and --landmark-augment do not apply")
+    if cfg.generator.kind == "keypoint-mask" and schedule.loss_weights.get("warp_loss"):
+        raise SplinecamError(f"{cfg.name} warps nothing (keypoint masks, no motion field): the warp loss does not "
+                             f"apply; set loss_weights.warp_loss: 0")
     model, init_from, init_indices = _new_model(cfg, opts, resume, log)
     perceptual = build_perceptual_net(opts.vgg_weights, opts.perceptual_width)
     landmark_indices, mirror = _landmarks(cfg, opts, schedule, clips, resume, init_indices)

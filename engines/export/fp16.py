@@ -56,6 +56,11 @@ MIXING: dict[str, tuple[int, ...] | None] = {
     "Sum": None, "Mean": None, "MatMul": None, "Where": (1, 2), "Equal": None, "Less": None, "Greater": None,
     "LessOrEqual": None, "GreaterOrEqual": None, "PRelu": None, "Einsum": None,
 }
+#: ops computed in float32 inside an fp16 graph, as the fp16 trace's islands are
+#: (:func:`splinecam.engines.export.graphs.model_in_dtype`): "keep" — the result stays float32 (the keypoint
+#: head's and the background's regression, and what follows them); "back" — cast back to the input's dtype
+#: after (InstanceNormalization: mean and variance over up to 256² values per channel)
+F32_ISLANDS = {"Gemm": "keep", "InstanceNormalization": "back"}
 #: float inputs that stay float32 whatever the node's dtype (op → input indices)
 PINNED_F32 = {"Resize": (1, 2), "Upsample": (1,)}
 #: a float32 → float16 conversion of these would change what the graph computes: refuse
@@ -174,9 +179,19 @@ def _node_dtype(g: _Graph, node) -> str | None:
         strong = [g.dtype.get(n) for j, n in floats if n not in g.weak and _participating(node, j)]
         return _promote(strong) if strong else F32
     j0, first = floats[0]
+    if op in F32_ISLANDS:
+        return F32
     if first in g.weak:
         return F32
     return g.dtype.get(first)
+
+
+def _output_dtype(g: _Graph, node, computed: str | None) -> str | None:
+    """The dtype of a (non-Cast) node's float outputs: what it computes in, except for the "back" islands."""
+    if F32_ISLANDS.get(node.op_type) == "back" and computed is not None:
+        first = next((n for n in g.inputs(node) if n and g.is_float(n) and n not in g.weak), None)
+        return g.dtype.get(first) if first else computed
+    return computed
 
 
 def _edge_verdicts(g: _Graph, node, index: int, seen: set) -> set[str]:
@@ -188,6 +203,8 @@ def _edge_verdicts(g: _Graph, node, index: int, seen: set) -> set[str]:
     op = node.op_type
     if op == "Cast":
         return set()
+    if op in F32_ISLANDS:
+        return {F32} if index == 0 else set()
     if op in WEIGHTED:
         return {F16} if index == 0 else set()
     if op == "GridSample":
@@ -269,7 +286,7 @@ def _resolve(g: _Graph) -> dict[str, _CastPlan]:
                 g.set_alias(node, plan.realias)
                 g.dtype[node.output[0]] = plan.target
                 continue
-            d = _node_dtype(g, node)
+            d = _output_dtype(g, node, _node_dtype(g, node))
             for name in node.output:
                 if g.is_float(name):
                     g.dtype[name] = d
@@ -348,6 +365,7 @@ def convert_to_fp16(model, half_inputs: set[str] | frozenset[str] = frozenset(),
             nodes.append(node)
             continue
         want = _node_dtype(g, node)
+        back = _output_dtype(g, node, want)  # before the inputs are re-pointed at casts
         if node.op_type in MIXING or want is not None:
             want = want or F32
             for j, name in enumerate(node.input):
@@ -363,6 +381,16 @@ def convert_to_fp16(model, half_inputs: set[str] | frozenset[str] = frozenset(),
             if any(g.is_float(o) for o in node.output):
                 report.f16_nodes += want == F16
                 report.f32_nodes += want == F32
+            if back is not None and back != want:  # a "back" island: computed in float32, its result cast to the input's dtype
+                nodes.append(node)
+                for k, name in enumerate(node.output):
+                    if not g.is_float(name):
+                        continue
+                    inner = f"{name}__{want}"
+                    node.output[k] = inner
+                    nodes.append(helper.make_node("Cast", [inner], [name], name=f"{name}/Cast", to=elem[back]))
+                    report.inserted_casts += 1
+                continue
         nodes.append(node)
 
     # graph outputs in their contract dtype

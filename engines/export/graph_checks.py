@@ -85,6 +85,12 @@ def inspect_graph(path: str | Path, allowed_ops: frozenset[str] = TENSORRT10_ONN
     for op in sorted(set(ops) - allowed_ops):
         problems.append(f"operator {op} is not in TensorRT's ONNX operator table")
     g = inferred.graph
+    doubles = [v.name for v in [*g.input, *g.output, *g.value_info] if v.type.tensor_type.elem_type == onnx.TensorProto.DOUBLE]
+    doubles += [i.name for i in g.initializer if i.data_type == onnx.TensorProto.DOUBLE]
+    doubles += [n.name for n in g.node if n.op_type == "Constant" and any(
+        a.t.data_type == onnx.TensorProto.DOUBLE for a in n.attribute if a.name == "value")]
+    if doubles:
+        problems.append(f"{len(doubles)} float64 tensors (TensorRT has no float64; first: {doubles[0]})")
     dynamic = [v.name for v in [*g.input, *g.output, *g.value_info] if not _static(v)]
     if dynamic:
         problems.append(f"{len(dynamic)} tensors without a static shape (first: {dynamic[0]})")

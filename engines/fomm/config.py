@@ -124,6 +124,8 @@ def is_fomm_layout(data: Any) -> bool:
         return False
     common = mp.get("common_params") or {}
     gen = mp.get("generator_params") or {}
+    if not isinstance(common, dict):
+        common = {}
     return ("num_kp" in common and "num_tps" not in common) or (isinstance(gen, dict) and "dense_motion_params" in gen)
 
 

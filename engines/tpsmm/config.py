@@ -26,8 +26,8 @@ from splinecam.engines.validate import Range, ValidationError
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
-GENERATOR_KINDS = ("inpainting", "warp-refine")
-DENSE_MOTION_KINDS = ("hourglass", "light")
+GENERATOR_KINDS = ("inpainting", "warp-refine", "keypoint-mask")
+DENSE_MOTION_KINDS = ("hourglass", "light", "none")
 KEYPOINT_HEADS = ("fc", "heatmap", "landmarks")
 
 
@@ -35,8 +35,10 @@ KEYPOINT_HEADS = ("fc", "heatmap", "landmarks")
 class GeneratorParams:
     """Inpainting network widths (official ``generator_params``).
 
-    ``kind`` is ours: ``inpainting`` (official) or ``warp-refine``
-    (:class:`splinecam.engines.tpsmm.light.WarpRefineGenerator`, the CPU config's).
+    ``kind`` is ours: ``inpainting`` (official), ``warp-refine``
+    (:class:`splinecam.engines.tpsmm.light.WarpRefineGenerator`, the CPU config's) or ``keypoint-mask``
+    (:class:`splinecam.engines.tpsmm.kpmask.KeypointMaskGenerator`: no warp, the frame synthesised from
+    the source and keypoint masks; it goes with dense motion ``kind: none``).
     """
 
     block_expansion: int = 64
@@ -51,18 +53,29 @@ class GeneratorParams:
 
 @dataclass(frozen=True)
 class DenseMotionParams:
-    """Dense motion network widths (official ``dense_motion_params``)."""
+    """Dense motion network widths (official ``dense_motion_params``).
+
+    ``kind`` is ours: ``hourglass`` (official), ``light`` (:class:`splinecam.engines.tpsmm.light.LightDenseMotion`)
+    or ``none`` (:class:`splinecam.engines.tpsmm.kpmask.KeypointMasks`: no motion estimated, keypoint masks
+    only; with the ``keypoint-mask`` generator; only ``scale_factor`` applies, the masks' size).
+    """
 
     block_expansion: int = 64
     max_features: int = 1024
     num_blocks: int = 5
     scale_factor: float = 0.25
     kind: str = "hourglass"
+    #: where the TPS systems' 0.01 regulariser goes (engines/tpsmm/geometry.py TPS_REGULARISE): "all" is
+    #: the official system; "kernel" reproduces affine maps exactly (a still face stays still)
+    tps_regularise: str = "all"
 
     def __post_init__(self) -> None:
         if self.kind not in DENSE_MOTION_KINDS:
             raise ValueError(f"dense_motion_params.kind must be one of {', '.join(DENSE_MOTION_KINDS)}, "
                              f"not {self.kind!r}")
+        if self.tps_regularise not in ("all", "kernel"):
+            raise ValueError(f"dense_motion_params.tps_regularise must be 'all' (official) or 'kernel', "
+                             f"not {self.tps_regularise!r}")
 
 
 @dataclass(frozen=True)
@@ -132,6 +145,8 @@ class ModelConfig:
     @property
     def num_source_features(self) -> int:
         """F: how many inpainting-encoder maps the generator caches per avatar."""
+        if self.generator.kind == "keypoint-mask":
+            return self.generator.num_down_blocks
         return 3 if self.generator.kind == "warp-refine" else self.generator.num_down_blocks + 1
 
     @property
@@ -206,7 +221,7 @@ def _checked(key: str, value: Any, where: str, name: str) -> Any:
     try:
         if key in LIMITS:
             return LIMITS[key].check(value, where)
-        if key in ("kind", "head"):
+        if key in ("kind", "head", "tps_regularise"):
             if not isinstance(value, str):
                 raise ValidationError(f"{where} must be a name, got {value!r:.40}")
             return value
@@ -245,8 +260,12 @@ def image_size_step(cfg: "ModelConfig") -> int:
     one pixel), the inpainting network halves S ``num_down_blocks`` times, a heatmap keypoint head
     works on an S/32 feature pyramid."""
     dm = cfg.dense_motion
-    step = int(round(2 ** dm.num_blocks / dm.scale_factor))
-    step = math.lcm(step, 2 ** (cfg.generator.num_down_blocks if cfg.generator.kind == "inpainting" else 3))
+    step = int(round((2 ** dm.num_blocks if getattr(dm, "kind", "hourglass") != "none" else 1) / dm.scale_factor))
+    if getattr(cfg, "family", "tpsmm") == "fomm":  # FOMM: its keypoint hourglass halves S × scale too
+        kp = cfg.keypoint
+        return math.lcm(step, int(round(2 ** kp.num_blocks / kp.scale_factor)), 2 ** cfg.generator.num_down_blocks)
+    g = cfg.generator
+    step = math.lcm(step, 2 ** (g.num_down_blocks if g.kind in ("inpainting", "keypoint-mask") else 3))
     if cfg.keypoint.head == "heatmap" or cfg.bg:
         step = math.lcm(step, 32)
     return step
@@ -297,6 +316,10 @@ def config_from_dict(data: dict[str, Any], name: str) -> ModelConfig:
     if not math.log2(1 / dense.scale_factor).is_integer():
         raise ConfigError(f"config {name!r}: dense_motion_params.scale_factor must be 1, 1/2, 1/4, … "
                           f"(got {dense.scale_factor:g})")
+    if (generator.kind == "keypoint-mask") != (dense.kind == "none"):
+        raise ConfigError(f"config {name!r}: generator_params.kind: keypoint-mask goes with dense_motion_params.kind: "
+                          f"none (its masks, no motion field), and only with it (got {generator.kind} with "
+                          f"{dense.kind})")
     num_tps = common.get("num_tps", 10)
     if keypoint.head == "landmarks" and len(keypoint.landmarks) != 5 * num_tps:
         raise ConfigError(f"config {name!r}: kp_detector_params.landmarks lists {len(keypoint.landmarks)} indices, "

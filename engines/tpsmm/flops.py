@@ -105,7 +105,7 @@ def count_network_flops(model: TPSMM | ModelConfig | str, image_size: int | None
     inp = model.inpainting_network
     enc_flops = _gflops(lambda: inp.encode(src))
     maps = inp.encode(src)
-    dec_flops = _gflops(lambda: inp.decode(maps, src, motion.deformation, motion.occlusion_maps))
+    dec_flops = _gflops(lambda: inp.decode_motion(maps, src, motion))
     return NetworkFlops(cfg.name, size, kp_flops, bg_flops, dm_flops, enc_flops, dec_flops)
 
 

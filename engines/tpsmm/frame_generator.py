@@ -53,7 +53,8 @@ def encode_source(model: TPSMM, image: torch.Tensor, kp: torch.Tensor | None = N
 
 
 class FrameGenerator(nn.Module):
-    """Dense motion + inpainting for one frame from cached source tensors.
+    """Dense motion + inpainting for one frame from cached source tensors (for ``kpmask-256``: keypoint
+    masks + the keypoint-mask generator, :mod:`splinecam.engines.tpsmm.kpmask`; its TPS inputs are unused).
 
     forward(image (1,3,S,S), small (1,3,s,s), heat (1,K,s,s), *features, kp_driving (1,K,2),
     tps_theta (1,T,2,3), tps_params (1,T,5,2)[, bg_param (1,3,3)]) → prediction (1,3,S,S).
@@ -82,5 +83,5 @@ class FrameGenerator(nn.Module):
         tps = TPSParams(theta.float(), kp_driving.float().reshape(1, self.num_tps, -1, 2), params.float())
         transformations = self.dense.transformations(tps, h, w, None if bg_param is None else bg_param.float())
         motion = self.dense.motion(small, heat.float(), kp_driving.float(), transformations, keep_all=False)
-        out = self.inpaint.decode(features, image, motion.deformation, motion.occlusion_maps)
+        out = self.inpaint.decode_motion(features, image, motion)
         return out.prediction

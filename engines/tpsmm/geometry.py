@@ -16,6 +16,11 @@ from splinecam.engines.relative_motion import convex_hull_area, relative_keypoin
 
 KP_VARIANCE = 0.01  # the official Gaussian variance of keypoint heatmaps
 TPS_REGULARISER = 0.01  # the official 0.01 added to the whole (n+3)×(n+3) TPS diagonal
+#: where the 0.01 goes: "all" — the official whole diagonal (the affine block too, so even identical
+#: keypoint sets give a TPS that is not the identity: harmless for keypoints spread over the frame, a
+#: distortion of many pixels for a small group of face landmarks); "kernel" — the radial block only (a
+#: smoothing TPS: affine maps, the identity included, are reproduced exactly)
+TPS_REGULARISE = ("all", "kernel")
 LOG_EPS = 1e-9  # U(r) = r² · log(r² + 1e-9)
 
 
@@ -55,8 +60,9 @@ class TPSParams:
     control_params: torch.Tensor
 
 
-def tps_system(kp_1: torch.Tensor) -> torch.Tensor:
-    """The regularised TPS system matrix L: kp_1 (N, T, P, 2) → (N, T, P+3, P+3)."""
+def tps_system(kp_1: torch.Tensor, regularise: str = "all") -> torch.Tensor:
+    """The regularised TPS system matrix L: kp_1 (N, T, P, 2) → (N, T, P+3, P+3); ``regularise``: one of
+    :data:`TPS_REGULARISE`."""
     n, t, p, _ = kp_1.shape
     sq = ((kp_1[:, :, :, None] - kp_1[:, :, None, :]) ** 2).sum(-1)
     k = tps_kernel(sq)
@@ -66,23 +72,29 @@ def tps_system(kp_1: torch.Tensor) -> torch.Tensor:
     top = torch.cat([k, kp_1p], 3)  # (N,T,P,P+3)
     bottom = torch.cat([kp_1p.transpose(2, 3), zero], 3)  # (N,T,3,P+3)
     system = torch.cat([top, bottom], 2)
-    return system + TPS_REGULARISER * torch.eye(p + 3, dtype=kp_1.dtype, device=kp_1.device)
+    diag = torch.ones(p + 3, dtype=kp_1.dtype, device=kp_1.device)
+    if regularise == "kernel":
+        diag[p:] = 0
+    elif regularise != "all":
+        raise ValueError(f"TPS regularisation {regularise!r}: one of {', '.join(TPS_REGULARISE)}")
+    return system + TPS_REGULARISER * torch.diag(diag)
 
 
-def solve_tps(kp_driving: torch.Tensor, kp_source: torch.Tensor, num_tps: int) -> TPSParams:
+def solve_tps(kp_driving: torch.Tensor, kp_source: torch.Tensor, num_tps: int, regularise: str = "all") -> TPSParams:
     """Fit the T thin-plate splines that map driving keypoints onto source keypoints.
 
     kp_driving, kp_source: (N, K, 2) with K = num_tps × 5. The small (P+3)² systems are solved as
     the official code does (explicit inverse, then a product) in float32, or in float64 when the
     inputs are float64; half-precision inputs are promoted (the log in U(r) is NaN in fp16). This
     runs on the host side: never inside an exported graph (no ONNX/TensorRT op for an inverse).
+    ``regularise``: :data:`TPS_REGULARISE` ("all", the official system, by default).
     """
     dtype = kp_driving.dtype if kp_driving.dtype == torch.float64 else torch.float32
     n = kp_driving.shape[0]
     kp_1 = kp_driving.reshape(n, num_tps, -1, 2).to(dtype)
     kp_2 = kp_source.reshape(n, num_tps, -1, 2).to(dtype)
     p = kp_1.shape[2]
-    system = tps_system(kp_1)
+    system = tps_system(kp_1, regularise)
     rhs = torch.cat([kp_2, torch.zeros(n, num_tps, 3, 2, dtype=dtype, device=kp_1.device)], 2)
     param = torch.matmul(torch.linalg.inv(system), rhs)  # (N,T,P+3,2)
     return TPSParams(theta=param[:, :, p:, :].transpose(2, 3), control_points=kp_1, control_params=param[:, :, :p, :])

@@ -20,10 +20,12 @@ TPS_REGULARISER = 0.01
 LOG_EPS = 1e-9
 
 
-def solve_tps_host(kp_driving: np.ndarray, kp_source: np.ndarray, num_tps: int) -> tuple[np.ndarray, np.ndarray]:
+def solve_tps_host(kp_driving: np.ndarray, kp_source: np.ndarray, num_tps: int,
+                   regularise: str = "all") -> tuple[np.ndarray, np.ndarray]:
     """The T TPS mapping driving keypoints onto source keypoints: (K,2), (K,2) → theta (T,2,3), params (T,P,2).
 
-    P = K / T control points per TPS. float64 throughout.
+    P = K / T control points per TPS. float64 throughout. ``regularise``: "all" (official: the whole
+    diagonal) or "kernel" (the radial block only; :data:`splinecam.engines.tpsmm.geometry.TPS_REGULARISE`).
     """
     d = np.asarray(kp_driving, np.float64).reshape(num_tps, -1, 2)
     s = np.asarray(kp_source, np.float64).reshape(num_tps, -1, 2)
@@ -34,7 +36,11 @@ def solve_tps_host(kp_driving: np.ndarray, kp_source: np.ndarray, num_tps: int) 
     system[:, :p, p:p + 2] = d
     system[:, :p, p + 2] = 1.0
     system[:, p:, :p] = system[:, :p, p:].transpose(0, 2, 1)
-    system += TPS_REGULARISER * np.eye(p + 3)
+    system[:, np.arange(p), np.arange(p)] += TPS_REGULARISER
+    if regularise == "all":
+        system[:, np.arange(p, p + 3), np.arange(p, p + 3)] += TPS_REGULARISER
+    elif regularise != "kernel":
+        raise ValueError(f"TPS regularisation {regularise!r}: 'all' or 'kernel'")
     rhs = np.concatenate([s, np.zeros((t, 3, 2))], axis=1)                   # (T,P+3,2)
     param = np.linalg.solve(system, rhs)
     return param[:, p:, :].transpose(0, 2, 1), param[:, :p, :]
@@ -48,7 +54,7 @@ def generator_feeds(config: ModelConfig, kp_driving: np.ndarray, kp_source: np.n
     contiguous; ``bg_param`` is the identity without a background motion (exactly no motion).
     """
     kp = np.ascontiguousarray(np.asarray(kp_driving, np.float32).reshape(1, -1, 2))
-    theta, params = solve_tps_host(kp[0], kp_source, config.num_tps)
+    theta, params = solve_tps_host(kp[0], kp_source, config.num_tps, config.dense_motion.tps_regularise)
     bg = np.eye(3, dtype=np.float32) if bg_param is None else np.asarray(bg_param, np.float32)
     return {"kp_driving": kp, "tps_theta": np.ascontiguousarray(theta[None], np.float32),
             "tps_params": np.ascontiguousarray(params[None], np.float32),

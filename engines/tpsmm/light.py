@@ -40,8 +40,9 @@ def grouped_gaussians(kp: torch.Tensor, groups: int, height: int, width: int, va
     """
     n, k, _ = kp.shape
     kp = kp.float()
-    xs = torch.linspace(-1.0, 1.0, width, dtype=torch.float32, device=kp.device)
-    ys = torch.linspace(-1.0, 1.0, height, dtype=torch.float32, device=kp.device)
+    # arange, not linspace: the ONNX exporter turns linspace into a float64 constant (TensorRT has no float64)
+    xs = torch.arange(width, dtype=torch.float32, device=kp.device) * (2.0 / (width - 1)) - 1.0
+    ys = torch.arange(height, dtype=torch.float32, device=kp.device) * (2.0 / (height - 1)) - 1.0
     gx = torch.exp(-0.5 * (xs.view(1, 1, -1) - kp[..., :1]) ** 2 / variance)       # (N,K,W)
     gy = torch.exp(-0.5 * (ys.view(1, 1, -1) - kp[..., 1:]) ** 2 / variance)       # (N,K,H)
     p = k // groups
@@ -121,6 +122,8 @@ class LightDenseMotion(nn.Module):
     contribution_maps (N,T+1,s,s).
     """
 
+    tps_regularise = "all"  # engines/tpsmm/geometry.py TPS_REGULARISE; set per config (cpu-256: "kernel")
+
     def __init__(self, num_tps: int, num_channels: int = 3, block_expansion: int = 24, max_features: int = 64,
                  num_blocks: int = 3, scale_factor: float = 0.25, kp_variance: float = 0.01):
         super().__init__()
@@ -169,7 +172,7 @@ class LightDenseMotion(nn.Module):
         small = self.downsample(source)
         h, w = small.shape[2:]
         heat_source = kp2gaussian(kp_source, h, w, self.kp_variance)
-        tps = solve_tps(kp_driving, kp_source, self.num_tps)
+        tps = solve_tps(kp_driving, kp_source, self.num_tps, self.tps_regularise)
         return self.motion(small, heat_source, kp_driving, self.transformations(tps, h, w, None), dropout_p)
 
 
@@ -223,6 +226,11 @@ class WarpRefineGenerator(nn.Module):
         o1 = occlusion_maps[0]
         f0, f1, f2 = self.encode(driving)
         return [(f0 * upsample2(o1)).detach(), (f1 * o1).detach(), (f2 * F.avg_pool2d(o1, 2)).detach()]
+
+    def decode_motion(self, encoder_maps: list[torch.Tensor], source: torch.Tensor, motion,
+                      keep_warped: bool = False):
+        """The generators' common per-frame call (:meth:`decode` with the dense motion's grid and occlusion)."""
+        return self.decode(encoder_maps, source, motion.deformation, motion.occlusion_maps, keep_warped)
 
     def forward(self, source: torch.Tensor, motion, keep_warped: bool = False):
         return self.decode(self.encode(source), source, motion.deformation, motion.occlusion_maps, keep_warped)

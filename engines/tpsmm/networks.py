@@ -113,6 +113,8 @@ class BGMotionPredictor(nn.Module):
 class DenseMotionNetwork(nn.Module):
     """Combines K+1 transformations (background + T TPS) into dense motion and occlusion masks."""
 
+    tps_regularise = "all"  # the official TPS system (engines/tpsmm/geometry.py TPS_REGULARISE); set per config
+
     def __init__(self, block_expansion: int, num_blocks: int, max_features: int, num_tps: int,
                  num_channels: int, scale_factor: float = 0.25, bg: bool = False, multi_mask: bool = True,
                  kp_variance: float = 0.01):
@@ -201,7 +203,7 @@ class DenseMotionNetwork(nn.Module):
         small = self.downsample(source)
         h, w = small.shape[2:]
         heat_source = kp2gaussian(kp_source, h, w, self.kp_variance)
-        tps = solve_tps(kp_driving, kp_source, self.num_tps)
+        tps = solve_tps(kp_driving, kp_source, self.num_tps, self.tps_regularise)
         trans = self.transformations(tps, h, w, bg_param)
         return self.motion(small, heat_source, kp_driving, trans, dropout_p)
 
@@ -293,6 +295,11 @@ class InpaintingNetwork(nn.Module):
             maps.append(self.occlude_input(out.detach(), occlusion_maps[len(self.down_blocks) - 1 - i].detach()).detach())
         return maps
 
+    def decode_motion(self, encoder_maps: list[torch.Tensor], source: torch.Tensor, motion: DenseMotion,
+                      keep_warped: bool = False) -> Inpainting:
+        """The generators' common per-frame call (:meth:`decode` with the dense motion's grid and occlusions)."""
+        return self.decode(encoder_maps, source, motion.deformation, motion.occlusion_maps, keep_warped)
+
     def forward(self, source: torch.Tensor, motion: DenseMotion, keep_warped: bool = False) -> Inpainting:
         return self.decode(self.encode(source), source, motion.deformation, motion.occlusion_maps, keep_warped)
 
@@ -350,15 +357,26 @@ class TPSMM(nn.Module):
 
             self.dense_motion_network = LightDenseMotion(config.num_tps, config.num_channels, dm.block_expansion,
                                                          dm.max_features, dm.num_blocks, dm.scale_factor)
+            self.dense_motion_network.tps_regularise = dm.tps_regularise
+        elif dm.kind == "none":  # keypoint masks, no motion field (engines/tpsmm/kpmask.py)
+            from splinecam.engines.tpsmm.kpmask import KeypointMasks
+
+            self.dense_motion_network = KeypointMasks(config.num_tps, config.num_channels, dm.scale_factor)
         else:
             self.dense_motion_network = DenseMotionNetwork(
                 dm.block_expansion, dm.num_blocks, dm.max_features, config.num_tps, config.num_channels,
                 dm.scale_factor, config.bg, config.multi_mask)
+            self.dense_motion_network.tps_regularise = dm.tps_regularise
         if g.kind == "warp-refine":
             from splinecam.engines.tpsmm.light import WarpRefineGenerator
 
             self.inpainting_network = WarpRefineGenerator(config.num_channels, g.block_expansion, g.max_features,
                                                           g.num_down_blocks)
+        elif g.kind == "keypoint-mask":
+            from splinecam.engines.tpsmm.kpmask import KeypointMaskGenerator
+
+            self.inpainting_network = KeypointMaskGenerator(config.num_tps, config.num_channels, g.block_expansion,
+                                                            g.max_features, g.num_down_blocks)
         else:
             self.inpainting_network = InpaintingNetwork(config.num_channels, g.block_expansion, g.max_features,
                                                         g.num_down_blocks, config.multi_mask)
