@@ -22,13 +22,15 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
+from splinecam.benchmarks.conditions import conditions
 from splinecam.benchmarks.device_info import collect_device_info
 from splinecam.benchmarks.results import (STATUS_FAILED, STATUS_UNAVAILABLE, BenchResult, ModelInfo, RowResult,
-                                max_abs_diff, sequence_psnr, summarise_times)
+                                fastest_at_floor, max_abs_diff, sequence_psnr, summarise_times)
 from splinecam.benchmarks.runner import (BackendRunner, OfficialBaseline, RowSpec, Runner, large_motion_keypoints, measure,
                                         say, unavailable_reason)
 from splinecam.engines.errors import BackendUnavailableError, CheckpointError
 from splinecam.engines.progress import Progress
+from splinecam.engines.quality import PSNR_FLOOR_DB, psnr
 from splinecam.engines.tpsmm.checkpoint import LoadedModel
 
 
@@ -199,19 +201,12 @@ def official_baseline(loaded: LoadedModel, device: str) -> OfficialBaseline:
 # ----------------------------------------------------------------------------- the run
 
 
-def _conditions() -> dict:
-    from splinecam.benchmarks.cpu_speed import busy_processes
-
-    return {"load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
-            "busy_processes": busy_processes()}
-
-
 def _run_remote_pipeline(opts: BenchOptions, threads: int) -> BenchResult:
     """--pipeline CLIP --remote HOST:PORT: the live pipeline here, the networks on the worker (its model)."""
     from splinecam.benchmarks.pipeline import run_remote_pipeline
 
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    before = _conditions()
+    before = conditions()
     device = collect_device_info(threads)
     host, port = opts.remote
     say(f"splinecam bench: {device.label} (client); networks on the worker at {host}:{port}")
@@ -223,7 +218,7 @@ def _run_remote_pipeline(opts: BenchOptions, threads: int) -> BenchResult:
                                    "remote": f"{host}:{port}", "remote_codec": opts.remote_codec,
                                    "remote_quality": opts.remote_quality})
     result.pipeline = [run_remote_pipeline(opts)]
-    result.conditions = {"start": before, "end": _conditions()}
+    result.conditions = {"start": before, "end": conditions()}
     return result
 
 
@@ -239,7 +234,7 @@ def run_bench(opts: BenchOptions) -> BenchResult:
         return _run_remote_pipeline(opts, threads)
     loaded, model_source = load_bench_model(opts)
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    before = _conditions()
+    before = conditions()
     device = collect_device_info(threads)
     say(f"splinecam bench: {device.label}; {loaded.config.name} ({model_source}); {threads} threads")
     info = model_info(loaded, model_source)
@@ -257,7 +252,7 @@ def run_bench(opts: BenchOptions) -> BenchResult:
                            "mode": "relative"}
         result.pipeline = run_pipelines(opts, loaded)
         result.inputs = {"description": f"{opts.pipeline} as the camera"}
-        result.conditions = {"start": before, "end": _conditions()}
+        result.conditions = {"start": before, "end": conditions()}
         return result
 
     inputs = load_inputs(loaded.config.image_size, opts.frames, opts.driving, opts.source)
@@ -311,9 +306,13 @@ def run_bench(opts: BenchOptions) -> BenchResult:
         if m.error:
             row.status, row.reason = STATUS_FAILED, m.error
             continue
+        worst = None
         if row.precision != "fp32":
+            worst = min(psnr(a, b) for a, b in zip(m.outputs, ref))
             try:
-                row.psnr_large_motion_vs_fp32 = round(sequence_psnr([runner.generate_kp(kp_large)], [ref_large]), 2)
+                large = sequence_psnr([runner.generate_kp(kp_large)], [ref_large])
+                row.psnr_large_motion_vs_fp32 = round(large, 2)
+                worst = min(worst, large)
             except Exception as err:  # quality extra: never fails the row
                 say(f"  {row.label}: large-motion frame failed ({err})")
         row.frames = len(m.ms)
@@ -322,6 +321,8 @@ def run_bench(opts: BenchOptions) -> BenchResult:
         row.stages_ms = m.stage_means()
         row.max_abs_diff_vs_fp32 = max_abs_diff(m.outputs, ref)
         row.psnr_vs_fp32 = None if row.precision == "fp32" else round(sequence_psnr(m.outputs, ref), 2)
+        row.psnr_min_vs_fp32 = None if worst is None else round(worst, 2)
+        row.meets_psnr_floor = None if row.baseline else (worst is None or worst >= PSNR_FLOOR_DB)
     for r in runners[1:]:
         r.close()
     base_ms = base_row.ms_per_frame_median
@@ -334,6 +335,7 @@ def run_bench(opts: BenchOptions) -> BenchResult:
         if row.setup_s is not None:
             row.setup_s = round(row.setup_s, 2)
     result.results = rows
-    result.conditions = {"start": before, "end": _conditions(),
+    result.fastest = fastest_at_floor(rows)
+    result.conditions = {"start": before, "end": conditions(),
                          "duration_s": round(time.perf_counter() - t0, 1)}
     return result

@@ -71,7 +71,8 @@ def check_frames(frames, reference_fraction: float, name: str = "", margin: floa
 
 def reference_frame(avatar_rgb: np.ndarray, size: tuple[int, int], compose: str = "pad") -> np.ndarray:
     """The avatar as it appears in an output of ``size`` (W, H) when nothing moves (see the module doc)."""
-    from splinecam.engines.faces import crop_box_for_face, crop_image, find_face
+    from splinecam.engines.faces.detection import find_face
+    from splinecam.engines.faces.geometry import crop_box_for_face, crop_image
 
     crop_box = crop_box_for_face(find_face(avatar_rgb, "the avatar"))
     face = crop_image(avatar_rgb, crop_box, 256)

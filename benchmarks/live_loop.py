@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    from splinecam.engines.faces import FaceTracker
+    from splinecam.engines.faces.tracker import FaceTracker
     from splinecam.live.compose import parse_size
     from splinecam.live.passthrough import PassThroughBackend
     from splinecam.live.pipeline import LiveOptions, LivePipeline
@@ -130,21 +130,21 @@ def main(argv=None) -> int:
         wall = time.perf_counter() - t0
         recorded = recorder.frames_written
 
-    stages = summary["stages_ms"]
+    stages = summary.stages_ms
     loop_ms = round(sum(stages.values()), 3)  # every stage; the pass-through "networks" cost ~0.1 ms
     rss = probe.samples
     result = {
         "benchmark": "live loop, networks replaced by a pass-through backend",
-        "frames": summary["frames"],
+        "frames": summary.frames,
         "output_size": f"{size[0]}x{size[1]}",
         "input": f"bundled webcam clip scaled and padded to {size[0]}x{size[1]}, looped, unpaced",
         "stages_ms": stages,
         "loop_ms_per_frame": loop_ms,
         "target_ms": 10.0,
         "meets_target": loop_ms < 10.0,
-        "wall_ms_per_frame": round(wall * 1000.0 / max(1, summary["frames"]["processed"]), 3),
-        "fps_processed": summary["fps"]["processed"],
-        "recorder": {"frames_written": recorded, "dropped": summary["frames"]["recorder_dropped"],
+        "wall_ms_per_frame": round(wall * 1000.0 / max(1, summary.frames["processed"]), 3),
+        "fps_processed": summary.fps.processed,
+        "recorder": {"frames_written": recorded, "dropped": summary.frames["recorder_dropped"],
                      "note": "H.264 veryfast in FFmpeg, its own thread; drops instead of blocking the loop"},
         "rss_mb": rss,
         "rss_growth_mb": round(rss["end"]["rss_mb"] - rss["start"]["rss_mb"], 1) if {"start", "end"} <= set(rss) else None,

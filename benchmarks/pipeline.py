@@ -22,6 +22,7 @@ with ``splinecam demo`` and ``live --record`` (``--pipeline-no-record`` leaves i
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from splinecam.benchmarks.runner import say, unavailable_reason
@@ -91,11 +92,11 @@ def _run_live(impl, clip: Path, avatar: Path, max_frames: int | None, paced: boo
         finally:
             impl.close()
     return PipelineResult(
-        clip=clip.name, backend=b, precision=p, device=d, paced=paced, output_size=summary.get("output_size", ""),
-        fps_processed=summary["fps"]["processed"], fps_output=summary["fps"]["output"],
-        latency_ms=summary["latency_ms"], stages_ms=summary["stages_ms"], frames=summary["frames"],
-        duration_s=summary.get("duration_s", 0.0), setup_s=round(setup_s, 2), variant=impl.describe(),
-        remote=summary.get("remote"), recorded=record)
+        clip=clip.name, backend=b, precision=p, device=d, paced=paced, output_size=summary.output_size or "",
+        fps_processed=summary.fps.processed, fps_output=summary.fps.output,
+        latency_ms=asdict(summary.latency_ms), stages_ms=summary.stages_ms, frames=summary.frames,
+        duration_s=summary.duration_s, setup_s=round(setup_s, 2), variant=impl.describe(),
+        remote=summary.sections.get("remote"), recorded=record)
 
 
 def run_remote_pipeline(opts) -> PipelineResult:

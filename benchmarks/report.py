@@ -59,6 +59,10 @@ def format_table(data: dict) -> str:
                          f"{_f(r.get('ms_per_frame_p90'), '8.1f')} {_f(r.get('fps'), '7.2f')} "
                          f"{_f(r.get('speedup_vs_baseline'), '6.2f')} {psnr:>8s} {lm:>8s}  {stages}")
         lines.append(foot)
+        fastest = data.get("fastest")
+        if fastest:
+            lines.append(f"fastest at ≥ {fastest['psnr_floor_db']:.0f} dB PSNR on every frame: {fastest['row']} "
+                         f"×{_f(fastest.get('speedup_vs_baseline'), '.2f')} the official demo")
     for p in data.get("pipeline") or []:
         if p.get("status") != "ok":
             lines.append(f"pipeline {p.get('backend')} {p.get('precision')}: {p.get('status')}: {p.get('reason')}")

@@ -8,6 +8,8 @@
      "settings": {"frames", "warmup", "threads", "mode", "interleaved"},
      "conditions": {"load_average_start", "load_average_end", "busy_processes_start", …},
      "results": [RowResult, …]   one per backend × precision, plus the baseline row,
+     "fastest": {"row", "speedup_vs_baseline", "ms_per_frame_median", "psnr_floor_db"} or null: the
+                fastest row that keeps the PSNR floor (older files: absent),
      "pipeline": [PipelineResult, …] or null}
 
 Every figure in ``results`` comes from one run, rows interleaved frame by frame; speed-ups are
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from splinecam.engines.errors import SplinecamError
+from splinecam.engines.quality import PSNR_FLOOR_DB, mean_psnr
 
 SCHEMA = "splinecam-bench/1"
 BASELINE_BACKEND = "torch-official"
@@ -53,11 +56,13 @@ class RowResult:
 
     ms_per_frame_*: wall time of keypoints + normalise + generate for one frame (uint8 in, uint8
     out); fps = 1000 / ms_per_frame_median; stages_ms: mean ms per stage; psnr_vs_fp32: mean
-    over frames of the PSNR (dB, 99 for identical frames) against the baseline's float32 torch
+    over frames of the PSNR (dB, ``engines/quality.psnr``: 100 for identical frames) against the baseline's float32 torch
     frames, None for fp32 rows; psnr_large_motion_vs_fp32: the same for one generated frame under
     a large seeded keypoint motion (``runner.large_motion_keypoints``, untimed);
     max_abs_diff_vs_fp32: the largest uint8 difference to the baseline's frames;
-    speedup_vs_baseline: baseline median / this row's median. status "unavailable" / "failed"
+    speedup_vs_baseline: baseline median / this row's median; psnr_min_vs_fp32: the worst of those
+    frames (large motion included), meets_psnr_floor: whether it keeps ``engines/quality.PSNR_FLOOR_DB``
+    (fp32 rows: True; the baseline: None) — the ``auto`` policy's test. status "unavailable" / "failed"
     rows carry a one-line ``reason`` and None figures.
     """
 
@@ -79,6 +84,8 @@ class RowResult:
     psnr_large_motion_vs_fp32: float | None = None
     max_abs_diff_vs_fp32: int | None = None
     speedup_vs_baseline: float | None = None
+    psnr_min_vs_fp32: float | None = None
+    meets_psnr_floor: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -127,6 +134,7 @@ class BenchResult:
     conditions: dict = field(default_factory=dict)
     results: list[RowResult] = field(default_factory=list)
     pipeline: list[PipelineResult] | None = None
+    fastest: dict | None = None   # fastest_at_floor(results)
     created: str = ""
     command: str = ""
     note: str = ""
@@ -135,7 +143,7 @@ class BenchResult:
     def to_dict(self) -> dict:
         d = asdict(self)
         order = ["schema", "created", "command", "note", "device", "model", "inputs", "settings", "conditions",
-                 "results", "pipeline"]
+                 "results", "fastest", "pipeline"]
         return {k: d[k] for k in order}
 
     def write(self, path: str | Path) -> Path:
@@ -184,11 +192,22 @@ def summarise_times(ms: list[float]) -> tuple[float, float, float]:
 
 
 def sequence_psnr(frames: list[np.ndarray], reference: list[np.ndarray]) -> float:
-    """Mean over frames of the PSNR (dB) of uint8 frames against reference frames (99 if identical)."""
-    from splinecam.benchmarks.cpu_speed import psnr
+    """Mean over frames of the PSNR (dB, ``engines/quality.psnr``: 100 if identical) of uint8 frames
+    against reference frames."""
+    return mean_psnr(frames, reference)
 
-    return float(np.mean([psnr(a.astype(np.float32) / 255.0, b.astype(np.float32) / 255.0)
-                          for a, b in zip(frames, reference)]))
+
+def fastest_at_floor(rows: list[RowResult]) -> dict | None:
+    """The fastest measured row whose every frame keeps the PSNR floor against float32 (fp32 rows count),
+    the baseline aside — what the ``auto`` policy would choose among the rows: {"row", "speedup_vs_baseline",
+    "ms_per_frame_median", "psnr_floor_db"}, or None."""
+    eligible = [r for r in rows if r.ok and not r.baseline and r.meets_psnr_floor and r.ms_per_frame_median]
+    if not eligible:
+        return None
+    best = min(eligible, key=lambda r: r.ms_per_frame_median)
+    return {"row": best.label + (" (compiled)" if "compiled" in (best.variant or "") else ""),
+            "speedup_vs_baseline": best.speedup_vs_baseline, "ms_per_frame_median": best.ms_per_frame_median,
+            "psnr_floor_db": PSNR_FLOOR_DB}
 
 
 def max_abs_diff(frames: list[np.ndarray], reference: list[np.ndarray]) -> int:

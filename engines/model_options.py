@@ -124,7 +124,8 @@ def avatar_sample(path: str | Path, size: int) -> np.ndarray | None:
     """The face crop (size×size uint8 RGB) of an avatar image, or of a folder's first image; None when
     there is none to read or no face in it (the caller reports those itself)."""
     from splinecam.engines.errors import SplinecamError
-    from splinecam.engines.faces import crop_box_for_face, crop_image, find_face
+    from splinecam.engines.faces.detection import find_face
+    from splinecam.engines.faces.geometry import crop_box_for_face, crop_image
     from splinecam.engines.media import read_image
 
     p = Path(path)

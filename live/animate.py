@@ -21,7 +21,9 @@ import numpy as np
 
 from splinecam.engines.backends import Backend
 from splinecam.engines.errors import SplinecamError
-from splinecam.engines.faces import CropBox, crop_box_for_face, crop_image, find_best_frame, find_face, stable_crop_for_frames
+from splinecam.engines.faces.best_frame import find_best_frame
+from splinecam.engines.faces.detection import find_face, stable_crop_for_frames
+from splinecam.engines.faces.geometry import CropBox, crop_box_for_face, crop_image
 from splinecam.engines.media import VideoReader, VideoWriter, read_image
 from splinecam.engines.output_guard import GeneratorOutputError
 from splinecam.engines.progress import Progress

@@ -4,7 +4,7 @@
     avatar = library.current           # Avatar: picture, crop, (S,S,3) image, cached SourceState
     library.select(3); library.next(); library.previous()
 
-Each avatar is face-cropped automatically (``splinecam.engines.faces.find_face`` → ``crop_box_for_face`` →
+Each avatar is face-cropped automatically (``splinecam.engines.faces.detection.find_face`` → ``crop_box_for_face`` →
 ``crop_image``), or taken whole with ``crop="none"`` (already a face crop). ``backend.prepare_source``
 runs once per avatar (on first use, or for all of them with :meth:`AvatarLibrary.prepare_all`)
 and its result is cached with the avatar's composer (its output background), so switching is
@@ -21,7 +21,8 @@ import numpy as np
 
 from splinecam.engines.backends.base import Backend, SourceState
 from splinecam.engines.errors import FaceNotFoundError, MediaError
-from splinecam.engines.faces import CropBox, Detector, crop_box_for_face, crop_image, find_face
+from splinecam.engines.faces.detection import Detector, find_face
+from splinecam.engines.faces.geometry import CropBox, crop_box_for_face, crop_image
 from splinecam.engines.media import read_image
 from splinecam.live.compose import ComposeOptions, Composer
 

@@ -1,7 +1,7 @@
 """Calibration by best-frame search (Avatarify's "F" key, the official ``find_best_frame`` live).
 
 While the search runs, every webcam face crop is scored against the avatar's face landmarks
-(mediapipe face mesh, ``splinecam.engines.faces.landmark_distance``: 0 = the same shape and pose up to
+(mediapipe face mesh, ``splinecam.engines.faces.best_frame.landmark_distance``: 0 = the same shape and pose up to
 translation and scale); the preview shows the avatar as a ghost over the crop and the match
 score, so the user can line up. Finishing (the key again, or ``max_s`` seconds) calibrates with
 the driving keypoints of the best-matching frame. The other calibration, the reset key, simply
@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from splinecam.engines.faces import FaceMesh, landmark_distance
+from splinecam.engines.faces.best_frame import landmark_distance
+from splinecam.engines.faces.mesh import FaceMesh
 
 SCORE_SCALE = 2.0  # distance at which the 0-100 score is 100/e ≈ 37 (webcam vs. a portrait: 1-6)
 

@@ -39,6 +39,7 @@ import numpy as np
 
 from splinecam.engines.backends.base import StageTimer
 from splinecam.engines.errors import MediaError
+from splinecam.live.kinds import StrEnum
 
 log = logging.getLogger(__name__)
 
@@ -380,13 +381,21 @@ class Pacing:
         return cls(newest_wins=False, fps=None, loop=loop)
 
 
+class CaptureStatus(StrEnum):
+    """``CaptureThread.status`` (written by the capture thread; read by the processing thread — one
+    reference assignment, so a reader sees the old or the new member, never a mix)."""
+
+    RUNNING = "running"
+    RECONNECTING = "reconnecting"  # a live source stopped; reopened every ``reconnect_s``
+    ENDED = "ended"                # end of a file without loop, or stopped
+
+
 class CaptureThread:
     """Reads ``source`` in a daemon thread and hands frames over through a :class:`FrameSlot`.
 
     Counters: ``captured`` (frames read), ``dropped`` (replaced before the processing took them).
-    ``timer`` holds the "capture" stage (read + colour conversion, ms). ``status``: "running",
-    "reconnecting" (a live source stopped; it is reopened every ``reconnect_s``) or "ended" (end
-    of a file without loop, or stopped). ``ended`` is True once nothing more will come.
+    ``timer`` holds the "capture" stage (read + colour conversion, ms). ``status``: a
+    :class:`CaptureStatus`. ``ended`` is True once nothing more will come.
     """
 
     def __init__(self, source: FrameSource, pacing: Pacing, reconnect_s: float = 1.0,
@@ -399,7 +408,7 @@ class CaptureThread:
         self.captured = 0
         self.dropped = 0
         self.reconnects = 0
-        self.status = "running"
+        self.status = CaptureStatus.RUNNING
         self.timer = StageTimer()
         self._stop = threading.Event()
         self._done = threading.Event()
@@ -450,7 +459,7 @@ class CaptureThread:
         except Exception:  # never die silently: the pipeline sees "ended" and reports it
             log.exception("capture thread failed")
         finally:
-            self.status = "ended"
+            self.status = CaptureStatus.ENDED
             self._done.set()
             self.slot.close()
 
@@ -462,12 +471,12 @@ class CaptureThread:
             return False
         if not self.pacing.reconnect:
             return False
-        self.status = "reconnecting"
+        self.status = CaptureStatus.RECONNECTING
         log.warning("%s stopped delivering frames: reconnecting", self.source.label)
         while not self._stop.is_set():
             if self.source.reopen():
                 self.reconnects += 1
-                self.status = "running"
+                self.status = CaptureStatus.RUNNING
                 log.warning("%s is back", self.source.label)
                 return True
             self._stop.wait(self.reconnect_s)

@@ -266,7 +266,7 @@ def check_outputs(options, record_flag: str = "--record") -> None:
         options.metrics = check_output(options.metrics, "--metrics", inputs=[camera, options.avatar, options.record])
 
 
-def _run(options, args, say=print, on_finish=None, record_flag: str = "--record") -> tuple[dict, object]:
+def _run(options, args, say=print, on_finish=None, record_flag: str = "--record") -> tuple[object, object]:
     """Run the live pipeline for ``options``; ``on_finish(pipeline)`` runs once the pipeline has
     stopped, whatever stopped it (live: remember the settings). A signal that stopped the run is
     raised again (as :class:`~splinecam.engines.interrupts.Interrupted`) after everything was
@@ -329,7 +329,7 @@ def _run(options, args, say=print, on_finish=None, record_flag: str = "--record"
         say(f"splinecam: metrics in {options.metrics}")
     if pipeline.interrupt is not None:
         raise pipeline.interrupt
-    refused = summary["frames"].get("bad_output", 0)
+    refused = summary.frames.get("bad_output", 0)
     if refused and not pipeline.processor.generated_ok:
         raise SplinecamError(f"every generated frame ({refused}) was refused by the output guard (non-finite or "
                              f"black): the avatar was held throughout; see the first error above for the fix")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from splinecam.engines.faces import CropBox
+from splinecam.engines.faces.geometry import CropBox
 
 COMPOSE_MODES = ("pad", "paste")
 NAMED_COLOURS = {"black": (0, 0, 0), "white": (255, 255, 255), "green": (0, 177, 64), "grey": (128, 128, 128)}
@@ -184,6 +184,6 @@ class Composer:
 
 
 def _crop_rgb(picture: np.ndarray, crop: CropBox) -> np.ndarray:
-    from splinecam.engines.faces import crop_image
+    from splinecam.engines.faces.geometry import crop_image
 
     return crop_image(picture, crop, 256)

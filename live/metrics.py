@@ -6,7 +6,9 @@ sinks (virtual camera sent, recorder queued, preview shown). A frame repeated by
 sender is counted once, at its first send. Thread-safe: counters are bumped from the capture,
 processing and sender threads.
 
-JSON layout (``LiveMetrics.summary()``)::
+``LiveMetrics.summary()`` is a :class:`RunSummary` (typed: ``summary.frames["no_face"]``,
+``summary.fps.processed``, ``summary.latency_ms.p50``, ``summary.stopped_by``); its JSON layout
+(``RunSummary.to_json()``, what ``--metrics`` writes)::
 
     {"frames": {"captured", "processed", "dropped", "output", "repeated", "no_face",
                 "recorder_dropped", "reconnects", "bad_output"},   # bad_output: generator output refused
@@ -26,8 +28,9 @@ import json
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +38,61 @@ from splinecam.engines.backends.base import StageTimer
 from splinecam.engines.outputs import write_text_atomic
 
 NETWORK_STAGES = ("keypoints", "generate")
+
+
+@dataclass
+class Rates:
+    """Frames per second of wall time since the first frame."""
+
+    processed: float
+    output: float
+
+
+@dataclass
+class Latency:
+    """Capture → sinks, ms (None without a measured frame)."""
+
+    p50: float | None
+    p95: float | None
+    max: float | None
+    mean: float | None
+    count: int
+
+
+@dataclass
+class RunSummary:
+    """One live run's figures. ``frames``: the counters (captured, processed, dropped, output, repeated,
+    no_face, recorder_dropped, reconnects, bad_output, and any other a stage counted, e.g.
+    backend_offline); ``info``: what the run was (backend, device, precision, source, output_size,
+    paced, fps_target, stopped_by, mode — whatever was set); ``sections``: the reports registered in
+    ``LiveMetrics.sections`` by name (remote, stream …)."""
+
+    frames: dict[str, int]
+    fps: Rates
+    latency_ms: Latency
+    stages_ms: dict[str, float]
+    loop_ms: float
+    info: dict[str, Any] = field(default_factory=dict)
+    duration_s: float = 0.0
+    sections: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def stopped_by(self) -> str | None:
+        return self.info.get("stopped_by")
+
+    @property
+    def backend(self) -> str | None:
+        return self.info.get("backend")
+
+    @property
+    def output_size(self) -> str | None:
+        return self.info.get("output_size")
+
+    def to_json(self) -> dict:
+        """The ``--metrics`` JSON (the layout in the module docstring, unchanged)."""
+        return {"frames": dict(self.frames), "fps": asdict(self.fps), "latency_ms": asdict(self.latency_ms),
+                "stages_ms": dict(self.stages_ms), "loop_ms": self.loop_ms, **self.info,
+                "duration_s": self.duration_s, **self.sections}
 
 
 @dataclass
@@ -108,7 +166,7 @@ class LiveMetrics:
             lat = list(self._recent_latency)
         return float(np.median(lat) * 1000.0) if lat else None
 
-    def summary(self) -> dict:
+    def summary(self) -> RunSummary:
         with self._lock:
             counts = dict(self.counts)
             lat = np.asarray(self._latency, dtype=np.float64) * 1000.0
@@ -121,23 +179,19 @@ class LiveMetrics:
         def rate(n: int) -> float:
             return round((n - 1) / duration, 3) if duration > 0 and n > 1 else 0.0
 
-        latency = ({"p50": round(float(np.percentile(lat, 50)), 2), "p95": round(float(np.percentile(lat, 95)), 2),
-                    "max": round(lat_max, 2), "mean": round(float(lat.mean()), 2), "count": lat_n}
-                   if lat.size else {"p50": None, "p95": None, "max": None, "mean": None, "count": 0})
-        return {"frames": counts,
-                "fps": {"processed": rate(counts["processed"]), "output": rate(counts["output"])},
-                "latency_ms": latency,
-                "stages_ms": stages,
-                "loop_ms": round(loop, 3),
-                **self.info,
-                "duration_s": round(duration, 3),
-                **{name: report() for name, report in self.sections.items()}}
+        latency = (Latency(round(float(np.percentile(lat, 50)), 2), round(float(np.percentile(lat, 95)), 2),
+                           round(lat_max, 2), round(float(lat.mean()), 2), lat_n)
+                   if lat.size else Latency(None, None, None, None, 0))
+        return RunSummary(frames=counts, fps=Rates(rate(counts["processed"]), rate(counts["output"])),
+                          latency_ms=latency, stages_ms=stages, loop_ms=round(loop, 3), info=dict(self.info),
+                          duration_s=round(duration, 3),
+                          sections={name: report() for name, report in self.sections.items()})
 
-    def write(self, path: str | Path) -> dict:
+    def write(self, path: str | Path) -> RunSummary:
         """Write :meth:`summary` as JSON (atomically); returns it."""
-        data = self.summary()
-        write_text_atomic(Path(path), json.dumps(data, indent=2) + "\n", "--metrics")
-        return data
+        summary = self.summary()
+        write_text_atomic(Path(path), json.dumps(summary.to_json(), indent=2) + "\n", "--metrics")
+        return summary
 
 
 def _bad(frames: dict) -> str:
@@ -145,15 +199,15 @@ def _bad(frames: dict) -> str:
     return f", {n} held (generator output refused)" if n else ""
 
 
-def format_summary(data: dict) -> str:
+def format_summary(summary: RunSummary) -> str:
     """A few human lines from :meth:`LiveMetrics.summary`."""
-    f, lat = data["frames"], data["latency_ms"]
-    stages = " ".join(f"{k} {v:.1f}" for k, v in data["stages_ms"].items())
-    lat_txt = (f"latency p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms, max {lat['max']:.0f} ms"
-               if lat["count"] else "latency n/a")
+    f, lat, info = summary.frames, summary.latency_ms, summary.info
+    stages = " ".join(f"{k} {v:.1f}" for k, v in summary.stages_ms.items())
+    lat_txt = (f"latency p50 {lat.p50:.0f} ms, p95 {lat.p95:.0f} ms, max {lat.max:.0f} ms"
+               if lat.count else "latency n/a")
     return (f"frames: {f['captured']} captured, {f['processed']} processed, {f['dropped']} dropped, "
             f"{f['output']} sent ({f['repeated']} repeats), {f['no_face']} without a face"
             f"{_bad(f)}\n"
-            f"fps: {data['fps']['processed']:.2f} processed, {data['fps']['output']:.2f} sent; {lat_txt}\n"
-            f"stages (ms/frame): {stages}; loop's own work {data['loop_ms']:.1f} ms\n"
-            f"backend {data.get('backend', '?')} on {data.get('device', '?')} ({data.get('precision', '?')})")
+            f"fps: {summary.fps.processed:.2f} processed, {summary.fps.output:.2f} sent; {lat_txt}\n"
+            f"stages (ms/frame): {stages}; loop's own work {summary.loop_ms:.1f} ms\n"
+            f"backend {info.get('backend', '?')} on {info.get('device', '?')} ({info.get('precision', '?')})")

@@ -24,8 +24,18 @@ import numpy as np
 from splinecam.engines.errors import SplinecamError
 from splinecam.engines.fomm import keypoints as fomm_keypoints
 from splinecam.engines.relative_motion import relative_keypoints, relative_scale
+from splinecam.live.kinds import StrEnum
 
-MODES = ("relative", "avd", "standard")
+
+class NormaliseMode(StrEnum):
+    """``--mode``: how driving keypoints become the generator's (see the module docstring)."""
+
+    RELATIVE = "relative"
+    AVD = "avd"
+    STANDARD = "standard"
+
+
+MODES = tuple(m.value for m in NormaliseMode)  # the --mode choices, in the order the M key cycles them
 
 
 @dataclass
@@ -53,13 +63,14 @@ class KeypointNormaliser:
         self.avd_fn = avd_fn
         self.relative_jacobian = relative_jacobian
         self.calibration: Calibration | None = None
-        self.mode = "standard"
+        self.mode = NormaliseMode.STANDARD
         self.set_mode(mode)
 
-    def set_mode(self, mode: str) -> None:
+    def set_mode(self, mode: str | NormaliseMode) -> None:
         if mode not in MODES:
             raise SplinecamError(f"unknown --mode {mode!r}: use one of {', '.join(MODES)}")
-        if mode == "avd" and self.avd_fn is None:
+        mode = NormaliseMode(mode)
+        if mode is NormaliseMode.AVD and self.avd_fn is None:
             if fomm_keypoints.has_jacobians(self.kp_source):
                 raise SplinecamError("--mode avd does not exist for FOMM checkpoints (FOMM has no AVD network): "
                                      "use --mode relative or standard")
@@ -84,9 +95,9 @@ class KeypointNormaliser:
 
     def __call__(self, kp_driving: np.ndarray) -> np.ndarray:
         kp = np.asarray(kp_driving, dtype=np.float32)
-        if self.mode == "standard":
+        if self.mode is NormaliseMode.STANDARD:
             return kp
-        if self.mode == "avd":
+        if self.mode is NormaliseMode.AVD:
             return np.asarray(self.avd_fn(self.kp_source, kp), dtype=np.float32)
         if self.calibration is None:
             self.calibrate(kp)

@@ -11,6 +11,18 @@ newest output at a steady ``--fps`` to the virtual camera and the recorder (whic
 own thread). An unpaced file skips the sender: every
 processed frame goes to the sinks, in order.
 
+Hand-offs between threads, each explicit:
+
+- capture → processing: the frame slot (live/capture.py, a condition variable);
+- preview keys (main thread) and the control page (HTTP threads) → processing: ``Command``s on a
+  ``queue.SimpleQueue``, applied by :meth:`FrameProcessor.handle` between two frames. The processing
+  thread is the only writer of :class:`Controls`, of the normaliser, the avatar library and the search;
+- processing → main thread and HTTP threads: a :class:`LoopView` (the newest processed frame, the
+  status line, a copy of the controls, mode, avatar, search) published whole into a :class:`ViewSlot`
+  (a lock) after every frame and every command; the overlay and ``control_state`` read only that;
+- processing → sinks: the steady sender (live/sinks.py) or, unpaced, the sinks' own queues;
+- counters and timings: :class:`~splinecam.live.metrics.LiveMetrics` (its own lock).
+
 Privacy (DESIGN.md §1, the brief): sinks only ever receive frames composed from the avatar —
 the still at start-up, the animated avatar, the held / eased / resting avatar while no face is
 found or the camera is away — except while the user holds the pass-through toggle (key P).
@@ -36,20 +48,22 @@ import numpy as np
 from splinecam.engines.backends.base import Backend
 from splinecam.engines.errors import BackendOffline, SplinecamError
 from splinecam.engines.interrupts import Interrupted, as_interrupted, deferred, hurry
+from splinecam.engines.one_euro import OneEuroFilter
 from splinecam.engines.output_guard import GeneratorOutputError, check_frame
 from splinecam.live.avatars import AvatarLibrary
 from splinecam.live.calibration import BestFrameSearch, Match, ghost_overlay
-from splinecam.live.capture import CaptureThread, CapturedFrame, FrameSource, Pacing, open_source
+from splinecam.live.capture import CaptureStatus, CaptureThread, CapturedFrame, FrameSource, Pacing, open_source
 from splinecam.live.compose import ComposeOptions, fit_picture
 from splinecam.live.hotkeys import Action, Command, command_for_key
 from splinecam.live.inference import DirectInference, OverlappedInference, inference_for
-from splinecam.live.metrics import LiveMetrics
-from splinecam.live.normalise import MODES, KeypointNormaliser
+from splinecam.live.kinds import FrameKind
+from splinecam.live.metrics import LiveMetrics, RunSummary
+from splinecam.live.normalise import KeypointNormaliser, NormaliseMode
 from splinecam.live.preview import OverlayInfo, PreviewWindow
 from splinecam.live.sinks import OutputFrame, RecorderSink, SinkFanout, SteadySender, open_virtual_camera
-from splinecam.live.smoothing import OneEuroFilter, SmoothingSettings
+from splinecam.live.smoothing import SmoothingSettings
 from splinecam.live.state import LiveState
-from splinecam.live.tracking import DETECT_EVERY, FaceCropper, PoseFallback
+from splinecam.live.tracking import DETECT_EVERY, FaceCropper, PoseFallback, PosePhase
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +103,8 @@ class LiveOptions:
 
 @dataclass
 class Controls:
-    """What the hotkeys change while running."""
+    """What the hotkeys change while running. Written by the processing thread only
+    (:meth:`FrameProcessor.handle`); other threads see copies, in the :class:`LoopView`."""
 
     mirror: bool = False
     passthrough: bool = False
@@ -124,13 +139,58 @@ class _InFlight:
     frame: CapturedFrame
     avatar: object
     face: object
-    kind: str
+    kind: FrameKind
     crop: np.ndarray | None = None
     kp_raw: np.ndarray | None = None
     status: str = ""
     match: Match | None = None
     image: np.ndarray | None = None
     refused: GeneratorOutputError | None = None   # the output guard refused the generated face
+
+
+@dataclass(frozen=True)
+class LoopView:
+    """What the processing thread shows the other threads, as of one moment: the newest processed frame
+    (None before the first, or while the camera is away), the status line (why no frame comes: "camera
+    lost: reconnecting…"), a copy of the controls, the mode, the avatars and the search. Built by the
+    processing thread and never changed afterwards (its arrays are not written again either)."""
+
+    processed: Processed | None = None
+    status: str = ""
+    controls: Controls = field(default_factory=Controls)
+    mode: str = NormaliseMode.RELATIVE
+    avatar_index: int = 0
+    avatar_names: tuple[str, ...] = ()
+    avatar_image: np.ndarray | None = None   # the current avatar's crop (the ghost overlay while searching)
+    searching: bool = False
+    stages_ms: dict[str, float] = field(default_factory=dict)   # the last frame's stage times
+
+    @property
+    def message(self) -> str:
+        """The controls' transient message, while it lasts."""
+        c = self.controls
+        return c.message if time.perf_counter() < c.message_until else ""
+
+
+class ViewSlot:
+    """The processing thread's hand-off to the main thread and the control page's threads: ``publish``
+    replaces the whole :class:`LoopView` under a lock, ``get`` returns the newest one."""
+
+    def __init__(self, view: LoopView | None = None):
+        self._lock = threading.Lock()
+        self._view = view or LoopView()
+
+    def publish(self, view: LoopView) -> None:
+        with self._lock:
+            self._view = view
+
+    def get(self) -> LoopView:
+        with self._lock:
+            return self._view
+
+
+NO_FACE_STATUS = {PosePhase.HOLD: "no face: holding the last pose", PosePhase.EASING: "no face: easing to rest",
+                  PosePhase.NEUTRAL: "no face in view: showing the avatar"}
 
 
 class FrameProcessor:
@@ -163,8 +223,15 @@ class FrameProcessor:
 
     # --- controls
     @property
-    def modes(self) -> tuple[str, ...]:
-        return tuple(m for m in MODES if m != "avd" or self.backend.has_avd)
+    def modes(self) -> tuple[NormaliseMode, ...]:
+        return tuple(m for m in NormaliseMode if m is not NormaliseMode.AVD or self.backend.has_avd)
+
+    def view(self, processed: Processed | None, status: str) -> LoopView:
+        """This thread's state as the other threads may see it (call on the processing thread)."""
+        lib = self.library
+        return LoopView(processed, status, replace(self.controls), self.normaliser.mode, lib.index,
+                        tuple(a.name for a in lib.avatars), lib.current.image, self.search.active,
+                        dict(self.stages.last_ms))
 
     def cycle_mode(self) -> str:
         modes = self.modes
@@ -215,7 +282,7 @@ class FrameProcessor:
         """The avatar at rest (start-up, camera away)."""
         a = self.library.current
         image = a.still if not self.controls.mirror else a.still[:, ::-1].copy()
-        return OutputFrame(image, None, "avatar")
+        return OutputFrame(image, None, FrameKind.AVATAR)
 
     def process(self, frame: CapturedFrame) -> Processed | None:
         """One captured frame (H, W, 3 RGB) → the output frame (and what the overlay needs): this frame's,
@@ -239,7 +306,7 @@ class FrameProcessor:
         if c.passthrough:
             with self.stages.time("compose"):
                 image = fit_picture(frame.image, self.output_size, c.mirror)
-            return _InFlight(frame, None, None, "passthrough", status="PASS-THROUGH", image=image)
+            return _InFlight(frame, None, None, FrameKind.PASSTHROUGH, status="PASS-THROUGH", image=image)
         with self.stages.time("track"):
             tracked = self.cropper.update(frame)
         avatar = self.library.current
@@ -249,9 +316,9 @@ class FrameProcessor:
         except BackendOffline as err:  # a remote worker away: the avatar at rest, as without a face
             self.metrics.count("backend_offline")
             self.smoother.reset()
-            face, kind, status = avatar.image, "avatar", str(err)
+            face, kind, status = avatar.image, FrameKind.AVATAR, str(err)
         except GeneratorOutputError as err:  # the output guard refused the face (engines/output_guard.py)
-            return _InFlight(frame, avatar, None, "avatar", tracked.crop, None, "", None, refused=err)
+            return _InFlight(frame, avatar, None, FrameKind.AVATAR, tracked.crop, None, "", None, refused=err)
         return _InFlight(frame, avatar, face, kind, tracked.crop, kp_raw, status, match)
 
     def _drive(self, tracked, avatar, t: float):
@@ -276,25 +343,24 @@ class FrameProcessor:
                     self._message(self._finish_search())
             with self.stages.time("generate"):
                 face = self.inference.generate(avatar.source, kp_drive)
-            kind = "animated"
+            kind = FrameKind.ANIMATED
         else:
             self.metrics.count("no_face")
             self.smoother.reset()
             pose = self.fallback.pose(avatar.source.kp, t)
-            status = {"hold": "no face: holding the last pose", "easing": "no face: easing to rest",
-                      "neutral": "no face in view: showing the avatar"}[pose.phase]
-            if pose.phase == "neutral":
+            status = NO_FACE_STATUS[pose.phase]
+            if pose.phase is PosePhase.NEUTRAL:
                 face = avatar.image
             else:
                 with self.stages.time("generate"):
                     face = self.inference.pose(avatar.source, pose.kp)
-            kind = "avatar"
+            kind = FrameKind.AVATAR
         return face, kind, kp_raw, status, match
 
     def _finish(self, f: _InFlight) -> Processed:
         """The frame's face (waiting for the GPU when it is in flight) composed into the output frame."""
-        if f.kind == "passthrough":
-            return Processed(OutputFrame(f.image, f.frame.timestamp, "passthrough", f.frame.index), None, None,
+        if f.kind is FrameKind.PASSTHROUGH:
+            return Processed(OutputFrame(f.image, f.frame.timestamp, FrameKind.PASSTHROUGH, f.frame.index), None, None,
                              f.status, camera=f.frame.image)
         if f.refused is not None:
             return self._refused(f, f.refused)
@@ -306,7 +372,7 @@ class FrameProcessor:
                 check_frame(face, f.avatar.image)
             except GeneratorOutputError as err:
                 return self._refused(f, err)
-        if f.kind == "animated":
+        if f.kind is FrameKind.ANIMATED:
             self._bad_streak, self.generated_ok = 0, self.generated_ok + 1
         with self.stages.time("compose"):
             image = f.avatar.composer.compose(face, self.controls.mirror)
@@ -322,7 +388,7 @@ class FrameProcessor:
         self._bad_streak += 1
         with self.stages.time("compose"):
             image = f.avatar.composer.compose(f.avatar.image, self.controls.mirror)
-        return Processed(OutputFrame(image, f.frame.timestamp, "avatar", f.frame.index), f.crop, f.kp_raw,
+        return Processed(OutputFrame(image, f.frame.timestamp, FrameKind.AVATAR, f.frame.index), f.crop, f.kp_raw,
                          "generator output refused: holding the avatar (see the terminal)", f.match,
                          camera=f.frame.image)
 
@@ -370,8 +436,11 @@ class FrameProcessor:
         self.search.close()
 
 
+_KEEP = object()  # LivePipeline._publish: "as last published"
+
+
 class LivePipeline:
-    """Owns the threads and sinks of one run; :meth:`run` returns the metrics summary."""
+    """Owns the threads and sinks of one run; :meth:`run` (once) returns the metrics summary."""
 
     def __init__(self, options: LiveOptions, processor: FrameProcessor, capture: CaptureThread,
                  fanout: SinkFanout, metrics: LiveMetrics, fps: float, preview: PreviewWindow | None = None,
@@ -387,18 +456,22 @@ class LivePipeline:
         self.live = capture.pacing.newest_wins
         self.interrupted = False
         self.stream = None  # the --serve StreamServer (also one of the fan-out's sinks)
-        self._commands: queue.SimpleQueue = queue.SimpleQueue()
-        self._latest: Processed | None = None
-        self._status = ""
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()   # main / HTTP threads → processing
+        self._view = ViewSlot(processor.view(None, ""))            # processing → main / HTTP threads
         self.interrupt: Interrupted | None = None   # the signal that stopped the run (raised again by the command)
         self.recorded: int | None = None            # frames in the finalised recording
+        self.stopped_by = "end of input"            # the processing thread's stop reason or the signal (main thread)
+        self._sender: SteadySender | None = None    # the steady-fps sender of a live source (None: unpaced file)
+        self._stop = threading.Event()              # run() → processing thread: stop
+        self._done = threading.Event()              # processing thread → run(): it has stopped
+        self._error: BaseException | None = None    # what stopped the processing thread, raised by run()
 
     @classmethod
     def build(cls, options: LiveOptions, backend: Backend, source: FrameSource | None = None,
               cropper: FaceCropper | None = None, camera_factory=None, say=print) -> "LivePipeline":
         """Open everything for ``options``. Raises SplinecamError (one line) for a missing camera,
         an avatar without a face, … — before any sink is opened."""
-        from splinecam.engines.faces import FaceTracker
+        from splinecam.engines.faces.tracker import FaceTracker
 
         compose = ComposeOptions(options.output_size, options.compose, options.background)
         library = AvatarLibrary.load(options.avatar, backend, compose, options.crop, start=options.avatar_start,
@@ -454,38 +527,62 @@ class LivePipeline:
         self._commands.put(cmd)
 
     def control_state(self) -> dict:
-        """What the control page shows (read from other threads: plain values only)."""
-        proc, c = self.processor, self.processor.controls
-        lib = proc.library
-        return {"avatars": [a.name for a in lib.avatars], "avatar": lib.index, "passthrough": c.passthrough,
-                "smoothing": c.smoothing, "mirror": c.mirror, "mode": proc.normaliser.mode,
-                "searching": proc.search.active,
-                "message": c.message if time.perf_counter() < c.message_until else "",
-                "status": self._status or (self._latest.status if self._latest is not None else ""),
+        """What the control page shows (called from its HTTP threads: read from the published view)."""
+        v = self._view.get()
+        c = v.controls
+        return {"avatars": list(v.avatar_names), "avatar": v.avatar_index, "passthrough": c.passthrough,
+                "smoothing": c.smoothing, "mirror": c.mirror, "mode": v.mode, "searching": v.searching,
+                "message": v.message,
+                "status": v.status or (v.processed.status if v.processed is not None else ""),
                 "fps": round(self.metrics.recent_fps(), 2)}
 
+    def _publish(self, processed: Processed | None | object = _KEEP, status: str | object = _KEEP) -> None:
+        """Processing thread: make its state as of now the view the other threads read (``processed`` /
+        ``status`` left out: the last published ones)."""
+        last = self._view.get()
+        self._view.publish(self.processor.view(last.processed if processed is _KEEP else processed,
+                                               last.status if status is _KEEP else status))
+
+    def apply_commands(self, t: float) -> int:
+        """Processing thread (or a caller driving the processor itself): apply every queued command in
+        order, between two frames, and publish the result; returns how many there were."""
+        n = 0
+        while True:
+            try:
+                cmd = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            self.processor.handle(cmd, t)
+            n += 1
+        if n:
+            self._publish()
+        return n
+
     # --- the loop
-    def _overlay(self, p: Processed | None, status: str = "") -> OverlayInfo:
-        proc, c = self.processor, self.processor.controls
-        stages = dict(self.metrics.stages.last_ms)
-        if "capture" in self.capture.timer.last_ms:
-            stages = {"capture": self.capture.timer.last_ms["capture"], **stages}
-        msg = c.message if time.perf_counter() < c.message_until else ""
+    def _overlay(self, v: LoopView) -> OverlayInfo:
+        """The preview's overlay (main thread) from a published view."""
+        c, p, status = v.controls, v.processed, v.status
+        stages = dict(v.stages_ms)
+        capture_ms = self.capture.timer.last_ms.get("capture")
+        if capture_ms is not None:
+            stages = {"capture": capture_ms, **stages}
         inset, kp, match = None, None, None
         if p is not None:
             match = p.match
             if p.crop is not None:
-                inset = ghost_overlay(p.crop, proc.library.current.image) if proc.search.active else p.crop
+                inset = ghost_overlay(p.crop, v.avatar_image) if v.searching else p.crop
                 kp = p.kp_raw
             elif p.camera is not None:
-                inset = fit_picture(p.camera, (proc.backend.size, proc.backend.size))
+                size = self.processor.backend.size
+                inset = fit_picture(p.camera, (size, size))
             status = status or p.status
+        name = v.avatar_names[v.avatar_index] if v.avatar_names else ""
         return OverlayInfo(self.metrics.recent_fps(), self.metrics.recent_latency_ms(), stages,
-                           " | ".join(s for s in (status, msg) if s), proc.normaliser.mode,
-                           f"{proc.library.index + 1}/{len(proc.library)} {proc.library.current.name}",
+                           " | ".join(s for s in (status, v.message) if s), v.mode,
+                           f"{v.avatar_index + 1}/{len(v.avatar_names)} {name}",
                            c.smoothing, c.mirror, c.passthrough, inset, kp, match, c.show_overlay, c.show_help)
 
-    def run(self) -> dict:
+    def run(self) -> RunSummary:
         """Run until --max-frames output frames, the end of an unlooped file, Q / Esc, the window
         closed, or Ctrl-C; always finalises the recording, releases the virtual camera, writes
         --metrics. Returns the metrics summary (with "stopped_by").
@@ -495,15 +592,10 @@ class LivePipeline:
         processing through a queue and apply between two frames.
         """
         opts, proc = self.options, self.processor
-        self._sender = None
+        if self._done.is_set() or self._stop.is_set():
+            raise RuntimeError("LivePipeline.run() runs once: build a new pipeline")
         if self.live:
             self._sender = SteadySender(self.fanout, self.fps, proc.still(), opts.max_frames).start()
-        self._stop = threading.Event()
-        self._done = threading.Event()
-        self._latest: Processed | None = None
-        self._status = ""
-        self._error: BaseException | None = None
-        self.stopped_by = "end of input"
         self.capture.start()
         worker = threading.Thread(target=self._work, name="splinecam-processing", daemon=True)
         worker.start()
@@ -513,10 +605,11 @@ class LivePipeline:
                 if self.preview is None:
                     self._done.wait(0.1)
                     continue
-                p = self._latest
+                view = self._view.get()
+                p = view.processed
                 if p is not shown or time.perf_counter() - drawn_at > 0.25:  # new frame, or refresh the overlay
                     image = p.output.image if p is not None else proc.still().image
-                    key = self.preview.show(image, self._overlay(p, self._status))
+                    key = self.preview.show(image, self._overlay(view))
                     shown, drawn_at = p, time.perf_counter()
                 else:
                     key = self.preview.poll(15)
@@ -551,26 +644,19 @@ class LivePipeline:
         self.interrupted = True
 
     def _work(self) -> None:
-        """The processing thread: frames → processor → sender / sinks, hotkey commands between frames."""
-        opts, proc, metrics, sender = self.options, self.processor, self.metrics, self._sender
+        """The processing thread: frames → processor → sender / sinks, hotkey commands between frames;
+        after each, the view the other threads read is published."""
+        proc, metrics, sender = self.processor, self.metrics, self._sender
         last_frame_t = time.perf_counter()
         away_shown = False
         last_t = 0.0
+        latest, status = None, ""
         try:
             while not self._stop.is_set():
-                while True:
-                    try:
-                        proc.handle(self._commands.get_nowait(), last_t)
-                    except queue.Empty:
-                        break
-                if sender is not None and sender.done.is_set():
-                    self.stopped_by = "--max-frames"
-                    return
-                if sender is None and opts.max_frames is not None and metrics.counts["output"] >= opts.max_frames:
-                    self.stopped_by = "--max-frames"
-                    return
-                if proc.controls.quit:
-                    self.stopped_by = "quit key"
+                self.apply_commands(last_t)
+                stop = self._stop_reason(metrics)
+                if stop:
+                    self.stopped_by = stop
                     return
                 frame = self.capture.get(timeout=0.05)
                 if frame is None:
@@ -578,19 +664,21 @@ class LivePipeline:
                         self._deliver(proc.flush())  # the overlapped GPU path's last frame
                         return
                     idle = time.perf_counter() - last_frame_t
-                    if idle > 0.5 and (self.capture.status == "reconnecting" or idle > 2.0):
-                        self._status = ("camera lost: reconnecting…" if self.capture.status == "reconnecting"
-                                        else "waiting for the camera…")
+                    if idle > 0.5 and (self.capture.status == CaptureStatus.RECONNECTING or idle > 2.0):
+                        away = ("camera lost: reconnecting…" if self.capture.status == CaptureStatus.RECONNECTING
+                                else "waiting for the camera…")
                         if not away_shown and sender is not None:
                             sender.publish(proc.still())  # no stale pose while the camera is away
-                            self._latest = None
+                            latest = None
                             away_shown = True
+                        if away != status:
+                            status = away
+                            self._publish(latest, status)
                     continue
-                last_frame_t, away_shown, last_t, self._status = time.perf_counter(), False, frame.media_time, ""
-                self._deliver(proc.process(frame))  # None: the overlapped GPU path's first frame
-        except KeyboardInterrupt:
-            self.stopped_by = "Ctrl-C"
-            self.interrupted = True
+                last_frame_t, away_shown, last_t, status = time.perf_counter(), False, frame.media_time, ""
+                p = self._deliver(proc.process(frame))  # None: the overlapped GPU path's first frame
+                latest = p if p is not None else latest
+                self._publish(latest, status)
         except BaseException as err:  # reported by run() in the main thread, after cleaning up
             self._error = err
             self.stopped_by = f"error: {err}"
@@ -599,18 +687,29 @@ class LivePipeline:
         finally:
             self._done.set()
 
-    def _deliver(self, p: Processed | None) -> None:
-        """A processed frame to the sender (paced) or straight to the sinks (unpaced file), and the overlay."""
+    def _stop_reason(self, metrics: LiveMetrics) -> str | None:
+        """Why the loop stops before the next frame, or None."""
+        if self._sender is not None and self._sender.done.is_set():
+            return "--max-frames"
+        if self._sender is None and self.options.max_frames is not None and \
+                metrics.counts["output"] >= self.options.max_frames:
+            return "--max-frames"
+        if self.processor.controls.quit:
+            return "quit key"
+        return None
+
+    def _deliver(self, p: Processed | None) -> Processed | None:
+        """A processed frame to the sender (paced) or straight to the sinks (unpaced file); returns it."""
         if p is None:
-            return
+            return None
         self.metrics.processed()
         if self._sender is not None:
             self._sender.publish(p.output)
         else:
             self.fanout.deliver(p.output)
-        self._latest = p
+        return p
 
-    def _finish(self, hurried: bool = False) -> tuple[dict, list[str]]:
+    def _finish(self, hurried: bool = False) -> tuple[RunSummary, list[str]]:
         """Stop the threads, close the sinks (recording finalised), write the metrics. ``hurried``: the
         processing thread is still busy with a frame (a second signal): its trackers are left open
         for the process exit, not closed under it."""

@@ -6,7 +6,7 @@
     fallback.good(kp_norm, t)                  # every frame with a face
     pose = fallback.pose(kp_neutral, t)        # a frame without: hold, then ease to neutral
 
-The crop comes from :class:`splinecam.engines.faces.FaceTracker` (mediapipe detection, smoothed crop locked
+The crop comes from :class:`splinecam.engines.faces.tracker.FaceTracker` (mediapipe detection, smoothed crop locked
 onto one person, re-detected when lost). Without a face the loop never animates from a stale or
 empty crop: it holds the last good normalised keypoints for ``hold_s`` (a blink of a missed
 detection goes unnoticed), then eases them to the avatar's own keypoints — the avatar at rest —
@@ -20,14 +20,16 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from splinecam.engines.faces import CropBox, FaceBox, FaceTracker, crop_image
+from splinecam.engines.faces.geometry import CropBox, FaceBox, crop_image
+from splinecam.engines.faces.tracker import FaceTracker
 from splinecam.live.capture import CapturedFrame
+from splinecam.live.kinds import StrEnum
 
 DETECT_EVERY = 2  # face detection on every 2nd frame while the face is found (every frame while lost)
 
 
 def fast_crop(image: np.ndarray, box: CropBox, size: int) -> np.ndarray:
-    """``splinecam.engines.faces.crop_image(image, box, size)`` (edge pixels replicated outside the picture)
+    """``splinecam.engines.faces.geometry.crop_image(image, box, size)`` (edge pixels replicated outside the picture)
     at a fraction of the cost when the box is at least twice ``size``: an area average by the
     integer part of the scale (OpenCV's fast path), then a bilinear resize for the rest — instead
     of one area resize by a fractional scale (~2 ms for a 600 px box, against ~0.3 ms).
@@ -90,6 +92,14 @@ class FaceCropper:
         self.tracker.close()
 
 
+class PosePhase(StrEnum):
+    """Where :class:`PoseFallback` is on a frame without a face."""
+
+    HOLD = "hold"          # the last good pose
+    EASING = "easing"      # on the way to the neutral pose
+    NEUTRAL = "neutral"    # the avatar's own keypoints: show the avatar still
+
+
 @dataclass(frozen=True)
 class FallbackPose:
     """What to drive with on a frame without a face.
@@ -100,7 +110,7 @@ class FallbackPose:
     """
 
     kp: np.ndarray
-    phase: str
+    phase: PosePhase
     progress: float
 
 
@@ -124,12 +134,12 @@ class PoseFallback:
     def pose(self, kp_neutral: np.ndarray, t: float) -> FallbackPose:
         neutral = np.asarray(kp_neutral, dtype=np.float32)
         if self._last is None:
-            return FallbackPose(neutral, "neutral", 1.0)
+            return FallbackPose(neutral, PosePhase.NEUTRAL, 1.0)
         since = float(t) - self._t_last
         if since <= self.hold_s:
-            return FallbackPose(self._last, "hold", 0.0)
+            return FallbackPose(self._last, PosePhase.HOLD, 0.0)
         p = 1.0 if self.ease_s <= 0 else min(1.0, (since - self.hold_s) / self.ease_s)
         if p >= 1.0:
-            return FallbackPose(neutral, "neutral", 1.0)
+            return FallbackPose(neutral, PosePhase.NEUTRAL, 1.0)
         w = np.float32(p * p * (3.0 - 2.0 * p))  # smoothstep
-        return FallbackPose(((1 - w) * self._last + w * neutral).astype(np.float32), "easing", p)
+        return FallbackPose(((1 - w) * self._last + w * neutral).astype(np.float32), PosePhase.EASING, p)

@@ -258,3 +258,42 @@ def test_pipeline_reports_fps_and_latency(tiny_config):
     assert {"keypoints", "generate"} <= set(res.stages_ms) and res.output_size == "320x240"
     trt = run_pipeline(clip, loaded, "tensorrt", "fp16", "auto")
     assert trt.status == "unavailable" and trt.reason and trt.fps_processed is None
+
+
+def test_psnr_floor_and_fastest_row(bench_run):
+    """Each reduced-precision row says whether its worst frame keeps the floor (the auto policy's test, as
+    the former cpu_speed script did); the run names the fastest row that does."""
+    from splinecam.engines.quality import PSNR_FLOOR_DB
+
+    data, _ = bench_run
+    rows = [r for r in data["results"] if r["status"] == "ok"]
+    for r in rows:
+        if r["baseline"]:
+            assert r["meets_psnr_floor"] is None
+        elif r["precision"] == "fp32":
+            assert r["meets_psnr_floor"] is True and r["psnr_min_vs_fp32"] is None
+        else:
+            assert r["psnr_min_vs_fp32"] <= min(r["psnr_vs_fp32"], r["psnr_large_motion_vs_fp32"]) + 1e-6
+            assert r["meets_psnr_floor"] == (r["psnr_min_vs_fp32"] >= PSNR_FLOOR_DB)
+    eligible = [r for r in rows if not r["baseline"] and r["meets_psnr_floor"]]
+    best = min(eligible, key=lambda r: r["ms_per_frame_median"])
+    assert data["fastest"]["row"].startswith(f"{best['backend']} {best['precision']}")
+    assert data["fastest"]["psnr_floor_db"] == PSNR_FLOOR_DB
+    from splinecam.benchmarks.report import format_table
+
+    assert "fastest at ≥ 35 dB" in format_table(data)
+
+
+def test_one_psnr():
+    """engines/quality.psnr is the PSNR of evaluate, bench and the auto policy: 100 dB for identical
+    pictures (uint8 or float), the peak from the dtype, capped at 100."""
+    from splinecam.engines.quality import IDENTICAL_PSNR_DB, psnr
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    assert psnr(a, a) == psnr(a / 255.0, a / 255.0) == IDENTICAL_PSNR_DB == 100.0
+    b = a.copy()
+    b[0, 0, 0] ^= 16
+    want = 10 * np.log10(255.0 ** 2 / (16 ** 2 / a.size))
+    assert psnr(a, b) == pytest.approx(want) and psnr(a / 255.0, b / 255.0) == pytest.approx(want)
+    assert psnr(np.zeros(3), np.full(3, 1e-9)) == 100.0  # never above the identical value

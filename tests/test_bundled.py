@@ -104,7 +104,8 @@ def test_no_pixel_of_the_driving_frame_reaches_the_output(bundled, monkeypatch):
 
 
 def _crop_frame(frame):
-    from splinecam.engines.faces import crop_box_for_face, crop_image, find_face
+    from splinecam.engines.faces.detection import find_face
+    from splinecam.engines.faces.geometry import crop_box_for_face, crop_image
 
     return crop_image(frame, crop_box_for_face(find_face(frame, "the frame")), 256)
 

@@ -7,21 +7,18 @@ import numpy as np
 import pytest
 
 from splinecam.engines.errors import FaceNotFoundError
-from splinecam.engines.faces import (
+from splinecam.engines.faces.best_frame import find_best_frame, landmark_distance
+from splinecam.engines.faces.detection import FaceDetector, find_face, stable_crop_for_frames
+from splinecam.engines.faces.geometry import (
     DEFAULT_CROP_SCALE,
     DEFAULT_VERTICAL_SHIFT,
     CropBox,
     FaceBox,
-    FaceDetector,
-    FaceMesh,
-    FaceTracker,
     crop_box_for_face,
     crop_image,
-    find_best_frame,
-    find_face,
-    landmark_distance,
-    stable_crop_for_frames,
 )
+from splinecam.engines.faces.mesh import FaceMesh
+from splinecam.engines.faces.tracker import FaceTracker
 from splinecam.engines.media import VideoReader, read_image
 
 DATA = Path("/work/shared/data")

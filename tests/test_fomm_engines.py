@@ -43,8 +43,9 @@ def packed(io, prefix, i=None):
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
-    return 100.0 if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+    from splinecam.engines.quality import psnr as quality_psnr  # the one PSNR (0-255 pictures)
+
+    return quality_psnr(a, b, peak=255.0)
 
 
 @pytest.fixture(scope="module")

@@ -168,7 +168,7 @@ def test_fuzz_model_configs():
 def test_fuzz_train_params():
     from splinecam.engines.errors import SplinecamError
     from splinecam.engines.tpsmm.config import config_from_dict
-    from splinecam.training.trainer import TrainOptions, TrainSchedule
+    from splinecam.training.options import TrainOptions, TrainSchedule
 
     rng = random.Random(7)
     cfg = config_from_dict(_tiny_config(), "t")

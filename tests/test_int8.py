@@ -109,6 +109,8 @@ def test_int8_psnr_against_fp32_on_frames_calibration_did_not_see(ort_int8, ort_
     frames = _calibration_frames(dataclasses.replace(calibration, first_frame=0, frames=calibration.first_frame),
                                  size)[:12]  # frames 0-59 of the clip: calibration starts at 60
     avatar = _avatar_image(calibration, size)
+    from splinecam.engines.quality import psnr
+
     psnrs = []
     states = [b.prepare_source(avatar) for b in (ort_fp32, ort_int8)]
     kp_ref = ort_fp32.keypoints(frames[0])
@@ -116,7 +118,7 @@ def test_int8_psnr_against_fp32_on_frames_calibration_did_not_see(ort_int8, ort_
     for frame in frames:
         kp = relative_keypoints(states[0].kp, ort_fp32.keypoints(frame), kp_ref, scale).astype(np.float32)
         want, got = (b.generate(s, kp).astype(np.float64) for b, s in zip((ort_fp32, ort_int8), states))
-        psnrs.append(10 * np.log10(255.0 ** 2 / max(np.mean((want - got) ** 2), 1e-12)))
+        psnrs.append(psnr(want, got, peak=255.0))
     assert min(psnrs) >= INT8_MIN_PSNR, psnrs
     assert max(psnrs) < 99  # int8 is not fp32 under another name
 

@@ -145,7 +145,8 @@ def test_flops_budget():
 
 
 def _webcam_crop():
-    from splinecam.engines.faces import crop_box_for_face, crop_image, find_face
+    from splinecam.engines.faces.detection import find_face
+    from splinecam.engines.faces.geometry import crop_box_for_face, crop_image
     from splinecam.engines.media import VideoReader
 
     frame = next(iter(VideoReader(REPO / "live" / "assets" / "webcam.mp4")))
@@ -186,7 +187,8 @@ def test_no_driving_pixel_reaches_the_training_prediction(loaded):
     """In a training step the driving frame is the loss's target only: with its pixels replaced and its
     landmarks kept, the prediction is the same; moving its landmarks changes it."""
     from splinecam.engines.tpsmm.config import load_config
-    from splinecam.training.trainer import FullModel, TrainOptions, TrainSchedule
+    from splinecam.training.options import TrainOptions, TrainSchedule
+    from splinecam.training.step import FullModel
 
     cfg = load_config("kpmask-256")
     schedule = TrainSchedule.from_config(cfg, TrainOptions(data="", out=""))

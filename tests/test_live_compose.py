@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from splinecam.engines.faces import CropBox
+from splinecam.engines.faces.geometry import CropBox
 from splinecam.live.compose import ComposeOptions, Composer, fit_picture, parse_colour, parse_size
 
 FACE = np.zeros((256, 256, 3), np.uint8)

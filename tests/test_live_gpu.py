@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import fake_tensorrt
-from splinecam.engines.faces import FaceBox, FaceTracker
+from splinecam.engines.faces.geometry import FaceBox
+from splinecam.engines.faces.tracker import FaceTracker
 from splinecam.live.calibration import Match
 from splinecam.live.capture import CapturedFrame
 from splinecam.live.hotkeys import Action, Command
@@ -263,6 +264,6 @@ def test_a_whole_live_run_on_the_overlapped_processor_delivers_every_frame(tmp_p
     assert len(got) == len(want) == n                                # the last frame was flushed, none lost
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
-    assert summary["frames"]["processed"] == summary_d["frames"]["processed"] == n
-    assert "gpu_wait" in summary["stages_ms"] and "gpu_wait" not in summary_d["stages_ms"]
+    assert summary.frames["processed"] == summary_d.frames["processed"] == n
+    assert "gpu_wait" in summary.stages_ms and "gpu_wait" not in summary_d.stages_ms
     assert pipe.processor.inference.pipeline.closed                  # closed with the run

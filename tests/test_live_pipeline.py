@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from splinecam.engines.faces import FaceBox, FaceTracker
+from splinecam.engines.faces.geometry import FaceBox
+from splinecam.engines.faces.tracker import FaceTracker
 from splinecam.live.hotkeys import Action, Command, command_for_key
 from splinecam.live.passthrough import PassThroughBackend
 from splinecam.live.pipeline import LiveOptions, LivePipeline
@@ -116,8 +117,8 @@ def test_privacy_avatar_at_start_up_and_without_a_face(tmp_path):
     still = pipe.processor.library.current.still
     np.testing.assert_array_equal(vcam.frames[0], still)             # start-up: the avatar still
     assert not any(is_camera(f) for f in vcam.frames)                # never the camera
-    assert summary["frames"]["no_face"] > 0 and backend.calls["keypoints"] > 0
-    assert summary["stopped_by"] == "--max-frames"
+    assert summary.frames["no_face"] > 0 and backend.calls["keypoints"] > 0
+    assert summary.stopped_by == "--max-frames"
 
 
 def test_passthrough_only_on_the_explicit_key(tmp_path):
@@ -212,7 +213,7 @@ def test_missing_virtual_camera_carries_on(tmp_path):
     summary = pipe.run()
     vc_lines = [s for s in opts_said if "virtual camera" in s]
     assert len(vc_lines) == 1 and "modprobe v4l2loopback" in vc_lines[0]
-    assert summary["frames"]["output"] == 5 and (tmp_path / "r.mp4").is_file()
+    assert summary.frames["output"] == 5 and (tmp_path / "r.mp4").is_file()
 
 
 def test_ctrl_c_ends_cleanly(tmp_path):
@@ -229,7 +230,7 @@ def test_ctrl_c_ends_cleanly(tmp_path):
     pipe, _, _ = build(tmp_path, FakeCamera(n=100, live=False, fps=25.0), backend=Interrupting(),
                        record=tmp_path / "r.mp4", metrics=metrics)
     summary = pipe.run()
-    assert summary["stopped_by"] == "Ctrl-C" and pipe.interrupted
+    assert summary.stopped_by == "Ctrl-C" and pipe.interrupted
     from splinecam.engines.media import count_frames
 
     processed = json.loads(metrics.read_text())["frames"]["processed"]   # the metrics were written
@@ -345,7 +346,7 @@ def test_preview_hotkeys_reach_the_processing_and_quit(tmp_path):
     pipe, _, _ = build(tmp_path, FakeCamera(face=lambda i: True), n_avatars=2, fps=50.0)
     pipe.preview = preview = FakePreview()
     summary = pipe.run()
-    assert summary["stopped_by"] == "quit key" and pipe.processor.library.index == 1
+    assert summary.stopped_by == "quit key" and pipe.processor.library.index == 1
     assert preview.shown[0].avatar.startswith("1/") and preview.shown[-1].avatar.startswith("2/")
     assert any(info.inset is not None and info.inset_kp is not None for info in preview.shown)
 
@@ -367,7 +368,7 @@ def test_camera_away_sends_the_avatar_at_rest(tmp_path):
     animated = [i for i, f in enumerate(frames) if not np.array_equal(f, still)]
     assert animated and animated[0] > 0                                # still first, then animated
     assert np.array_equal(frames[-1], still) and max(animated) < len(frames) - 5   # then the still again
-    assert summary["frames"]["processed"] == 10
+    assert summary.frames["processed"] == 10
 
 
 def test_no_display_means_no_preview_and_one_line(monkeypatch):
@@ -379,3 +380,64 @@ def test_no_display_means_no_preview_and_one_line(monkeypatch):
     said = []
     assert PreviewWindow.open("x", say=said.append) is None
     assert len(said) == 1 and "no display" in said[0]
+
+
+def test_run_summary_is_typed_and_its_json_layout_unchanged(tmp_path):
+    """pipe.run() returns a RunSummary; --metrics holds its to_json(), in the layout it always had (same
+    keys, same order, plain strings for the mode: benchmarks and users read it by key)."""
+    from splinecam.live.metrics import RunSummary
+
+    metrics = tmp_path / "m.json"
+    pipe, _, _ = build(tmp_path, FakeCamera(n=6, live=False, fps=25.0), metrics=metrics, virtual_camera=False)
+    summary = pipe.run()
+    assert isinstance(summary, RunSummary)
+    text = metrics.read_text()
+    data = json.loads(text)
+    assert data == json.loads(json.dumps(summary.to_json()))
+    assert list(data) == ["frames", "fps", "latency_ms", "stages_ms", "loop_ms", "backend", "device", "precision",
+                          "source", "output_size", "paced", "fps_target", "stopped_by", "mode", "duration_s"]
+    assert list(data["fps"]) == ["processed", "output"]
+    assert list(data["latency_ms"]) == ["p50", "p95", "max", "mean", "count"]
+    assert data["mode"] == "relative" and '"mode": "relative"' in text
+    assert summary.frames["processed"] == 6 and summary.fps.processed == data["fps"]["processed"]
+    assert summary.latency_ms.count == data["latency_ms"]["count"] == 6
+    assert summary.stopped_by == data["stopped_by"] == "end of input"
+    with pytest.raises(RuntimeError, match="runs once"):
+        pipe.run()
+
+
+def test_other_threads_read_a_published_view_not_the_processor(tmp_path):
+    """The processing thread publishes a LoopView after every frame and command; the overlay and the
+    control page read that copy: changing the processor's controls afterwards does not change it."""
+    from splinecam.live.hotkeys import Action, Command
+    from splinecam.live.kinds import FrameKind
+    from splinecam.live.pipeline import LoopView
+
+    pipe, _, _ = build(tmp_path, FakeCamera(n=5, live=False, fps=25.0), n_avatars=2, virtual_camera=False)
+    pipe.run()
+    view = pipe._view.get()
+    assert isinstance(view, LoopView) and view.processed is not None
+    assert view.processed.output.index == 4 and view.processed.output.kind == FrameKind.ANIMATED == "animated"
+    pipe.command(Command(Action.MIRROR, 1))
+    assert pipe.control_state()["mirror"] is False        # queued, not applied yet
+    assert pipe.apply_commands(1.0) == 1
+    assert pipe.control_state()["mirror"] is True
+    pipe.processor.controls.mirror = False                   # the processor's own state moves on …
+    assert pipe._view.get().controls.mirror is True          # … the published copy does not
+    overlay = pipe._overlay(pipe._view.get())
+    assert overlay.mirror is True and overlay.mode == "relative"
+    assert pipe.control_state()["avatars"] == ["a0", "a1"]
+
+
+def test_enums_are_their_strings():
+    from splinecam.live.capture import CaptureStatus
+    from splinecam.live.kinds import FrameKind
+    from splinecam.live.normalise import MODES, KeypointNormaliser, NormaliseMode
+    from splinecam.live.tracking import PosePhase
+
+    assert MODES == ("relative", "avd", "standard")
+    for member in (*NormaliseMode, *FrameKind, *PosePhase, *CaptureStatus):
+        assert member == member.value and str(member) == member.value and f"{member}" == member.value
+        assert json.dumps({"v": member}) == json.dumps({"v": member.value})
+    n = KeypointNormaliser(np.zeros((50, 2), np.float32), "standard")
+    assert n.mode is NormaliseMode.STANDARD and n.mode == "standard"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from splinecam.live.smoothing import OneEuroFilter, SmoothingSettings
+from splinecam.engines.one_euro import OneEuroFilter
+from splinecam.live.smoothing import SmoothingSettings
 from splinecam.live.tracking import PoseFallback
 
 FPS = 25.0
@@ -64,3 +65,63 @@ def test_pose_fallback_holds_then_eases_to_neutral():
     assert end.phase == "neutral" and np.array_equal(end.kp, neutral)
     fb.reset()
     assert fb.pose(neutral, 10.3).phase == "neutral"
+
+
+def test_one_filter_for_keypoints_and_the_face_tracker():
+    """engines/one_euro.OneEuroFilter is the only One-Euro filter: the live keypoints' (float32) and the
+    face tracker's crop (float64, a per-element cut-off: the side smoothed harder than the centre)."""
+    from splinecam.engines.faces.tracker import FaceTracker
+
+    tracker = FaceTracker(detector=object())
+    f = tracker._new_filter()
+    assert type(f) is OneEuroFilter and f.dtype == np.float64
+    x0 = np.array([100.0, 80.0, 200.0])
+    f(x0, 0.0)
+    out = f(x0 + 10.0, 1 / 30)
+    assert out.dtype == np.float64
+    moved = (out - x0) / 10.0
+    assert moved[2] < moved[0] == pytest.approx(moved[1])  # half the cut-off on the side: it lags more
+    assert OneEuroFilter.from_settings(SmoothingSettings())(np.zeros(2), 0.0).dtype == np.float32
+    with pytest.raises(ValueError):
+        OneEuroFilter(min_cutoff=0.0)
+
+
+def test_native_stderr_silenced_overlapping_threads_restore_fd2(tmp_path):
+    """Two overlapping start-ups share one redirection; fd 2 comes back to where it pointed, whatever the
+    order they leave in (a second dup of /dev/null must never be 'restored')."""
+    import os
+    import threading
+
+    from splinecam.engines.faces.graphs import native_stderr_silenced
+
+    log = tmp_path / "fd2.txt"
+    saved = os.dup(2)
+    try:
+        with open(log, "w") as f:
+            os.dup2(f.fileno(), 2)
+        a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+        def a():
+            with native_stderr_silenced():
+                a_in.set()
+                b_in.wait(5)
+                os.write(2, b"lost-a\n")
+            a_out.set()
+
+        def b():
+            a_in.wait(5)
+            with native_stderr_silenced():
+                b_in.set()
+                a_out.wait(5)
+                os.write(2, b"lost-b\n")
+
+        threads = [threading.Thread(target=a), threading.Thread(target=b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        os.write(2, b"kept\n")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    assert log.read_text() == "kept\n"

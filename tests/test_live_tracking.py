@@ -1,4 +1,4 @@
-"""Tracking: the fast crop matches engines.faces.crop_image; the cropper follows a face and reports
+"""Tracking: the fast crop matches engines.faces.geometry.crop_image; the cropper follows a face and reports
 its loss."""
 
 from __future__ import annotations
@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from splinecam.engines.faces import CropBox, FaceBox, FaceTracker, crop_image
+from splinecam.engines.faces.geometry import CropBox, FaceBox, crop_image
+from splinecam.engines.faces.tracker import FaceTracker
 from splinecam.live.capture import CapturedFrame
 from splinecam.live.tracking import FaceCropper, fast_crop
 

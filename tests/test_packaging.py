@@ -124,6 +124,27 @@ def test_no_import_circle():
     assert not cycles, f"import circles: {cycles}"
 
 
+def test_nothing_installed_signals_other_processes():
+    """The installed package never sends a signal to another process (os.kill / os.killpg other than to
+    itself, SIGSTOP / SIGCONT anywhere): pausing a training run for a benchmark is a development tool
+    (tools/pause_training.py), and tools/ is not a package."""
+    bad = []
+    for name, path in _modules().items():
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in ("SIGSTOP", "SIGCONT", "SIGTSTP"):
+                bad.append(f"{name}:{node.lineno} {node.attr}")
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in
+                    ("kill", "killpg", "pthread_kill") and isinstance(node.func.value, ast.Name)
+                    and node.func.value.id in ("os", "signal")):
+                target = ast.unparse(node.args[0]) if node.args else ""
+                if target not in ("os.getpid()",):
+                    bad.append(f"{name}:{node.lineno} {ast.unparse(node)}")
+    assert not bad, "signals to other processes from the installed package:\n" + "\n".join(bad)
+    listed = set(_setup_cfg()["options"]["packages"].split())
+    assert not any("tools" in p.split(".") for p in listed) and not (REPO / "tools" / "__init__.py").exists()
+
+
 def test_version_is_written_once():
     assert _setup_cfg()["metadata"]["version"].strip() == "attr: splinecam.__version__"
     hits = [p for p in _modules().values() if "__version__ =" in p.read_text()]

@@ -667,7 +667,7 @@ def test_live_holds_the_avatar_when_the_output_is_refused(tmp_path, value, caplo
     pipe, _, _ = build(tmp_path, FakeCamera(n=12, live=False, fps=25.0), backend=backend)
     summary = pipe.run()
     sent = FakeVirtualCamera.instances[0].frames
-    assert summary["frames"]["bad_output"] == 12 - 3
+    assert summary.frames["bad_output"] == 12 - 3
     assert sent and all(f.mean() > 20 for f in sent)                       # never a black frame to the call
     errors = [r for r in caplog.records if "holding the avatar" in r.getMessage()]
     assert len(errors) == 1                                                # said once, not per frame

@@ -114,7 +114,8 @@ def test_remote_backend_matches_the_local_one_and_counts_what_crosses(worker):
 def test_jpeg_on_the_wire_is_smaller_and_close(worker, shared):
     import cv2
 
-    from splinecam.engines.faces import crop_box_for_face, crop_image, find_face
+    from splinecam.engines.faces.detection import find_face
+    from splinecam.engines.faces.geometry import crop_box_for_face, crop_image
     from splinecam.engines.media import read_image
 
     pic = read_image(shared / "data" / "avatars" / "mona.jpg")
@@ -132,7 +133,8 @@ def test_jpeg_on_the_wire_is_smaller_and_close(worker, shared):
 def test_landmark_model_sends_keypoints_not_the_crop(shared):
     """A model whose keypoints are face-mesh landmarks: the mesh runs on the client, ~0.5 KB goes up a frame."""
     from splinecam.engines.backends.base import Backend
-    from splinecam.engines.faces import crop_box_for_face, crop_image, find_face
+    from splinecam.engines.faces.detection import find_face
+    from splinecam.engines.faces.geometry import crop_box_for_face, crop_image
     from splinecam.engines.media import read_image
     from splinecam.engines.tpsmm.config import load_config
     from splinecam.live.passthrough import PassThroughGraphs
@@ -348,7 +350,7 @@ def test_live_loop_holds_the_avatar_while_the_worker_is_away_and_carries_on(tmp_
     """The live loop over a worker that vanishes mid-run and comes back: the sinks never stall, never see
     the camera, show the avatar at rest while it is away, and the animation resumes."""
     from tests.test_live_pipeline import FakeCamera, FakeDetector, FakeVirtualCamera, avatar_dir, is_camera
-    from splinecam.engines.faces import FaceTracker
+    from splinecam.engines.faces.tracker import FaceTracker
     from splinecam.live.pipeline import LiveOptions, LivePipeline
     from splinecam.live.tracking import FaceCropper
 
@@ -385,9 +387,9 @@ def test_live_loop_holds_the_avatar_while_the_worker_is_away_and_carries_on(tmp_
     gap = [i for i in range(first_anim, len(kinds)) if kinds[i] == "still"]
     assert gap, "the avatar at rest while the worker was away"
     assert "animated" in kinds[gap[-1]:], "animated again once the worker was back"
-    r = summary["remote"]
+    r = summary.sections["remote"]
     assert r["sessions"] == 2 and r["connection_lost"] == 1 and r["frames_generated"] > 0
-    assert summary["frames"]["backend_offline"] > 0
+    assert summary.frames["backend_offline"] > 0
 
 
 # ----------------------------------------------------------------------------- the command line

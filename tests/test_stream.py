@@ -156,7 +156,7 @@ class CentreDetector:
     """A face in the middle of every frame: keeps the tests' per-frame work small on a busy machine."""
 
     def detect(self, image):
-        from splinecam.engines.faces import FaceBox
+        from splinecam.engines.faces.geometry import FaceBox
 
         h, w = image.shape[:2]
         return [FaceBox(w * 0.3, h * 0.25, w * 0.7, h * 0.75, 0.9)]
@@ -165,7 +165,7 @@ class CentreDetector:
 def clip_pipeline(tmp_path, backend=None, **kw) -> Running:
     """The bundled clip as a camera (its own 25 fps, newest frame wins, looped), the stream on a free port;
     fake face detection and a fake model, so that the loop is fast however busy the machine."""
-    from splinecam.engines.faces import FaceTracker
+    from splinecam.engines.faces.tracker import FaceTracker
     from splinecam.live.pipeline import LiveOptions
     from splinecam.live.tracking import FaceCropper
 
@@ -185,23 +185,23 @@ def test_serve_gives_25_distinct_animated_frames_within_5_s(tmp_path):
     finally:
         summary = run.stop()
     distinct = {hashlib.sha1(p[1]).hexdigest() for p in parts}
-    print(f"within 5 s: {len(parts)} JPEGs, {len(distinct)} distinct; loop {summary['fps']}")
-    assert len(parts) >= 25 and len(distinct) >= 25, (len(parts), len(distinct), summary["fps"])
+    print(f"within 5 s: {len(parts)} JPEGs, {len(distinct)} distinct; loop {summary.fps}")
+    assert len(parts) >= 25 and len(distinct) >= 25, (len(parts), len(distinct), summary.fps)
     seqs = [p[0] for p in parts]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     frame = decode(parts[-1][1])
     still = run.pipe.processor.library.current.still
     assert frame.shape == still.shape and np.abs(frame.astype(int) - still).mean() < 8    # the avatar
-    s = summary["stream"]
+    s = summary.sections["stream"]
     assert s["viewers_total"] == 1 and s["frames_served"] >= len(parts) and s["viewers_peak"] == 1
-    assert summary["frames"]["output"] >= s["frames_served"]
+    assert summary.frames["output"] >= s["frames_served"]
 
 
 def test_privacy_and_pass_through_from_the_control_page(tmp_path):
     """The stream gets what the virtual camera gets: the avatar, and the camera only while pass-through is on
     — switched here from the control page, through the hotkeys' queue."""
     from tests.test_live_pipeline import FakeCamera, FakeDetector, FakeVirtualCamera, avatar_dir, is_camera
-    from splinecam.engines.faces import FaceTracker
+    from splinecam.engines.faces.tracker import FaceTracker
     from splinecam.live.pipeline import LiveOptions
     from splinecam.live.tracking import FaceCropper
 
@@ -234,7 +234,7 @@ def test_privacy_and_pass_through_from_the_control_page(tmp_path):
     assert after and not any(is_camera(decode(p[1])) for p in after)
     vcam = FakeVirtualCamera.instances[0].frames
     assert any(is_camera(f) for f in vcam) and not is_camera(vcam[-1])   # the same rule, the same frames
-    assert summary["stream"]["control_requests"] == 3
+    assert summary.sections["stream"]["control_requests"] == 3
 
 
 def test_control_commands_are_the_hotkeys(tmp_path):
@@ -258,9 +258,10 @@ def test_control_commands_are_the_hotkeys(tmp_path):
                        (Command(Action.SMOOTHING, 0), lambda: not proc.controls.smoothing),
                        (Command(Action.SMOOTHING, 0), lambda: not proc.controls.smoothing),
                        (Command(Action.SELECT_AVATAR, 2), lambda: proc.library.index == 2)]:
-        proc.handle(cmd, 0.0)
+        pipe.command(cmd)                 # as the control page does
+        assert pipe.apply_commands(0.0) == 1  # as the processing thread does between two frames
         assert check()
-    state = pipe.control_state()
+    state = pipe.control_state()          # what the page reads: the view published after the commands
     assert state["avatars"] == ["a0", "a1", "a2"] and state["avatar"] == 2 and state["smoothing"] is False
     proc.close()
 
@@ -427,7 +428,7 @@ def test_state_changes_from_other_origins_are_refused(tmp_path):
         assert '<img src="/stream.mjpg"' in viewer and "<button" not in viewer        # the stream, nothing else
     finally:
         summary = run.stop()
-    assert summary["stream"]["refused_requests"] >= 7
+    assert summary.sections["stream"]["refused_requests"] >= 7
 
 
 def test_other_machines_need_the_token(tmp_path, monkeypatch):
@@ -562,7 +563,7 @@ def test_a_port_in_use_is_one_line_before_any_sink_opens(tmp_path):
     from splinecam.engines.errors import SplinecamError
     from splinecam.live.pipeline import LiveOptions, LivePipeline
     from tests.test_live_pipeline import FakeCamera, FakeDetector, avatar_dir
-    from splinecam.engines.faces import FaceTracker
+    from splinecam.engines.faces.tracker import FaceTracker
     from splinecam.live.tracking import FaceCropper
 
     taken = socket.create_server(("127.0.0.1", 0))

@@ -109,7 +109,8 @@ def test_losses_finite_and_decrease(tiny_config, prepared):
     from splinecam.engines.tpsmm.geometry import RandomTPS
     from splinecam.engines.tpsmm.networks import TPSMM
     from splinecam.training.data import Augmentation, PairDataset, load_clips
-    from splinecam.training.trainer import FullModel, TrainOptions, TrainSchedule
+    from splinecam.training.options import TrainOptions, TrainSchedule
+    from splinecam.training.step import FullModel
     from splinecam.training.vgg import build_perceptual_net
 
     torch.manual_seed(0)
@@ -257,14 +258,14 @@ def test_lite_256_is_at_most_a_fifth_of_vox_256():
 
 
 def test_resume_can_shorten_the_lr_schedule():
-    from splinecam.training.trainer import _reschedule
+    from splinecam.training.step import reschedule
 
     opt = torch.optim.Adam(torch.nn.Linear(2, 2).parameters(), lr=2e-4)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [32, 40], gamma=0.1)
     for _ in range(10):
         opt.step()
         sched.step()
-    _reschedule([sched], [11, 20], 10, 2e-4)
+    reschedule([sched], [11, 20], 10, 2e-4)
     assert opt.param_groups[0]["lr"] == pytest.approx(2e-4)
     opt.step()
     sched.step()
@@ -381,3 +382,123 @@ def test_init_with_mismatched_shapes_is_one_line(tiny_config, prepared, tmp_path
                  "--init", str(base / "checkpoint.pth"), "--max-steps", "1", *COMMON]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "dense_motion_network." in err[0] and "pass the --config it was trained with" in err[0]
+
+
+def _old_format_checkpoint(cfg_path: Path, *, step: int, epoch: int, step_in_epoch: int, minimal: bool = False) -> dict:
+    """A checkpoint dict exactly as ``train`` wrote it before the checkpoint became a dataclass
+    (training/trainer.py ``payload()`` up to commit a6df8cf: every key by hand, RNG as tensors + a repr,
+    the options as ``asdict(TrainOptions)`` of that version). ``minimal``: only what a reader of any
+    version needs to resume (no warm-start / background states, no landmark indices, no meta)."""
+    import random
+    import warnings
+
+    from splinecam.engines.tpsmm.config import load_config
+    from splinecam.engines.tpsmm.networks import TPSMM
+
+    cfg = load_config(cfg_path)
+    torch.manual_seed(0)
+    model = TPSMM(cfg)
+    model.avd_network = None
+    kp = list(model.kp_detector.parameters())
+    opt = torch.optim.Adam([*kp, *model.dense_motion_network.parameters(), *model.inpainting_network.parameters()],
+                           lr=2e-4, betas=(0.5, 0.999), weight_decay=1e-4)
+    opt_bg = torch.optim.Adam(model.bg_predictor.parameters(), lr=2e-4, betas=(0.5, 0.999), weight_decay=1e-4)
+    opt_warm = torch.optim.Adam(kp, lr=1e-3)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [3], gamma=0.1)
+    sched_bg = torch.optim.lr_scheduler.MultiStepLR(opt_bg, [3], gamma=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(epoch):
+            sched.step()
+            sched_bg.step()
+    np_state = np.random.get_state()
+    data = {
+        "format": "splinecam-training", "config": yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False),
+        "config_name": cfg.name, "models": {n: m.state_dict() for n, m in model.submodules().items()},
+        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+        "optimizer_bg": opt_bg.state_dict(), "scheduler_bg": sched_bg.state_dict(),
+        "optimizer_warmstart": opt_warm.state_dict(),
+        "step": step, "epoch": epoch, "step_in_epoch": step_in_epoch, "warmstart_step": 0,
+        "wall_time": 12.5,
+        "rng": {"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                "numpy_pos": int(np_state[2]), "python": repr(random.getstate())},
+        "options": {"data": "old/data", "out": "old/run", "resume": False, "init": None, "max_steps": None,
+                    "epochs": None, "batch_size": None, "device": "cpu", "threads": 1, "image_size": None,
+                    "bf16": False, "vgg_weights": None, "perceptual_width": 0.125, "lr": None,
+                    "epoch_milestones": None, "train_param": None, "num_repeats": None, "checkpoint_minutes": 5.0,
+                    "checkpoint_steps": None, "log_every": 1, "vis_every": 2, "warmstart_steps": 0,
+                    "warmstart_lr": 0.001, "warmstart_batch": 16, "landmark_augment": False,
+                    "landmark_weight": None, "freeze_keypoints": False, "pixel_weight": None, "seed": 0},
+        "landmark_indices": list(range(0, 100, 2)),
+        "meta": {"config_name": cfg.name, "perceptual": "random-fixed-vgg19 (width 0.125)", "image_size": 64,
+                 "world_size": 1, "bf16": False, "init": None},
+    }
+    if minimal:
+        for key in ("optimizer_bg", "scheduler_bg", "optimizer_warmstart", "warmstart_step", "landmark_indices",
+                    "meta", "options", "format"):
+            data.pop(key)
+    return data
+
+
+@pytest.mark.parametrize("minimal", [False, True], ids=["old-format", "old-format-minimal"])
+def test_resume_from_a_checkpoint_written_before_the_dataclass(tiny_config, prepared, tmp_path, minimal):
+    """--resume of a checkpoint dict in the layout the trainer wrote before training/checkpoint.py: the run
+    continues from its step and epoch, for two more steps, and writes the same layout back."""
+    from splinecam.cli import main
+    from splinecam.training.checkpoint import TrainingCheckpoint
+
+    run = tmp_path / "old"
+    run.mkdir()
+    old = _old_format_checkpoint(tiny_config, step=2, epoch=1, step_in_epoch=0, minimal=minimal)
+    torch.save(old, run / "checkpoint.pth")
+    assert main(["train", "--config", str(tiny_config), "--data", str(prepared), "--out", str(run), "--resume",
+                 "--max-steps", "4", *COMMON]) == 0
+    log = (run / "log.txt").read_text()
+    assert "resumed from" in log and "step 2, epoch 1 (+0 steps)" in log
+    assert read_steps(run) == [3, 4]
+    new = torch.load(run / "checkpoint.pth", weights_only=True)
+    assert (new["step"], new["epoch"], new["step_in_epoch"]) == (4, 1, 2) and new["wall_time"] > 12.5
+    written = TrainingCheckpoint.from_dict(old).to_dict()
+    assert list(new) == list(written)  # the on-disk layout is the old one
+    if not minimal:
+        assert list(new) == list(old) and new["landmark_indices"] == old["landmark_indices"]
+        assert new["meta"]["config_name"] == "tiny-64" and new["meta"]["init"] is None
+    for name, sd in old["models"].items():  # trained on from the stored weights
+        assert any(not torch.equal(v, new["models"][name][k]) for k, v in sd.items()
+                   if v.is_floating_point()), name
+
+
+def test_training_checkpoint_round_trips_the_old_layout(tiny_config):
+    from splinecam.training.checkpoint import TrainingCheckpoint
+
+    old = _old_format_checkpoint(tiny_config, step=7, epoch=3, step_in_epoch=1)
+    ckpt = TrainingCheckpoint.from_dict(old)
+    assert (ckpt.progress.step, ckpt.progress.epoch, ckpt.progress.step_in_epoch, ckpt.progress.wall) == (7, 3, 1, 12.5)
+    back = ckpt.to_dict()
+    assert list(back) == list(old)
+    assert all(back[k] is old[k] or back[k] == old[k] for k in old if k not in ("models", "rng"))
+
+
+def test_bf16_autocast_runs_on_the_models_device(tiny_config, monkeypatch):
+    """--bf16 autocasts on the device the model is on (it was always autocast("cpu"): nothing on CUDA)."""
+    from types import SimpleNamespace
+
+    from splinecam.engines.tpsmm.config import load_config
+    from splinecam.engines.tpsmm.networks import TPSMM
+    from splinecam.training.options import TrainOptions, TrainSchedule
+    from splinecam.training.step import FullModel
+    from splinecam.training.vgg import build_perceptual_net
+
+    cfg = load_config(tiny_config)
+    schedule = TrainSchedule.from_config(cfg, TrainOptions(data="", out=""))
+    full = FullModel(TPSMM(cfg), schedule, build_perceptual_net(None, 0.125), True, None)
+    with full.amp():
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    seen = []
+    monkeypatch.setattr(torch, "autocast", lambda device_type, dtype: seen.append((device_type, dtype)))
+    full._buffers["mirror"] = SimpleNamespace(device=SimpleNamespace(type="cuda"))  # as after .to("cuda")
+    full.amp()
+    assert seen == [("cuda", torch.bfloat16)]
+    full.bf16 = False
+    with full.amp():
+        assert not torch.is_autocast_enabled("cpu")

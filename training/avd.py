@@ -27,8 +27,9 @@ from splinecam.engines.errors import SplinecamError
 from splinecam.engines.tpsmm.networks import AVDNetwork
 from splinecam.training.data import load_clips
 from splinecam.training.losses import random_scale
-from splinecam.training.trainer import (CHECKPOINT, RunLog, _append_csv, _truncate_csv, model_from_training_checkpoint,
-                              read_training_checkpoint, save_checkpoint)
+from splinecam.training.checkpoint import (CHECKPOINT, model_from_training_checkpoint, read_training_checkpoint,
+                                          save_checkpoint)
+from splinecam.training.runfiles import RunLog, append_csv, truncate_csv
 
 
 @dataclass
@@ -112,7 +113,7 @@ def train_avd(args) -> Path:
         scheduler.load_state_dict(data["scheduler"])
         step, epoch, wall = data["step"], data["epoch"], data["wall_time"]
         torch.set_rng_state(data["rng"])
-        _truncate_csv(run_dir / "losses.csv", step)
+        truncate_csv(run_dir / "losses.csv", step)
         log(f"resumed AVD run at step {step}, epoch {epoch}")
     total = sched.num_epochs * steps_per_epoch
     if args.max_steps:
@@ -149,7 +150,7 @@ def train_avd(args) -> Path:
         wall += time.time() - t0
         if not math.isfinite(float(loss.detach())):
             raise SplinecamError(f"AVD loss became {float(loss.detach())} at step {step}")
-        _append_csv(run_dir / "losses.csv", ["step", "epoch", "lr", "reconstruction_kp"],
+        append_csv(run_dir / "losses.csv", ["step", "epoch", "lr", "reconstruction_kp"],
                     [step, epoch, f"{optimizer.param_groups[0]['lr']:.3g}", f"{float(loss.detach()):.6f}"])
         if step % args.log_every == 0 or step == 1:
             log(f"AVD step {step}/{total} ep {epoch} | kp reconstruction L1 {float(loss.detach()):.5f}")

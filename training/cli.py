@@ -78,7 +78,7 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--threads", type=number_arg(THREADS), help="torch threads per process (e.g. 1 to leave cores free)")
     p.add_argument("--image-size", type=number_arg(int, 32, 4096), help="train at this resolution (default: the config's)")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the networks (TPS maths stays float32)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the networks on --device, CPU or CUDA (TPS maths stays float32)")
     p.add_argument("--vgg-weights", help="torchvision vgg19-dcbb9e9d.pth for the perceptual loss")
     p.add_argument("--perceptual-width", type=number_arg(float, 0, 4, low_open=True), default=0.25,
                    help="channel width of the random-weight VGG19 fallback (default 0.25)")

@@ -5,7 +5,7 @@ that frame's own keypoints (standard mode: raw driving keypoints; background mot
 has it). Metrics per video, each beside the no-motion baseline (output = the source frame):
 
 - ``l1``: mean absolute error on [0,1] RGB;
-- ``psnr``: mean over frames of 10·log10(1/MSE) (dB);
+- ``psnr``: mean over frames of 10·log10(1/MSE) (dB; ``engines/quality.psnr``, 100 for identical frames);
 - ``akd``: average keypoint distance, mean Euclidean distance in pixels (at the evaluation image size,
   the model's unless ``--image-size`` says otherwise)
   between mediapipe face-mesh landmarks of the output and of the real frame, over frames where both
@@ -20,7 +20,6 @@ is one item); ``prepare-data`` output is used as is.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from splinecam.engines.errors import SplinecamError
+from splinecam.engines.quality import psnr as frame_psnr
 
 METRICS = ("l1", "l1_no_motion", "psnr", "psnr_no_motion", "akd", "akd_no_motion", "psnr_still")
 
@@ -77,7 +77,7 @@ class EvaluationResult:
 def load_model(path: str | Path | None, config: str | None = None):
     """(TPSMM in eval mode, description) from a .safetensors / .pth.tar / run dir / checkpoint.pth."""
     from splinecam.engines.tpsmm.checkpoint import load_checkpoint
-    from splinecam.training.trainer import CHECKPOINT, model_from_training_checkpoint, read_training_checkpoint
+    from splinecam.training.checkpoint import CHECKPOINT, model_from_training_checkpoint, read_training_checkpoint
 
     from splinecam.engines.model_options import default_checkpoint
 
@@ -180,11 +180,6 @@ def _reconstruct_fomm(model, frames: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(((a - b) ** 2).mean())
-    return 100.0 if mse <= 1e-10 else 10 * math.log10(1.0 / mse)
-
-
 def evaluate_video(model, name: str, frames: np.ndarray, mesh, batch_size: int = 8) -> VideoResult:
     """Metrics of one clip (T,S,S,3) uint8."""
     real_landmarks = [mesh.landmarks(r) for r in frames]
@@ -194,8 +189,8 @@ def evaluate_video(model, name: str, frames: np.ndarray, mesh, batch_size: int =
     src = real[0]
     l1 = float(np.abs(pred - real).mean())
     l1_nm = float(np.abs(src[None] - real).mean())
-    psnr = float(np.mean([_psnr(p, r) for p, r in zip(pred, real)]))
-    psnr_nm = float(np.mean([_psnr(src, r) for r in real]))
+    psnr = float(np.mean([frame_psnr(p, r, peak=1.0) for p, r in zip(pred, real)]))
+    psnr_nm = float(np.mean([frame_psnr(src, r, peak=1.0) for r in real]))
     lm_src = real_landmarks[0]
     d_model, d_nm = [], []
     for p, r, lm_r in zip(pred, frames, real_landmarks):
@@ -208,7 +203,7 @@ def evaluate_video(model, name: str, frames: np.ndarray, mesh, batch_size: int =
             d_nm.append(float(np.linalg.norm(lm_src - lm_r, axis=1).mean()))
     return VideoResult(name, len(frames), l1, l1_nm, psnr, psnr_nm,
                        float(np.mean(d_model)) if d_model else None, float(np.mean(d_nm)) if d_nm else None,
-                       _psnr(pred[0], real[0]))
+                       frame_psnr(pred[0], real[0], peak=1.0))
 
 
 def still_face(model, face: np.ndarray, mesh) -> float:
@@ -217,12 +212,13 @@ def still_face(model, face: np.ndarray, mesh) -> float:
     frames = np.stack([face, face])
     keypoints = mesh_keypoints(model, [mesh.landmarks(face)] * 2, face.shape[0]) if model.kp_detector is None else None
     pred = reconstruct(model, frames, 2, keypoints)[1]
-    return _psnr(pred, face.astype(np.float32) / 255)
+    return frame_psnr(pred, face.astype(np.float32) / 255, peak=1.0)
 
 
 def still_faces(model, folder: str | Path, size: int, mesh, progress=print) -> list[StillFaceResult]:
     """:func:`still_face` of every portrait in ``folder``, face-cropped as the live loop crops an avatar."""
-    from splinecam.engines.faces import crop_box_for_face, crop_image, find_face
+    from splinecam.engines.faces.detection import find_face
+    from splinecam.engines.faces.geometry import crop_box_for_face, crop_image
     from splinecam.engines.media import read_image
     from splinecam.engines.outputs import IMAGE_SUFFIXES
 
@@ -243,7 +239,7 @@ def evaluate(checkpoint: str | None, data: list[str], max_frames: int | None = N
              batch_size: int = 8, image_size: int | None = None, progress=print,
              still_faces_dir: str | Path | None = None) -> EvaluationResult:
     """Evaluate a model on every video of ``data`` (see the module docstring)."""
-    from splinecam.engines.faces import FaceMesh
+    from splinecam.engines.faces.mesh import FaceMesh
 
     from splinecam.engines.tpsmm.config import check_image_size
     from splinecam.engines.validate import COUNT

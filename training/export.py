@@ -13,7 +13,7 @@ from pathlib import Path
 
 from splinecam.engines.errors import CheckpointError
 from splinecam.training.avd import read_avd_checkpoint
-from splinecam.training.trainer import CHECKPOINT, model_from_training_checkpoint, read_training_checkpoint
+from splinecam.training.checkpoint import CHECKPOINT, model_from_training_checkpoint, read_training_checkpoint
 
 
 def export_run(run: str | Path, out: str | Path, avd: str | Path | None = None, half: bool = False) -> Path:
@@ -23,11 +23,11 @@ def export_run(run: str | Path, out: str | Path, avd: str | Path | None = None, 
     p = Path(run)
     if p.is_dir():
         p = p / CHECKPOINT
-    data = read_training_checkpoint(p)
-    model = model_from_training_checkpoint(data)
-    record = {"steps": data["step"], "epochs_completed": data["epoch"], "wall_time_s": round(data["wall_time"], 1),
-              "warmstart_steps": data.get("warmstart_step", 0), **(data.get("meta") or {}),
-              "landmark_indices": data.get("landmark_indices")}
+    ckpt = read_training_checkpoint(p)
+    model = model_from_training_checkpoint(ckpt)
+    done = ckpt.progress
+    record = {"steps": done.step, "epochs_completed": done.epoch, "wall_time_s": round(done.wall, 1),
+              "warmstart_steps": done.warm_step, **ckpt.meta, "landmark_indices": ckpt.landmark_indices}
     include_avd = False
     if avd:
         a = read_avd_checkpoint(avd)

@@ -2,7 +2,7 @@
 
 Each video is split into shots (a cut = a large jump of the mean absolute difference between
 consecutive downscaled grey frames); each shot gets ONE stable square crop
-(:func:`splinecam.engines.faces.stable_crop_for_frames`, the framing the live loop and ``animate`` use), and
+(:func:`splinecam.engines.faces.detection.stable_crop_for_frames`, the framing the live loop and ``animate`` use), and
 is written as
 
 - ``<video>--<shot>.npy``: uint8 (T, S, S, 3) RGB frames (memory-mappable: fast to load);
@@ -84,7 +84,8 @@ def split_shots(frames: list[np.ndarray], threshold: float = 40.0) -> list[tuple
 
 def crop_frames(frames: list[np.ndarray], size: int, what: str) -> tuple[np.ndarray, tuple[float, float, float]]:
     """One stable crop for ``frames`` (H×W×3 uint8) → (T, size, size, 3) uint8 and (cx, cy, side)."""
-    from splinecam.engines.faces import crop_image, stable_crop_for_frames
+    from splinecam.engines.faces.detection import stable_crop_for_frames
+    from splinecam.engines.faces.geometry import crop_image
 
     box = stable_crop_for_frames(frames, sample_every=max(1, min(5, len(frames) // 4)), what=what)
     out = np.stack([crop_image(f, box, size) for f in frames])
@@ -93,7 +94,7 @@ def crop_frames(frames: list[np.ndarray], size: int, what: str) -> tuple[np.ndar
 
 def face_landmarks(frames: np.ndarray) -> np.ndarray:
     """mediapipe face-mesh landmarks of every frame: (T,S,S,3) uint8 → (T,468,2) float32, NaN if none."""
-    from splinecam.engines.faces import FaceMesh
+    from splinecam.engines.faces.mesh import FaceMesh
 
     out = np.full((len(frames), 468, 2), np.nan, dtype=np.float32)
     with FaceMesh(static=False) as mesh:

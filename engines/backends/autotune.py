@@ -29,8 +29,9 @@ import numpy as np
 
 from splinecam.engines.backends.options import BackendOptions
 from splinecam.engines.loaded_model import LoadedModel
+from splinecam.engines.quality import PSNR_FLOOR_DB, mean_psnr
 
-MIN_PSNR_DB = 35.0
+MIN_PSNR_DB = PSNR_FLOOR_DB  # engines/quality.py: the one floor
 TIMED_CALLS = 8
 WARMUP_CALLS = 2
 FORMAT = 1
@@ -162,11 +163,6 @@ def _motion(kp: np.ndarray, n: int) -> list[np.ndarray]:
     return out
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 99.0 if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
-
-
 def measure(loaded: LoadedModel, sample: np.ndarray, options: BackendOptions,
             say: Callable[[str], None] | None = None, clock: Callable[[], float] = time.perf_counter) -> AutoChoice:
     """Time every candidate on ``sample`` (S,S,3 uint8, the avatar) and pick the fastest at ≥ 35 dB."""
@@ -201,7 +197,7 @@ def measure(loaded: LoadedModel, sample: np.ndarray, options: BackendOptions,
         if precision == "fp32" and reference is None:
             reference = outs
         elif reference is not None:
-            trial.psnr_db = round(float(np.mean([_psnr(a, b) for a, b in zip(outs, reference)])), 1)
+            trial.psnr_db = round(mean_psnr(outs, reference), 1)
     eligible = [t for t in trials if t.ms is not None and (t.precision == "fp32" or
                                                              (t.psnr_db is not None and t.psnr_db >= MIN_PSNR_DB))]
     if not eligible:

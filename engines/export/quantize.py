@@ -136,7 +136,8 @@ class Calibration:
 def _calibration_frames(calibration: Calibration, size: int) -> list[np.ndarray]:
     """The driving frames, face-cropped like the live loop (one crop from the first frame's face; centre
     square if none is found), resized to size×size uint8 RGB."""
-    from splinecam.engines.faces import crop_box_for_face, crop_image, find_face
+    from splinecam.engines.faces.detection import find_face
+    from splinecam.engines.faces.geometry import crop_box_for_face, crop_image
     from splinecam.engines.media import VideoReader
 
     frames = VideoReader(calibration.video).read_all()[calibration.first_frame:]
@@ -161,7 +162,8 @@ def _centre_square(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def _avatar_image(calibration: Calibration, size: int) -> np.ndarray:
-    from splinecam.engines.faces import crop_box_for_face, crop_image, find_face
+    from splinecam.engines.faces.detection import find_face
+    from splinecam.engines.faces.geometry import crop_box_for_face, crop_image
     from splinecam.engines.media import read_image
 
     image = read_image(calibration.avatar)
