@@ -357,7 +357,9 @@ def test_slow_stuck_vanishing_and_second_viewers_never_stall_the_sender():
     stream.close()
 
     assert counting.n >= 0.7 * fps * elapsed, (counting.n, elapsed)           # the sender kept its pace
-    assert stream.send_max < 0.05                                               # and never waited on a viewer
+    # and never waited on a viewer: waiting on the stuck one would take write_timeout (1.5 s); a tenth of that
+    # leaves room for a loaded machine's scheduling (a flake at 0.05 s under load ~5 on 2 cores)
+    assert stream.send_max < 0.15, stream.send_max
     fast_parts, slow_parts = results["fast"], results["slow"]
     assert len(fast_parts) >= 0.5 * fps * (seconds - 1.0), len(fast_parts)     # a second viewer is unaffected
     slow_seqs = [p[0] for p in slow_parts]
