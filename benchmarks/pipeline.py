@@ -38,7 +38,7 @@ def run_pipeline(clip: str | Path, loaded: LoadedModel, backend: str = "auto", p
                  paced: bool = True, output_size: tuple[int, int] = (1280, 720), compile_bf16: bool = True,
                  record: bool = True) -> PipelineResult:
     """One live run on ``clip``; a backend that cannot run here gives status "unavailable"."""
-    from splinecam.engines.backends import BackendOptions, create_backend, resolve_choice
+    from splinecam.engines.backends import BackendOptions, resolve_choice
 
     clip = Path(clip).expanduser()
     if not clip.is_file():
@@ -54,17 +54,12 @@ def run_pipeline(clip: str | Path, loaded: LoadedModel, backend: str = "auto", p
 
     options = BackendOptions(progress=lambda msg: say(f"  {b} {p}: {msg}"), compile=compile_bf16,
                              threads=paced_loop_threads() if paced else None)  # as `live` / `demo --realtime`
-    try:
-        if backend == "auto" and precision == "auto" and d == "cpu":  # as demo / live choose: measured
-            from splinecam.engines.backends.autotune import choose
-            from splinecam.engines.model_options import avatar_sample
+    try:  # auto as demo / live choose it (measured on the avatar)
+        from splinecam.engines.model_options import avatar_sample, build_backend
 
-            sample = avatar_sample(avatar, loaded.config.image_size)
-            if sample is not None:
-                choice = choose(loaded, sample, options, say=lambda m: say(f"  {m}"))
-                say(f"  {choice.explain()}")
-                b, p = choice.engine, choice.precision
-        impl = create_backend(loaded, b, d, p, options)
+        sample = avatar_sample(avatar, loaded.config.image_size) if d == "cpu" else None
+        impl = build_backend(loaded, backend, device, precision, options, sample, say=lambda m: say(f"  {m}"))
+        b, p = impl.graphs.engine, impl.graphs.precision
     except BackendUnavailableError as err:
         return _not_run(clip, b, p, d, paced, output_size, STATUS_UNAVAILABLE, unavailable_reason(b, err))
     return _run_live(impl, clip, avatar, max_frames, paced, output_size, t0, b, p, d, record)

@@ -109,13 +109,21 @@ def backend_from_args(args: argparse.Namespace, loaded: LoadedModel, sample: np.
     options = BackendOptions(compile=not getattr(args, "no_compile", False),
                              calibration=getattr(args, "calibration", None), threads=threads)
     backend, device, precision = (getattr(args, name, "auto") for name in ("backend", "device", "precision"))
+    return build_backend(loaded, backend, device, precision, options, sample, getattr(args, "retune", False),
+                         say=lambda m: say(f"splinecam: {m}"))
+
+
+def build_backend(loaded: LoadedModel, backend: str, device: str, precision: str, options: BackendOptions,
+                  sample: np.ndarray | None = None, retune: bool = False, say=print) -> Backend:
+    """``backend`` / ``device`` / ``precision`` as asked; ``auto`` × ``auto`` on a CPU with a ``sample`` (the
+    (S,S,3) uint8 avatar crop) is measured (:mod:`splinecam.engines.backends.autotune`), what it picked
+    said through ``say``; otherwise the static policy of :func:`~splinecam.engines.backends.resolve_choice`."""
     if sample is not None and backend == "auto" and precision == "auto" and \
             resolve_choice("auto", device, "auto")[1] == "cpu":
         from splinecam.engines.backends.autotune import choose
 
-        choice = choose(loaded, sample, options, retune=getattr(args, "retune", False),
-                        say=lambda m: say(f"splinecam: {m}"))
-        say(f"splinecam: {choice.explain()}")
+        choice = choose(loaded, sample, options, retune=retune, say=say)
+        say(choice.explain())
         return create_backend(loaded, choice.engine, "cpu", choice.precision, options)
     return create_backend(loaded, backend, device, precision, options)
 
@@ -124,8 +132,7 @@ def avatar_sample(path: str | Path, size: int) -> np.ndarray | None:
     """The face crop (size×size uint8 RGB) of an avatar image, or of a folder's first image; None when
     there is none to read or no face in it (the caller reports those itself)."""
     from splinecam.engines.errors import SplinecamError
-    from splinecam.engines.faces.detection import find_face
-    from splinecam.engines.faces.geometry import crop_box_for_face, crop_image
+    from splinecam.engines.faces.detection import face_crop
     from splinecam.engines.media import read_image
 
     p = Path(path)
@@ -135,7 +142,6 @@ def avatar_sample(path: str | Path, size: int) -> np.ndarray | None:
             return None
         p = images[0]
     try:
-        image = read_image(p)
-        return crop_image(image, crop_box_for_face(find_face(image, "the avatar")), size)
+        return face_crop(read_image(p), "the avatar", size)
     except SplinecamError:
         return None

@@ -217,8 +217,7 @@ def still_face(model, face: np.ndarray, mesh) -> float:
 
 def still_faces(model, folder: str | Path, size: int, mesh, progress=print) -> list[StillFaceResult]:
     """:func:`still_face` of every portrait in ``folder``, face-cropped as the live loop crops an avatar."""
-    from splinecam.engines.faces.detection import find_face
-    from splinecam.engines.faces.geometry import crop_box_for_face, crop_image
+    from splinecam.engines.faces.detection import face_crop
     from splinecam.engines.media import read_image
     from splinecam.engines.outputs import IMAGE_SUFFIXES
 
@@ -227,8 +226,7 @@ def still_faces(model, folder: str | Path, size: int, mesh, progress=print) -> l
         raise SplinecamError(f"--still-faces {folder}: no pictures in it")
     out = []
     for p in paths:
-        image = read_image(p)
-        face = crop_image(image, crop_box_for_face(find_face(image, str(p))), size)
+        face = face_crop(read_image(p), str(p), size)
         r = StillFaceResult(p.name, round(still_face(model, face, mesh), 2))
         progress(f"still face {r.name}: {r.psnr:.2f} dB")
         out.append(r)

@@ -43,6 +43,7 @@ from typing import Callable
 import numpy as np
 
 from splinecam.engines.errors import SplinecamError
+from splinecam.engines.export.onnx_fold import drop_dead
 
 F16, F32 = "f16", "f32"
 FP16_MAX = 65504.0
@@ -417,7 +418,7 @@ def convert_to_fp16(model, half_inputs: set[str] | frozenset[str] = frozenset(),
     graph.initializer.extend(new_inits)
     del graph.value_info[:]
     _fuse_transposes(model)
-    _drop_unused(model)
+    drop_dead(model)
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     _check_types(model)
     return model, report
@@ -485,22 +486,6 @@ def _fuse_transposes(model) -> None:
     for out in graph.output:
         if out.name in replace:  # pragma: no cover - guarded above
             raise Fp16ConversionError(f"output {out.name} lost its producer")
-
-
-def _drop_unused(model) -> None:
-    graph = model.graph
-    needed = {o.name for o in graph.output}
-    live = []
-    for node in reversed(list(graph.node)):
-        if any(o in needed for o in node.output):
-            live.append(node)
-            needed.update(i for i in node.input if i)
-    live.reverse()
-    del graph.node[:]
-    graph.node.extend(live)
-    inits = [i for i in graph.initializer if i.name in needed]
-    del graph.initializer[:]
-    graph.initializer.extend(inits)
 
 
 # ----------------------------------------------------------------------------- whole exports

@@ -88,12 +88,12 @@ def fold_constants(model):
         del graph.node[:]
         graph.node.extend(keep)
         graph.initializer.extend(new_inits)
-        _drop_dead(model)
-    _drop_dead(model)
+        drop_dead(model)
+    drop_dead(model)
     return model
 
 
-def _drop_dead(model) -> None:
+def drop_dead(model) -> None:
     """Remove nodes and initializers that no graph output depends on."""
     graph = model.graph
     needed = {o.name for o in graph.output}

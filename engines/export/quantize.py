@@ -162,13 +162,12 @@ def _centre_square(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def _avatar_image(calibration: Calibration, size: int) -> np.ndarray:
-    from splinecam.engines.faces.detection import find_face
-    from splinecam.engines.faces.geometry import crop_box_for_face, crop_image
+    from splinecam.engines.faces.detection import face_crop
     from splinecam.engines.media import read_image
 
     image = read_image(calibration.avatar)
     try:
-        return crop_image(image, crop_box_for_face(find_face(image, str(calibration.avatar))), size)
+        return face_crop(image, str(calibration.avatar), size)
     except SplinecamError:
         return _centre_square(image, size)
 

@@ -27,7 +27,7 @@ import numpy as np
 from splinecam.engines.errors import FaceNotFoundError
 from splinecam.engines.faces.geometry import (DEFAULT_CROP_SCALE,
                                               DEFAULT_VERTICAL_SHIFT, CropBox, FaceBox, check_image,
-                                              crop_box_for_face, most_prominent, same_person)
+                                              crop_box_for_face, crop_image, most_prominent, same_person)
 from splinecam.engines.faces.graphs import QuietGraph
 
 # Full-range boxes relative to short-range boxes on the same face (13 pictures, median).
@@ -157,6 +157,12 @@ def find_face(image_rgb: np.ndarray, what: str, detector: Detector | None = None
             f"no face found in {what}: use a picture where a face is clearly visible "
             f"(frontal, well lit, not too small), or pass --crop none if it is already cropped")
     return face
+
+
+def face_crop(image_rgb: np.ndarray, what: str, size: int = 256, detector: Detector | None = None) -> np.ndarray:
+    """The (size,size,3) uint8 face crop of a picture, as the live loop crops an avatar: its most prominent
+    face (:func:`find_face`; FaceNotFoundError naming ``what``) in the default crop box."""
+    return crop_image(image_rgb, crop_box_for_face(find_face(image_rgb, what, detector)), size)
 
 
 def stable_crop_for_frames(frames: Iterable[np.ndarray], sample_every: int = 5,
