@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, assert_engines_agree
 
 
 @pytest.fixture(scope="module")
@@ -74,14 +74,7 @@ def test_shipped_graphs_run_as_torch_runs_the_weights(bundled):
     torch_b = create_backend(bundled, "torch", "cpu", "fp32")
     ort_b = create_backend(bundled, "onnxruntime", "cpu", "fp32")
     assert ort_b.graphs.export_dir == bundled.shipped_export  # nothing exported: the shipped graphs
-    avatar = _crop(REPO / "live" / "assets" / "mona.jpg")
-    st_t, st_o = torch_b.prepare_source(avatar), ort_b.prepare_source(avatar)
-    np.testing.assert_allclose(st_t.kp, st_o.kp, atol=1e-6)
-    rng = np.random.default_rng(0)
-    for _ in range(3):
-        kp = st_t.kp + rng.normal(0, 0.03, st_t.kp.shape).astype(np.float32)
-        a, b = torch_b.predict(st_t, kp), ort_b.predict(st_o, kp)
-        assert np.abs(a - b).max() <= 1e-3
+    assert_engines_agree(torch_b, ort_b, _crop(REPO / "live" / "assets" / "mona.jpg"), atol=1e-3)
 
 
 def test_no_pixel_of_the_driving_frame_reaches_the_output(bundled, monkeypatch):
@@ -104,10 +97,9 @@ def test_no_pixel_of_the_driving_frame_reaches_the_output(bundled, monkeypatch):
 
 
 def _crop_frame(frame):
-    from splinecam.engines.faces.detection import find_face
-    from splinecam.engines.faces.geometry import crop_box_for_face, crop_image
+    from splinecam.engines.faces.detection import face_crop
 
-    return crop_image(frame, crop_box_for_face(find_face(frame, "the frame")), 256)
+    return face_crop(frame, "the frame")
 
 
 @pytest.mark.slow

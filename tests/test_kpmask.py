@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.conftest import REPO, assert_engines_agree
 from tests.test_training import prepared, videos  # noqa: F401 (session fixtures: prepare-data output at 64 px)
 
 LW = "loss_weights={perceptual: [0, 0, 0, 0, 0], equivariance_value: 0, warp_loss: 0, bg: 0, pixel: 10, landmark: 0}"
@@ -145,12 +145,11 @@ def test_flops_budget():
 
 
 def _webcam_crop():
-    from splinecam.engines.faces.detection import find_face
-    from splinecam.engines.faces.geometry import crop_box_for_face, crop_image
+    from splinecam.engines.faces.detection import face_crop
     from splinecam.engines.media import VideoReader
 
     frame = next(iter(VideoReader(REPO / "live" / "assets" / "webcam.mp4")))
-    return crop_image(frame, crop_box_for_face(find_face(frame, "the frame")), 256)
+    return face_crop(frame, "the frame")
 
 
 def _avatar_crop():
@@ -234,14 +233,7 @@ def test_export_passes_tensorrt_checks_and_ort_runs_it_as_torch(loaded, shared, 
     torch_b = create_backend(loaded, "torch", "cpu", "fp32")
     ort_b = create_backend(loaded, "onnxruntime", "cpu", "fp32", BackendOptions(onnx_dir=tmp_path, threads=1))
     try:
-        avatar = _avatar_crop()
-        st_t, st_o = torch_b.prepare_source(avatar), ort_b.prepare_source(avatar)
-        np.testing.assert_allclose(st_t.kp, st_o.kp, atol=1e-6)
-        rng = np.random.default_rng(0)
-        for _ in range(3):
-            kp = st_t.kp + rng.normal(0, 0.03, st_t.kp.shape).astype(np.float32)
-            a, b = torch_b.predict(st_t, kp), ort_b.predict(st_o, kp)
-            assert np.abs(a - b).max() <= 1e-4
+        assert_engines_agree(torch_b, ort_b, _avatar_crop(), atol=1e-4)
     finally:
         torch_b.close()
         ort_b.close()

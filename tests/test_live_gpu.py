@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 import fake_tensorrt
-from splinecam.engines.faces.geometry import FaceBox
 from splinecam.engines.faces.tracker import FaceTracker
 from splinecam.live.calibration import Match
 from splinecam.live.capture import CapturedFrame
@@ -25,6 +24,7 @@ from splinecam.live.hotkeys import Action, Command
 from splinecam.live.inference import DirectInference, OverlappedInference
 from splinecam.live.pipeline import LiveOptions, LivePipeline
 from splinecam.live.tracking import FaceCropper
+from tests.test_live_pipeline import FakeDetector  # a face where pixel (0, 0) has green 255
 
 SIZE, TPS = 16, 2
 
@@ -51,16 +51,6 @@ def tiny_trt_backend():
     device = RecordingDevice()
     graphs = TensorRTGraphs.from_plans(config, "fp16", fake_tensorrt.tiny_plans(SIZE, TPS), device)
     return Backend(config, graphs, None, has_bg=True), device
-
-
-class FakeDetector:
-    """A face in the middle of frames whose pixel (0, 0) has green 255."""
-
-    def detect(self, image):
-        if image[0, 0, 1] != 255:
-            return []
-        h, w = image.shape[:2]
-        return [FaceBox(w / 2 - 40, h / 2 - 40, w / 2 + 40, h / 2 + 40, 0.9)]
 
 
 class FakeSearch:
