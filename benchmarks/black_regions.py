@@ -113,6 +113,8 @@ def sweep(avatars_dir: str, clips: list[str], animate_flags: list[str], say=prin
     from splinecam.engines.media import read_image
     from splinecam.engines.outputs import IMAGE_SUFFIXES
 
+    if not Path(avatars_dir).is_dir():
+        raise SystemExit(f"--sweep {avatars_dir}: not a folder of portraits")
     avatars = sorted(p for p in Path(avatars_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not avatars:
         raise SystemExit(f"no portraits in {avatars_dir}")

@@ -242,6 +242,8 @@ def evaluate(checkpoint: str | None, data: list[str], max_frames: int | None = N
     from splinecam.engines.tpsmm.config import check_image_size
     from splinecam.engines.validate import COUNT
 
+    if still_faces_dir is not None and not Path(still_faces_dir).is_dir():  # before any work
+        raise SplinecamError(f"--still-faces {still_faces_dir}: not a folder; give a folder of portraits")
     COUNT.check(batch_size, "--batch-size")
     if max_frames is not None:
         COUNT.check(max_frames, "--max-frames")
