@@ -50,10 +50,7 @@ def run_pipeline(clip: str | Path, loaded: LoadedModel, backend: str = "auto", p
         return _not_run(clip, backend, precision, device, paced, output_size, STATUS_UNAVAILABLE,
                         unavailable_reason(backend, err))
     t0 = time.perf_counter()
-    from splinecam.engines.backends.options import paced_loop_threads
-
-    options = BackendOptions(progress=lambda msg: say(f"  {b} {p}: {msg}"), compile=compile_bf16,
-                             threads=paced_loop_threads() if paced else None)  # as `live` / `demo --realtime`
+    options = BackendOptions(progress=lambda msg: say(f"  {b} {p}: {msg}"), compile=compile_bf16)
     try:  # auto as demo / live choose it (measured on the avatar)
         from splinecam.engines.model_options import avatar_sample, build_backend
 

@@ -268,7 +268,9 @@ class VideoWriter:
 
     ``preset`` / ``threads``: libx264's speed preset and its thread count (None: FFmpeg's choice, one per
     core; the live recorder asks for one thread, so the encoder never competes with the networks for
-    every core).
+    every core). ``nice``: added to FFmpeg's scheduling nice value (the live recorder: 19, the lowest
+    priority — :mod:`splinecam.engines.priority`), set before the first frame, so before libx264 starts
+    its threads.
 
     The video goes to a hidden temporary file next to ``path`` and replaces ``path`` when closed,
     with ordinary file permissions. FFmpeg runs in its own process group, so a Ctrl-C in the
@@ -278,7 +280,8 @@ class VideoWriter:
 
     def __init__(self, path: PathLike, fps: float, size: tuple[int, int], *,
                  audio_from: PathLike | None = None, crf: int = 18,
-                 preset: str = "medium", threads: int | None = None, flag: str = "output", inputs=()) -> None:
+                 preset: str = "medium", threads: int | None = None, nice: int = 0, flag: str = "output",
+                 inputs=()) -> None:
         try:
             w, h = SIDE.check(size[0], "video width"), SIDE.check(size[1], "video height")
             self.fps = float(FPS.check(fps, "fps"))
@@ -309,6 +312,10 @@ class VideoWriter:
         except OSError as err:
             self._cleanup()
             raise MediaError(f"cannot start FFmpeg to write {self.path}: {err}") from None
+        if nice:
+            from splinecam.engines.priority import lower_process_priority
+
+            lower_process_priority(self._proc.pid, nice)
 
     def write(self, frame_rgb: np.ndarray) -> None:
         """Append one ``H×W×3 uint8`` RGB frame of the writer's ``size``."""

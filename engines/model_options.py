@@ -102,12 +102,12 @@ def load_model(checkpoint: str | Path | None = None, config: str | None = None) 
 
 
 def backend_from_args(args: argparse.Namespace, loaded: LoadedModel, sample: np.ndarray | None = None,
-                      say=print, threads: int | None = None) -> Backend:
+                      say=print) -> Backend:
     """The backend the flags ask for. ``--backend auto --precision auto`` on a CPU is measured
     (:mod:`splinecam.engines.backends.autotune`) on ``sample``, the (S,S,3) uint8 avatar crop it will
     animate; without a sample, the static policy of :func:`~splinecam.engines.backends.resolve_choice`."""
     options = BackendOptions(compile=not getattr(args, "no_compile", False),
-                             calibration=getattr(args, "calibration", None), threads=threads)
+                             calibration=getattr(args, "calibration", None))
     backend, device, precision = (getattr(args, name, "auto") for name in ("backend", "device", "precision"))
     return build_backend(loaded, backend, device, precision, options, sample, getattr(args, "retune", False),
                          say=lambda m: say(f"splinecam: {m}"))

@@ -293,11 +293,7 @@ def _run(options, args, say=print, on_finish=None, record_flag: str = "--record"
             backend = remote = _remote_backend(args, say)
         else:
             loaded = load_model_from_args(args)
-            from splinecam.engines.backends.options import paced_loop_threads
-
-            paced = options.realtime or not Path(str(options.camera)).is_file()  # a camera paces the loop
-            backend = backend_from_args(args, loaded, avatar_sample(options.avatar, loaded.config.image_size), say=say,
-                                        threads=paced_loop_threads() if paced else None)
+            backend = backend_from_args(args, loaded, avatar_sample(options.avatar, loaded.config.image_size), say=say)
         if options.mode == "avd" and not backend.has_avd:
             from splinecam.engines.family import avd_refusal
 

@@ -50,6 +50,7 @@ from splinecam.engines.errors import BackendOffline, SplinecamError
 from splinecam.engines.interrupts import Interrupted, as_interrupted, deferred, hurry
 from splinecam.engines.one_euro import OneEuroFilter
 from splinecam.engines.output_guard import GeneratorOutputError, check_frame
+from splinecam.engines.priority import GATE
 from splinecam.live.avatars import AvatarLibrary
 from splinecam.live.calibration import BestFrameSearch, Match, ghost_overlay
 from splinecam.live.capture import CaptureStatus, CaptureThread, CapturedFrame, FrameSource, Pacing, open_source
@@ -307,6 +308,10 @@ class FrameProcessor:
             with self.stages.time("compose"):
                 image = fit_picture(frame.image, self.output_size, c.mirror)
             return _InFlight(frame, None, None, FrameKind.PASSTHROUGH, status="PASS-THROUGH", image=image)
+        with GATE.busy():  # the recorder's encoder waits for the gap after (engines/priority.py)
+            return self._infer_networks(frame, t)
+
+    def _infer_networks(self, frame: CapturedFrame, t: float) -> _InFlight:
         with self.stages.time("track"):
             tracked = self.cropper.update(frame)
         avatar = self.library.current

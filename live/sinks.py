@@ -130,7 +130,8 @@ def open_virtual_camera(size: tuple[int, int], fps: float, device: str | None = 
 
 #: the live recording's encoder: libx264 "ultrafast" on one thread — a 1280×720 frame in a few ms of one
 #: core (issue #12: "veryfast" on every core took a quarter of the networks' time on two cores); the file is
-#: larger for the same CRF, which a recording of a call can afford
+#: larger for the same CRF, which a recording of a call can afford. It runs at the lowest CPU priority
+#: (engines/priority.py): the networks take every core when they have a frame, the encoder the gaps.
 LIVE_PRESET = "ultrafast"
 LIVE_ENCODER_THREADS = 1
 
@@ -154,8 +155,12 @@ class RecorderSink:
         from splinecam.engines.media import VideoWriter
 
         self.path = Path(path)
-        self.writer = VideoWriter(self.path, fps, size, preset=preset, threads=threads, flag=flag, inputs=inputs)
+        from splinecam.engines.priority import ENCODER_NICE
+
+        self.writer = VideoWriter(self.path, fps, size, preset=preset, threads=threads, nice=ENCODER_NICE,
+                                  flag=flag, inputs=inputs)
         self.block = block
+        self._period = 1.0 / float(fps)  # the longest wait for the networks' gap
         self.metrics = metrics
         self.dropped = 0
         self.error: Exception | None = None
@@ -174,6 +179,9 @@ class RecorderSink:
                 self.metrics.count("recorder_dropped")
 
     def _run(self) -> None:
+        from splinecam.engines.priority import GATE, HELPER_NICE, lower_this_thread_priority
+
+        lower_this_thread_priority(HELPER_NICE)
         while True:
             image = self._q.get()
             if image is None:
@@ -184,6 +192,7 @@ class RecorderSink:
                 self.dropped += 1
                 continue
             try:
+                GATE.wait_idle(self._period)  # encode in the networks' gap (engines/priority.py)
                 self.writer.write(image)
             except Exception as err:
                 self.error = err

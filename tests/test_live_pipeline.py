@@ -441,3 +441,26 @@ def test_enums_are_their_strings():
         assert json.dumps({"v": member}) == json.dumps({"v": member.value})
     n = KeypointNormaliser(np.zeros((50, 2), np.float32), "standard")
     assert n.mode is NormaliseMode.STANDARD and n.mode == "standard"
+
+
+def test_the_networks_run_inside_the_inference_gate(tmp_path):
+    """Tracking, keypoints and the generator mark the process busy (engines/priority.GATE), so that the
+    recorder's encoder waits for the gap after them; between frames the gate is idle again."""
+    from splinecam.engines.priority import GATE
+
+    seen = []
+
+    class Watching(PassThroughBackend):
+        def keypoints(self, *a, **k):
+            seen.append(("keypoints", GATE.wait_idle(0.0)))
+            return super().keypoints(*a, **k)
+
+        def generate(self, *a, **k):
+            seen.append(("generate", GATE.wait_idle(0.0)))
+            return super().generate(*a, **k)
+
+    pipe, _, _ = build(tmp_path, FakeCamera(n=6, live=False, fps=25.0), backend=Watching(), virtual_camera=False)
+    pipe.run()
+    assert {name for name, _ in seen} == {"keypoints", "generate"}
+    assert not any(idle for _, idle in seen)          # never idle while a network runs
+    assert GATE.wait_idle(0.0)                         # and idle once the loop is done

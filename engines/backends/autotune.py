@@ -3,8 +3,9 @@
 Which CPU runtime is fastest depends on the CPU (AVX2 / AVX-512 / bf16 / AMX), the runtime versions and
 the model: measured, never assumed. The first time a model runs with ``auto`` on a CPU, every candidate
 the registry lists and this machine can run (:func:`candidates`) is built and timed on the model it will
-run — a few generator calls each on the avatar it will animate (or a neutral image) with keypoints
-moving as a face moves — and each reduced precision's output is compared with float32 (PSNR on the
+run — generator calls on the avatar it will animate (or a neutral image) with keypoints moving as a face
+moves, the candidates interleaved so that a burst of other work cannot decide (:func:`measure`) — and
+each reduced precision's output is compared with float32 (PSNR on the
 same frames). The fastest candidate at ≥ 35 dB wins. The table is stored (:func:`choice_path`) under a
 key of everything that decides it: CPU model and usable ISA flags, thread count, model hash, the
 versions of splinecam's runtimes; later starts read it (milliseconds) and say what was picked and why.
@@ -32,8 +33,9 @@ from splinecam.engines.loaded_model import LoadedModel
 from splinecam.engines.quality import PSNR_FLOOR_DB, mean_psnr
 
 MIN_PSNR_DB = PSNR_FLOOR_DB  # engines/quality.py: the one floor
-TIMED_CALLS = 8
-WARMUP_CALLS = 2
+TIMED_CALLS = 8  # motion frames: each candidate runs them all once (warm-up, and the outputs compared)
+ROUNDS = 4  # interleaved timing rounds (see measure)
+CALLS_PER_ROUND = 4
 FORMAT = 1
 
 
@@ -165,45 +167,79 @@ def _motion(kp: np.ndarray, n: int) -> list[np.ndarray]:
 
 def measure(loaded: LoadedModel, sample: np.ndarray, options: BackendOptions,
             say: Callable[[str], None] | None = None, clock: Callable[[], float] = time.perf_counter) -> AutoChoice:
-    """Time every candidate on ``sample`` (S,S,3 uint8, the avatar) and pick the fastest at ≥ 35 dB."""
+    """Time every candidate on ``sample`` (S,S,3 uint8, the avatar) and pick the fastest at ≥ 35 dB.
+
+    Every candidate is built and run on the motion frames first (its outputs are the ones compared with
+    float32; these calls are its warm-up), then timed in ``ROUNDS`` interleaved rounds — each round
+    times every candidate for ``CALLS_PER_ROUND`` calls, in a rotated order — and a candidate's figure
+    is its best round's median. Another program's burst of work can only add time, and interleaving
+    spreads it over all candidates instead of condemning the one it fell on: on a machine that was busy
+    for the first seconds, timing the candidates one after the other once stored a choice 50 % slower
+    than the best, for good."""
     from splinecam.engines.backends import create_backend
 
     say = say or (lambda _m: None)
     threads = options.threads or (os.cpu_count() or 1)
     trials: list[Trial] = []
+    built: list[tuple[Trial, object, object]] = []
     reference: list[np.ndarray] | None = None
     kp_frames = None
-    for engine, precision in timed_candidates(loaded):
-        trial = Trial(engine, precision)
-        trials.append(trial)
-        say(f"auto: timing {engine} {precision} on this CPU …")
-        try:
-            backend = create_backend(loaded, engine, "cpu", precision, options)
-            state = backend.prepare_source(sample)
-            if kp_frames is None:
-                kp_frames = _motion(state.kp, TIMED_CALLS)
-            for kp in kp_frames[:WARMUP_CALLS]:
-                backend.generate(state, kp)
-            times, outs = [], []
-            for kp in kp_frames:
-                t0 = clock()
-                outs.append(backend.generate(state, kp))
-                times.append((clock() - t0) * 1e3)
+    try:
+        for engine, precision in timed_candidates(loaded):
+            trial = Trial(engine, precision)
+            trials.append(trial)
+            say(f"auto: building {engine} {precision} …")
+            backend = None
+            try:
+                backend = create_backend(loaded, engine, "cpu", precision, options)
+                state = backend.prepare_source(sample)
+                if kp_frames is None:
+                    kp_frames = _motion(state.kp, TIMED_CALLS)
+                outs = [backend.generate(state, kp) for kp in kp_frames]
+            except Exception as exc:  # a candidate that cannot build or run is recorded, never fatal
+                trial.error = _first_line(exc)
+                if backend is not None:
+                    backend.close()
+                continue
+            built.append((trial, backend, state))
+            if precision == "fp32" and reference is None:
+                reference = outs
+            elif reference is not None:
+                trial.psnr_db = round(mean_psnr(outs, reference), 1)
+        if built:
+            say(f"auto: timing {len(built)} candidates on this CPU, {ROUNDS} interleaved rounds …")
+        rounds: dict[int, list[float]] = {id(t): [] for t, _, _ in built}
+        for r in range(ROUNDS):
+            for trial, backend, state in built[r % len(built):] + built[:r % len(built)]:
+                if trial.error is not None:
+                    continue
+                times = []
+                try:
+                    for c in range(CALLS_PER_ROUND):
+                        kp = kp_frames[(r * CALLS_PER_ROUND + c) % len(kp_frames)]
+                        t0 = clock()
+                        backend.generate(state, kp)
+                        times.append((clock() - t0) * 1e3)
+                except Exception as exc:
+                    trial.error = _first_line(exc)
+                    continue
+                rounds[id(trial)].append(float(np.median(times)))
+        for trial, _, _ in built:
+            if trial.error is None and rounds[id(trial)]:
+                trial.ms = round(min(rounds[id(trial)]), 2)
+    finally:
+        for _, backend, _ in built:
             backend.close()
-        except Exception as exc:  # a candidate that cannot build or run is recorded, never fatal
-            trial.error = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            continue
-        trial.ms = round(float(np.median(times)), 2)
-        if precision == "fp32" and reference is None:
-            reference = outs
-        elif reference is not None:
-            trial.psnr_db = round(mean_psnr(outs, reference), 1)
     eligible = [t for t in trials if t.ms is not None and (t.precision == "fp32" or
                                                              (t.psnr_db is not None and t.psnr_db >= MIN_PSNR_DB))]
     if not eligible:
         raise RuntimeError("no CPU candidate could run: " + "; ".join(f"{t.label}: {t.error}" for t in trials))
     best = min(eligible, key=lambda t: t.ms)
     return AutoChoice(best.engine, best.precision, machine_key(loaded, threads), trials, time.time())
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def choose(loaded: LoadedModel, sample: np.ndarray, options: BackendOptions, retune: bool = False,

@@ -37,21 +37,6 @@ class OrtOptions:
         return ",".join(parts)
 
 
-def paced_loop_threads() -> int:
-    """Intra-op threads for the networks in a loop paced by a camera: every core but one, which the
-    capture, face tracking, composition, the steady sender and the recorder's encoder need at the same
-    time (issue #12). Measured on a 2-core AMD EPYC Zen 4, `splinecam demo --realtime`, OpenVINO:
-    latency p95 48 → 39 ms (bf16) and 102 → 76 ms (fp32) with one network thread instead of two, the
-    same 25 fps; an unpaced run keeps every core (it is throughput-bound: 40.7 vs 34.4 fps in bf16)."""
-    import os
-
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores - 1)
-
-
 @dataclass(frozen=True)
 class BackendOptions:
     """How to build a backend, beyond (engine, device, precision).
