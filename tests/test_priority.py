@@ -115,3 +115,40 @@ def test_lowering_a_thread_leaves_the_others_alone():
     t.join()
     assert seen["ok"] and seen["nice"] == min(19, before + 5)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+
+
+def test_idle_gap_benchmark_times_every_gap_on_the_bundled_model(capsys):
+    pytest.importorskip("openvino")
+    from splinecam.benchmarks import idle_gap
+
+    assert idle_gap.main(["--threads", "1", "--calls", "2", "--rounds", "1"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "1 thread: back-to-back" in line and "after 5 ms idle" in line and "after 25 ms idle" in line
+
+
+def test_paced_vs_unpaced_reports_medians_of_alternated_runs(monkeypatch, tmp_path, capsys):
+    """The tool behind the committed paced-vs-unpaced JSONs: runs alternate, medians and ratios come
+    from every run's --metrics JSON (fake runs here: the real ones are `splinecam demo`)."""
+    import json
+
+    from splinecam.benchmarks import paced_vs_unpaced as pvu
+
+    order = []
+
+    def fake(paced, flags, tmp):
+        order.append(paced)
+        n = len(order)
+        return {"stages_ms": {"generate": 12.0 + n if paced else 10.0 + n}, "fps": {"processed": 25.0 if paced else 40.0},
+                "latency_ms": {"p95": 40.0}, "frames": {"dropped": 1 if paced else 0, "captured": 100},
+                "backend": "openvino", "device": "cpu", "precision": "bf16"}
+
+    monkeypatch.setattr(pvu, "run_demo", fake)
+    out = tmp_path / "r.json"
+    assert pvu.main(["--runs", "3", "--json", str(out), "--", "--backend", "openvino"]) == 0
+    assert order == [False, True] * 3
+    data = json.loads(out.read_text())
+    assert data["demo_flags"] == ["--backend", "openvino"]
+    assert data["medians"]["unpaced"]["generate_ms"] == 13.0 and data["medians"]["paced"]["generate_ms"] == 16.0
+    assert data["paced_generate_vs_unpaced"] == pytest.approx(16 / 13)
+    assert data["paced_dropped_share"] == pytest.approx(3 / 300)
+    assert "+23 %" in capsys.readouterr().out
