@@ -20,9 +20,9 @@ splinecam demo --out $OUT/demo.mp4 > $OUT/demo.log 2>&1
 splinecam demo --realtime --out $OUT/demo-rt.mp4 > $OUT/demo-rt.log 2>&1
 splinecam demo --backend openvino --precision fp32 --out $OUT/demo-fp32.mp4 > $OUT/demo-fp32.log 2>&1
 splinecam demo --backend openvino --precision fp32 --realtime --out $OUT/demo-fp32-rt.mp4 > $OUT/demo-fp32-rt.log 2>&1
-# the cost of pacing, medians of 5 alternated runs per mode (issue #12; one pair is too noisy to compare)
-python -m splinecam.benchmarks.paced_vs_unpaced --runs 5 --json $R/$CPU-paced-vs-unpaced.json > $OUT/paced-vs-unpaced.log 2>&1
-python -m splinecam.benchmarks.paced_vs_unpaced --runs 5 --json $R/$CPU-paced-vs-unpaced-fp32.json -- --backend openvino --precision fp32 > $OUT/paced-vs-unpaced-fp32.log 2>&1
+# the cost of pacing, medians of 10 alternated runs per mode (issue #12; one pair is too noisy to compare)
+python -m splinecam.benchmarks.paced_vs_unpaced --runs 10 --json $R/$CPU-paced-vs-unpaced.json > $OUT/paced-vs-unpaced.log 2>&1
+python -m splinecam.benchmarks.paced_vs_unpaced --runs 10 --json $R/$CPU-paced-vs-unpaced-fp32.json -- --backend openvino --precision fp32 > $OUT/paced-vs-unpaced-fp32.log 2>&1
 python -m splinecam.benchmarks.black_regions $OUT/demo.mp4 --avatar live/assets/mona.jpg > $OUT/black-demo.log 2>&1
 # committed pipeline JSONs
 splinecam bench --pipeline live/assets/webcam.mp4 --json $R/$CPU-pipeline-webcam.json > $OUT/bench-pipe.log 2>&1
