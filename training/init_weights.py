@@ -36,13 +36,20 @@ def _source_model(model: TPSMM, p: Path) -> tuple[TPSMM, list[int] | None]:
 
 def init_weights_from(model: TPSMM, path: str) -> InitResult:
     """``--init``: weights from a training checkpoint, a splinecam safetensors or an official .pth.tar.
-    Tensors present in both must have equal shapes; tensors only in ``model`` stay fresh."""
+    Tensors present in both must have equal shapes; tensors only in ``model`` stay fresh. A light dense
+    motion network narrower than this config's is widened into it (training/widen.py)."""
     p = Path(path)
     src, indices = _source_model(model, p)
     fresh_groups: dict[str, list[str]] = {}
     for name, module in model.submodules().items():
         other = getattr(src, name, None)
         if other is None:
+            continue
+        from splinecam.training.widen import can_widen, widen_dense_motion
+
+        if can_widen(other, module):  # a wider config started from a narrower trained one (training/widen.py)
+            widen_dense_motion(other, module)
+            fresh_groups[name] = ["the new channels (widened: same function at the start)"]
             continue
         ours, theirs = module.state_dict(), other.state_dict()
         for key in ours.keys() & theirs.keys():
