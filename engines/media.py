@@ -459,3 +459,21 @@ def _decodable_frames(path: Path) -> int:
     finally:
         cap.release()
     return n
+
+
+def picture_paths(path: PathLike, flag: str) -> list[Path]:
+    """A picture, or the pictures of a folder (``engines.outputs.IMAGE_SUFFIXES``, sorted by name,
+    case-insensitively): the avatar library's order, so its first picture is the one shown first.
+    Raises MediaError naming ``flag`` when there is none."""
+    from splinecam.engines.outputs import IMAGE_SUFFIXES
+
+    p = Path(path).expanduser()
+    if p.is_dir():
+        files = sorted((f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()),
+                       key=lambda f: f.name.lower())
+        if not files:
+            raise MediaError(f"{flag} {p}: the folder has no pictures ({', '.join(IMAGE_SUFFIXES)})")
+        return files
+    if not p.exists():
+        raise MediaError(f"{flag} {p}: no such picture or folder (check the path)")
+    return [p]

@@ -133,15 +133,9 @@ def avatar_sample(path: str | Path, size: int) -> np.ndarray | None:
     there is none to read or no face in it (the caller reports those itself)."""
     from splinecam.engines.errors import SplinecamError
     from splinecam.engines.faces.detection import face_crop
-    from splinecam.engines.media import read_image
+    from splinecam.engines.media import picture_paths, read_image
 
-    p = Path(path)
-    if p.is_dir():
-        images = sorted(q for q in p.iterdir() if q.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp", ".bmp"))
-        if not images:
-            return None
-        p = images[0]
     try:
-        return face_crop(read_image(p), "the avatar", size)
+        return face_crop(read_image(picture_paths(path, "--avatar")[0]), "the avatar", size)
     except SplinecamError:
         return None

@@ -28,7 +28,6 @@ from splinecam.live.compose import ComposeOptions, Composer
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 CROP_MODES = ("auto", "none")
 
 
@@ -50,16 +49,9 @@ class Avatar:
 
 def avatar_paths(path: str | Path) -> list[Path]:
     """A picture, or the pictures of a folder (sorted by name). Raises MediaError when none."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        files = sorted((f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()),
-                       key=lambda f: f.name.lower())
-        if not files:
-            raise MediaError(f"--avatar {p}: the folder has no pictures ({', '.join(IMAGE_EXTENSIONS)})")
-        return files
-    if not p.exists():
-        raise MediaError(f"--avatar {p}: no such picture or folder (check the path)")
-    return [p]
+    from splinecam.engines.media import picture_paths
+
+    return picture_paths(path, "--avatar")
 
 
 def load_avatar(path: Path, size: int, crop: str = "auto", detector: Detector | None = None) -> Avatar:
