@@ -219,16 +219,21 @@ def test_missing_virtual_camera_carries_on(tmp_path):
 def test_ctrl_c_ends_cleanly(tmp_path):
     import _thread
 
+    held = {}
+
     class Interrupting(PassThroughBackend):
         def keypoints(self, frame):
             if self.calls["keypoints"] == 6:
                 _thread.interrupt_main()      # Ctrl-C, delivered to the main thread as a real one is
-                time.sleep(0.2)
+                deadline = time.perf_counter() + 10.0  # the frame in flight ends after the main thread
+                while not held["pipe"]._stop.is_set() and time.perf_counter() < deadline:  # took it (a
+                    time.sleep(0.01)                                                     # busy CI is slow)
             return super().keypoints(frame)
 
     metrics = tmp_path / "m.json"
     pipe, _, _ = build(tmp_path, FakeCamera(n=100, live=False, fps=25.0), backend=Interrupting(),
                        record=tmp_path / "r.mp4", metrics=metrics)
+    held["pipe"] = pipe
     summary = pipe.run()
     assert summary.stopped_by == "Ctrl-C" and pipe.interrupted
     from splinecam.engines.media import count_frames
