@@ -1,5 +1,3 @@
-import sys
+from splinecam.cli import console
 
-from splinecam.cli import main
-
-sys.exit(main())
+console()

@@ -22,7 +22,7 @@ from splinecam import __version__
 from splinecam.benchmarks import cli as benchmarks_cli
 from splinecam.engines import cli as engines_cli
 from splinecam.engines.errors import SplinecamError
-from splinecam.engines.interrupts import as_interrupted, exit_now, hurry, signals_as_interrupts
+from splinecam.engines.interrupts import as_interrupted, exit_now, hurry, received, signals_as_interrupts
 from splinecam.live import cli as live_cli
 from splinecam.training import cli as training_cli
 
@@ -56,7 +56,13 @@ def _say(line: str) -> None:
         pass
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, leave_on_signal: bool = False) -> int:
+    """Run one command; returns its exit code. ``leave_on_signal`` (the ``splinecam`` program itself,
+    :func:`console`): a command that a signal stopped exits the process here, while splinecam's
+    handlers are still installed — a second Ctrl-C landing after the first one's clean-up then still
+    exits 130, instead of finding Python's default handler and killing the process by SIGINT (a CI
+    run's ``test_live_double_ctrl_c`` saw rc -2 once). A library caller (``leave_on_signal=False``)
+    gets the code back and its handlers restored."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -72,10 +78,17 @@ def main(argv: list[str] | None = None) -> int:
             stop = as_interrupted(exc)
             _say(f"splinecam: stopped by {stop.name}")
             code = stop.exit_code
+        if leave_on_signal and received():  # everything is written: leave before the handlers go
+            exit_now(code)
     if hurry():  # a second signal: leave now (native threads may still be busy)
         exit_now(code)
     return code
 
 
+def console() -> None:
+    """The ``splinecam`` program (console script, ``python -m splinecam``)."""
+    sys.exit(main(leave_on_signal=True))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

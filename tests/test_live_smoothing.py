@@ -125,3 +125,42 @@ def test_native_stderr_silenced_overlapping_threads_restore_fd2(tmp_path):
         os.dup2(saved, 2)
         os.close(saved)
     assert log.read_text() == "kept\n"
+
+
+def test_quiet_graph_start_up_chatter_is_silenced_until_the_graph_has_run_once(tmp_path):
+    """mediapipe prints while its calculators open, on its own threads, after construction returns: the
+    silenced window spans construction AND a warm-up inference on a blank frame (which waits until the
+    graph is idle), so chatter printed late in start-up is silenced too; later calls print as they do."""
+    import os
+    import threading
+
+    from splinecam.engines.faces.graphs import QuietGraph
+
+    class LateOpeningGraph:
+        """Opens its 'calculators' on another thread, printing, only once the first frame is in."""
+
+        def __init__(self):
+            self.frames = []
+            self._opener = None
+
+        def process(self, image):
+            if self._opener is None:
+                self._opener = threading.Thread(target=lambda: os.write(2, b"INFO: Created delegate\n"))
+                self._opener.start()
+                self._opener.join()  # mediapipe's process() waits until the graph is idle
+            self.frames.append(image.shape)
+            os.write(2, b"frame\n")
+            return len(self.frames)
+
+    log = tmp_path / "fd2.txt"
+    saved = os.dup(2)
+    try:
+        with open(log, "w") as f:
+            os.dup2(f.fileno(), 2)
+        graph = QuietGraph(LateOpeningGraph)
+        assert graph.process(np.zeros((10, 12, 3), np.uint8)) == 2
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    assert log.read_text() == "frame\n"                  # the warm-up's output and the opener's: silenced
+    assert graph._graph.frames[0] == (64, 64, 3)          # the blank warm-up frame

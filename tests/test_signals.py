@@ -153,3 +153,26 @@ def test_animate_keeps_the_frames_made_so_far(tmp_path, sig, group, code):
     assert "Traceback" not in run.text, run.text[-3000:]
     n = _check_recording(tmp_path, run, r"kept the (\d+) frames made so far")
     assert n < 183                                           # stopped early: not the whole clip
+
+
+def test_the_program_leaves_with_the_signal_code_before_its_handlers_go():
+    """`splinecam` itself (cli.console) exits where the stopped command returns, with splinecam's handlers
+    still installed: a second Ctrl-C landing after the first one's clean-up cannot find Python's default
+    handler and kill the process by SIGINT (rc -2, seen once in CI). Here the 'second signal' is sent
+    right after main() would have returned: it must never run."""
+    script = (
+        "import argparse, os, signal, sys, time\n"
+        "import splinecam.cli as cli\n"
+        "def stopped(args):\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(5)\n"
+        "def parser():\n"
+        "    p = argparse.ArgumentParser(); p.set_defaults(func=stopped); return p\n"
+        "cli.build_parser = parser\n"
+        "code = cli.main([], leave_on_signal=True)\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "time.sleep(1)\n"
+        "sys.exit(code)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130, (done.returncode, done.stderr[-2000:])
+    assert "stopped by SIGINT" in done.stderr and "Traceback" not in done.stderr

@@ -4,7 +4,7 @@ mediapipe's C++ code (TensorFlow Lite delegates, absl warnings) prints to file d
 Python's logging says, once, while a graph is built and runs its first inference. The only way to keep
 that off the terminal is to point fd 2 at /dev/null — for the whole process, so whatever another
 thread writes to stderr in that window is lost too. The window is therefore kept to mediapipe's own
-start-up: a :class:`QuietGraph`'s construction and its first inference, nothing else; concurrent
+start-up: a :class:`QuietGraph`'s construction and one warm-up inference on a blank frame, nothing else; concurrent
 start-ups share one redirection (a lock and a count: the first in redirects, the last out restores), so
 two threads can never leave fd 2 pointing at /dev/null.
 """
@@ -49,20 +49,26 @@ def native_stderr_silenced():
                 _saved = None
 
 
+#: the warm-up frame a graph runs once while silenced (no face in it)
+WARMUP_FRAME_SIDE = 64
+
+
 class QuietGraph:
-    """A mediapipe solution whose construction and first inference (its start-up, when it prints) run
-    with the native stderr silenced; every later call runs as is. Use it from one thread at a time."""
+    """A mediapipe solution built, and run once on a blank frame, with the native stderr silenced — one
+    window, so that it is over only when the graph has started: mediapipe opens its calculators (where
+    TensorFlow Lite prints) on its own threads after construction returns, and under load that came after
+    a separate construction window had closed (a CI run printed four lines of chatter before splinecam's
+    one-line "no face" error). Processing the blank frame waits until the graph is idle, so every
+    calculator is open by then. Every later call runs as is. Use it from one thread at a time."""
 
     def __init__(self, factory):
+        import numpy as np
+
         with native_stderr_silenced():
             self._graph = factory()
-        self._started = False
+            self._graph.process(np.zeros((WARMUP_FRAME_SIDE, WARMUP_FRAME_SIDE, 3), np.uint8))
 
     def process(self, image):
-        if not self._started:
-            self._started = True
-            with native_stderr_silenced():
-                return self._graph.process(image)
         return self._graph.process(image)
 
     def close(self) -> None:
