@@ -53,8 +53,10 @@ class InferenceGate:
     the encoding (a few ms of one core per 1280×720 frame) starts when the networks have just finished,
     not in the middle of their parallel regions. It waits at most ``period`` (one frame of the
     recording): on a CPU too slow to leave gaps the frame is written anyway and the recording stays
-    complete. Measured on a 2-core AMD EPYC Zen 4 (`splinecam demo --realtime`, OpenVINO bf16): generate
-    13.4 → 7.9 ms per frame, latency p95 42 → 36 ms, every frame still recorded.
+    complete. Measured on a 2-core AMD EPYC Zen 4 VM, medians of 10 alternated runs per mode
+    (``python -m splinecam.benchmarks.paced_vs_unpaced``): `demo --realtime` generate within 9 % (bf16) and
+    1 % (fp32) of the unpaced run's, p95 40 ms, every frame recorded; before, on one network thread to
+    keep a core for the encoder, +26 % and p95 66 ms.
     """
 
     def __init__(self) -> None:
