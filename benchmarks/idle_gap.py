@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
     from splinecam.engines.backends import create_backend
-    from splinecam.engines.backends.autotune import _motion
+    from splinecam.engines.backends.autotune import talking_head_motion
     from splinecam.engines.backends.options import BackendOptions
     from splinecam.engines.bundled import load_bundled
     from splinecam.engines.cpu import cpu_info
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         backend = create_backend(loaded, args.engine, "cpu", args.precision, BackendOptions(threads=n))
         try:
             state = backend.prepare_source(sample)
-            kps = _motion(state.kp, 16)
+            kps = talking_head_motion(state.kp, 16)
             for kp in kps:
                 backend.generate(state, kp)  # warm-up
             got = time_gaps(backend, state, kps, args.calls, args.rounds)

@@ -18,7 +18,7 @@ from typing import Iterator
 
 #: nice value added to the live recorder's encoder process: the lowest priority
 ENCODER_NICE = 19
-#: nice value added to the loop's helper threads (the steady sender, the recorder's feeder)
+#: nice value added to the recorder's feeder thread (the steady sender keeps its priority: it paces the output)
 HELPER_NICE = 10
 
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from splinecam.engines.errors import MediaError
 from splinecam.engines.interrupts import hurry
+from splinecam.engines.priority import ENCODER_NICE, GATE, HELPER_NICE, lower_this_thread_priority
 from splinecam.live.metrics import LiveMetrics
 
 log = logging.getLogger(__name__)
@@ -155,8 +156,6 @@ class RecorderSink:
         from splinecam.engines.media import VideoWriter
 
         self.path = Path(path)
-        from splinecam.engines.priority import ENCODER_NICE
-
         self.writer = VideoWriter(self.path, fps, size, preset=preset, threads=threads, nice=ENCODER_NICE,
                                   flag=flag, inputs=inputs)
         self.block = block
@@ -179,8 +178,6 @@ class RecorderSink:
                 self.metrics.count("recorder_dropped")
 
     def _run(self) -> None:
-        from splinecam.engines.priority import GATE, HELPER_NICE, lower_this_thread_priority
-
         lower_this_thread_priority(HELPER_NICE)
         while True:
             image = self._q.get()

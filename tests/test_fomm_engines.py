@@ -206,7 +206,7 @@ def test_autotune_measures_fomm_candidates(tmp_path_factory, monkeypatch, fomm_g
     assert [t.error for t in choice.trials] == [None, None] and all(t.ms for t in choice.trials)
     assert choice.trials[1].psnr_db >= 35.0 and (choice.engine, choice.precision) in {("torch", "fp32"),
                                                                                      ("onnxruntime", "fp32")}
-    moved = autotune._motion(fk.pack(fomm_golden_io["kp_source_value"][0], fomm_golden_io["kp_source_jacobian"][0]), 4)
+    moved = autotune.talking_head_motion(fk.pack(fomm_golden_io["kp_source_value"][0], fomm_golden_io["kp_source_jacobian"][0]), 4)
     assert moved[1].shape == (10, 6) and not np.allclose(moved[1][:, 2:], moved[0][:, 2:])  # jacobians turn too
 
 

@@ -146,7 +146,7 @@ def choice_path(key: dict, root: Path | None = None) -> Path:
     return (root or cache_root()) / "auto" / f"{key['model_hash'][:12]}-{digest}.json"
 
 
-def _motion(kp: np.ndarray, n: int) -> list[np.ndarray]:
+def talking_head_motion(kp: np.ndarray, n: int) -> list[np.ndarray]:
     """n driving keypoint sets moving as a talking head does: a small head rotation, nod and mouth opening.
     Keypoint rows with jacobians (FOMM's (K, 6)) turn their jacobians with the head."""
     out = []
@@ -194,7 +194,7 @@ def measure(loaded: LoadedModel, sample: np.ndarray, options: BackendOptions,
                 backend = create_backend(loaded, engine, "cpu", precision, options)
                 state = backend.prepare_source(sample)
                 if kp_frames is None:
-                    kp_frames = _motion(state.kp, TIMED_CALLS)
+                    kp_frames = talking_head_motion(state.kp, TIMED_CALLS)
                 outs = [backend.generate(state, kp) for kp in kp_frames]
             except Exception as exc:  # a candidate that cannot build or run is recorded, never fatal
                 trial.error = _first_line(exc)
