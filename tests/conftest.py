@@ -57,6 +57,19 @@ def fomm_golden_model():
     return load_checkpoint(_need(FOMM_GOLDEN / "checkpoint.pth.tar"), FOMM_GOLDEN / "config.yaml")
 
 
+def assert_no_driving_pixel_path(backend, avatar: np.ndarray, driving_crop: np.ndarray, monkeypatch) -> None:
+    """A landmark backend's output for ``driving_crop`` equals its output for a frame of other (random,
+    seed 1) pixels given the same keypoints — the generator sees the driver only through its keypoints
+    (the privacy rule; identity preservation) — and moving the keypoints changes it."""
+    state = backend.prepare_source(avatar)
+    kp = backend.keypoints(driving_crop)
+    first = backend.generate(state, kp)
+    other = np.random.default_rng(1).integers(0, 256, driving_crop.shape, dtype=np.uint8)
+    monkeypatch.setattr(backend.landmarks, "driving", lambda image: kp.copy())  # same keypoints for it
+    assert np.array_equal(backend.generate(state, backend.keypoints(other)), first)
+    assert not np.array_equal(backend.generate(state, kp + np.float32(0.05)), first)
+
+
 def assert_engines_agree(reference, other, avatar: np.ndarray, atol: float, draws: int = 3) -> None:
     """Two backends of one model give the same source keypoints (1e-6) and, for ``draws`` keypoint sets
     jittered around them (σ 0.03, seed 0), predictions within ``atol``."""
