@@ -111,3 +111,26 @@ def test_light_install_demo_runs_without_torch_and_has_no_black_hole(tmp_path):
 
     report = check_video(str(out), read_image(REPO / "live" / "assets" / "mona.jpg"), "pad")
     assert report.frames >= 150 and report.ok, (report.flagged, report.excess)
+
+
+def test_error_regions_add_up_to_the_clips_l1(bundled):
+    """training/error_regions.py (BUNDLED.md's "Where the error is"): the face / ring / rest figures add up
+    to the clip's L1 as `evaluate` computes it, their pixel shares to 1, and the warp-refine generator's
+    blend mask comes back in [0, 1] for every pixel of every frame."""
+    import numpy as np
+
+    from splinecam.engines.faces.mesh import FaceMesh
+    from splinecam.engines.media import VideoReader
+    from splinecam.training.error_regions import split_clip
+    from splinecam.training.evaluate import evaluate_video
+
+    model = bundled.model
+    frames = np.stack([_crop_frame(f) for f in VideoReader(REPO / "live" / "assets" / "webcam.mp4").read_all(5)])
+    with FaceMesh(static=True) as mesh:
+        s = split_clip(model, "webcam", frames, mesh)
+        whole = evaluate_video(model, "webcam", frames, mesh)
+    assert sum(s.model[k] for k in ("face", "ring", "rest")) == pytest.approx(whole.l1, rel=1e-4)
+    assert sum(s.no_motion[k] for k in ("face", "ring", "rest")) == pytest.approx(whole.l1_no_motion, rel=1e-4)
+    assert sum(s.share[k] for k in ("face", "ring", "rest")) == pytest.approx(1.0)
+    assert s.share["rest_static"] <= s.share["rest"] and s.share["face"] > 0.05
+    assert s.masks.shape == (5, 256, 256) and 0 <= s.masks.min() and s.masks.max() <= 1

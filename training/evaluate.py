@@ -135,10 +135,13 @@ def mesh_keypoints(model, landmarks: list[np.ndarray | None], size: int) -> np.n
 
 
 @torch.no_grad()
-def reconstruct(model, frames: np.ndarray, batch_size: int = 8, keypoints: np.ndarray | None = None) -> np.ndarray:
+def reconstruct(model, frames: np.ndarray, batch_size: int = 8, keypoints: np.ndarray | None = None,
+                blend_masks: list[np.ndarray] | None = None) -> np.ndarray:
     """Frames (T,S,S,3) uint8 → reconstructions (T,S,S,3) float32 in [0,1] from frame 0 (standard mode).
 
     ``keypoints`` (T,K,2): every frame's keypoints, for landmark configs (which have no keypoint detector).
+    ``blend_masks``: a list that receives the generator's (n,S,S) blend masks per batch, where it has one
+    (the CPU warp-refine generator; training/error_regions.py).
     FOMM models reconstruct as the official FOMM ``reconstruction.py`` does: the generator driven by every
     frame's raw keypoints and jacobians."""
     if getattr(model.config, "family", "tpsmm") == "fomm":
@@ -154,8 +157,10 @@ def reconstruct(model, frames: np.ndarray, batch_size: int = 8, keypoints: np.nd
         s = src.expand(n, -1, -1, -1)
         bg = model.bg_predictor(s, drv) if model.bg_predictor is not None else None
         motion = model.dense_motion_network(s, kp_drv, kp_src.expand(n, -1, -1), bg)
-        pred = model.inpainting_network.decode_motion([e.expand(n, -1, -1, -1) for e in enc], s, motion).prediction
-        out.append(pred.permute(0, 2, 3, 1).numpy())
+        decoded = model.inpainting_network.decode_motion([e.expand(n, -1, -1, -1) for e in enc], s, motion)
+        if blend_masks is not None and decoded.blend_mask is not None:
+            blend_masks.append(decoded.blend_mask[:, 0].float().numpy())
+        out.append(decoded.prediction.permute(0, 2, 3, 1).numpy())
     return np.concatenate(out)
 
 

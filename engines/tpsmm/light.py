@@ -219,7 +219,7 @@ class WarpRefineGenerator(nn.Module):
         deformed = warp(source, deformation)
         prediction = mask * deformed.to(mask.dtype) + (1 - mask) * refine
         warped = [w.detach() for w in (w2, w1, w0)] if keep_warped else []
-        return Inpainting(prediction, deformed, warped)
+        return Inpainting(prediction, deformed, warped, mask)
 
     def encode_driving(self, driving: torch.Tensor, occlusion_maps: list[torch.Tensor]) -> list[torch.Tensor]:
         """The driving frame's encoder maps, occluded, fine first (the warp loss's target)."""

@@ -28,11 +28,13 @@ class DenseMotion:
 @dataclass
 class Inpainting:
     """Inpainting network outputs: prediction (N,3,S,S) in [0,1]; deformed (N,3,S,S) the warped
-    source; warped_encoder_maps (training only: detached warped+occluded encoder maps, coarse first)."""
+    source; warped_encoder_maps (training only: detached warped+occluded encoder maps, coarse first);
+    blend_mask (the CPU warp-refine generator only): prediction = m·deformed + (1−m)·refinement."""
 
     prediction: torch.Tensor
     deformed: torch.Tensor
     warped_encoder_maps: list[torch.Tensor] = field(default_factory=list)
+    blend_mask: torch.Tensor | None = None  # warp-refine only: (N,1,S,S), the warped source's weight
 
 
 def dropout_softmax(logits: torch.Tensor, p: float) -> torch.Tensor:
