@@ -108,5 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _main() -> int:
+    from splinecam.engines.errors import SplinecamError
+
+    try:
+        return main()
+    except SplinecamError as err:  # a missing or faceless --data, an unreadable --checkpoint: one line
+        print(f"error_regions: error: {err}")
+        return 2
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_main())
