@@ -216,7 +216,21 @@ def test_missing_virtual_camera_carries_on(tmp_path):
     assert summary.frames["output"] == 5 and (tmp_path / "r.mp4").is_file()
 
 
-def test_ctrl_c_ends_cleanly(tmp_path):
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler for the test, the previous one restored after: _thread.interrupt_main()
+    does nothing under any other, and something earlier in the full suite leaves another one installed
+    (seen twice: the Ctrl-C never came and the clip ran to its end)."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_ends_cleanly(tmp_path, python_sigint):
     import _thread
 
     held = {}
