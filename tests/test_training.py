@@ -502,3 +502,50 @@ def test_bf16_autocast_runs_on_the_models_device(tiny_config, monkeypatch):
     full.bf16 = False
     with full.amp():
         assert not torch.is_autocast_enabled("cpu")
+
+
+def test_pair_affine_moves_frames_and_landmarks_together():
+    """``affine_param``: both frames of a pair get the same random similarity, and each landmark's
+    target still sits on the blob drawn at it (mediapipe pixel convention, through to grid coordinates)."""
+    import random
+
+    from splinecam.training.data import Augmentation, Clip, PairDataset, random_similarity, warp_pair
+
+    size = 96
+    lm = np.full((2, 468, 2), 48.0, np.float32)
+    pts = np.array([[30.5, 36.5], [64.5, 40.5], [48.5, 66.5]], np.float32)  # three lit landmarks
+    lm[:, :3] = pts
+    frames = np.full((2, size, size, 3), 40, np.uint8)  # a grey background: nothing black to start with
+    for x, y in pts:
+        frames[:, int(y) - 2:int(y) + 3, int(x) - 2:int(x) + 3] = 255
+    frames[1, ..., 2] = 90  # the driving frame differs from the source
+    aug = Augmentation(False, False, 0, 0, 0, 0, scale=(0.9, 1.3), rotation=15, shift=0.08)
+    assert aug.affine and not Augmentation.none().affine
+    ds = PairDataset([Clip("c", "c.mp4", frames, lm)], size, 8, aug, seed=3, require_landmarks=True)
+    moved = 0
+    for k in range(8):
+        item = ds[k]
+        for name in ("source", "driving"):
+            img = item[name].numpy()[0]
+            grid = item[f"{name}_landmarks"].numpy()
+            for p in range(3):
+                x, y = (grid[p] + 1) / 2 * (size - 1)  # grid (align_corners) → pixel index
+                ix, iy = int(round(x)), int(round(y))
+                assert img[iy, ix] > 0.6, (k, name, p, x, y)  # the target is on its blob
+            moved += not np.allclose(grid[:3], (pts - 0.5) / (size - 1) * 2 - 1, atol=1e-3)
+    assert moved >= 12  # the draws do move things
+    # one draw moves both frames identically: warp_pair with a fixed matrix
+    m = random_similarity(aug, size, random.Random(1))
+    (a, b), (la, lb) = warp_pair([frames[0], frames[0]], [lm[0], lm[0]], m)
+    assert np.array_equal(a, b) and np.array_equal(la, lb)
+    assert a.min() == 40  # outside the frame the border is mirrored, never black padding
+
+
+def test_pair_affine_config_is_checked():
+    from splinecam.training.data import Augmentation, DataError
+
+    params = {"augmentation_params": {"affine_param": {"scale": [1.2, 0.9]}}}
+    with pytest.raises(DataError, match="affine_param.scale"):
+        Augmentation.from_dataset_params(params)
+    aug = Augmentation.from_dataset_params({"augmentation_params": {"affine_param": {"scale": [0.9, 1.3], "rotation": 5}}})
+    assert aug.scale == (0.9, 1.3) and aug.rotation == 5 and aug.shift == 0

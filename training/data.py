@@ -27,7 +27,11 @@ class DataError(SplinecamError):
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Official ``augmentation_params``: flips (same for both frames) and colour jitter amplitudes."""
+    """Official ``augmentation_params`` — flips (same for both frames) and colour jitter amplitudes —
+    and splinecam's ``affine_param``: one random similarity (zoom in ``scale``, rotation up to
+    ``rotation`` degrees, shift up to ``shift`` of the frame) applied to both frames of a pair and to
+    their landmarks, so the model sees faces bigger, smaller, tilted and off-centre in the crop than the
+    prepared clips hold (none by default: the official configs never had it)."""
 
     horizontal_flip: bool = True
     time_flip: bool = True
@@ -35,19 +39,58 @@ class Augmentation:
     contrast: float = 0.1
     saturation: float = 0.1
     hue: float = 0.1
+    scale: tuple[float, float] = (1.0, 1.0)
+    rotation: float = 0.0
+    shift: float = 0.0
 
     @classmethod
     def from_dataset_params(cls, params: dict) -> "Augmentation":
         aug = (params or {}).get("augmentation_params") or {}
         flip = aug.get("flip_param") or {}
         jit = aug.get("jitter_param") or {}
+        geo = aug.get("affine_param") or {}
+        scale = geo.get("scale", (1.0, 1.0))
+        if not (isinstance(scale, (list, tuple)) and len(scale) == 2 and 0 < float(scale[0]) <= float(scale[1])):
+            raise DataError(f"augmentation_params.affine_param.scale must be [low, high] with 0 < low <= high, "
+                            f"got {scale!r}: fix the config")
         return cls(bool(flip.get("horizontal_flip", False)), bool(flip.get("time_flip", False)),
                    float(jit.get("brightness", 0)), float(jit.get("contrast", 0)),
-                   float(jit.get("saturation", 0)), float(jit.get("hue", 0)))
+                   float(jit.get("saturation", 0)), float(jit.get("hue", 0)),
+                   (float(scale[0]), float(scale[1])), float(geo.get("rotation", 0)), float(geo.get("shift", 0)))
 
     @classmethod
     def none(cls) -> "Augmentation":
         return cls(False, False, 0, 0, 0, 0)
+
+    @property
+    def affine(self) -> bool:
+        return self.scale != (1.0, 1.0) or bool(self.rotation) or bool(self.shift)
+
+
+def random_similarity(aug: Augmentation, size: int, rng: random.Random) -> np.ndarray:
+    """(2,3) float64 matrix of a random similarity about the centre of a size×size frame, in pixel-index
+    coordinates (cv2's: pixel i is centred at i): zoom in ``aug.scale``, rotation ±``aug.rotation``°,
+    shift ±``aug.shift`` × size on each axis."""
+    s = rng.uniform(*aug.scale)
+    a = rng.uniform(-aug.rotation, aug.rotation)
+    tx, ty = (rng.uniform(-aug.shift, aug.shift) * size for _ in range(2))
+    c = (size - 1) / 2.0
+    m = cv2.getRotationMatrix2D((c, c), a, s)
+    m[:, 2] += (tx, ty)
+    return m
+
+
+def warp_pair(frames: list[np.ndarray], landmarks: list[np.ndarray | None], m: np.ndarray
+              ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    """The same similarity ``m`` (:func:`random_similarity`) on frames (S,S,3) and their mediapipe pixel
+    landmarks (468,2; pixel i spans [i, i+1)). Outside the frame the border is mirrored, as a crop of a
+    larger frame would continue it, never black."""
+    size = frames[0].shape[0]
+    out = [cv2.warpAffine(np.asarray(f), m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+           for f in frames]
+    lms = [None if lm is None else ((np.asarray(lm, np.float64) - 0.5) @ m[:, :2].T + m[:, 2] + 0.5).astype(np.float32)
+           for lm in landmarks]
+    return out, lms
 
 
 @dataclass
@@ -191,17 +234,21 @@ class PairDataset(Dataset):
             j = i
         flip = self.aug.horizontal_flip and rng.random() < 0.5
         size = self.image_size
-        frames = [_resize(clip.frames[k], size).astype(np.float32) / 255.0 for k in (i, j)]
+        raw = [clip.frames[k] for k in (i, j)]
+        raw_lms = [None if clip.landmarks is None else clip.landmarks[k] for k in (i, j)]
+        if self.aug.affine:
+            raw, raw_lms = warp_pair(raw, raw_lms, random_similarity(self.aug, clip.frames.shape[1], rng))
+        frames = [_resize(f, size).astype(np.float32) / 255.0 for f in raw]
         if flip:
             frames = [f[:, ::-1] for f in frames]
         frames = colour_jitter(frames, self.aug, rng)
         lms = []
-        for k in (i, j):
-            if clip.landmarks is None or (flip and self.mirror is None):
+        for raw_lm in raw_lms:
+            if raw_lm is None or (flip and self.mirror is None):
                 lms.append(np.full((468, 2), np.nan, np.float32))
             else:
                 # mediapipe pixel coordinates (pixel centres at +0.5) → [-1,1] grid (align_corners)
-                lm = landmarks_to_grid(clip.landmarks[k], clip.frames.shape[1])
+                lm = landmarks_to_grid(raw_lm, clip.frames.shape[1])
                 if flip:
                     lm = lm[self.mirror] * np.float32([-1.0, 1.0])
                 lms.append(lm.astype(np.float32))
