@@ -91,10 +91,14 @@ class CompiledTorchGraphs(GraphRunner):
         return host_tensor(image, torch.device("cpu")).to(dtype or self.dtype).contiguous(memory_format=torch.channels_last)
 
     def warm_up(self) -> None:
-        """Compile and run both graphs twice (the first runs pack weights) on a grey frame."""
+        """Compile and run both graphs twice (the first runs pack weights) on a grey frame. A model without a
+        keypoint network (face-mesh landmarks) is warmed up on fixed keypoints spread over the frame: all
+        keypoints at one point make every TPS system singular (the compiled path failed to build for the
+        bundled model with "Singular matrix" before)."""
         s = self.config.image_size
         grey = np.full((1, 3, s, s), 128 / 255, np.float32)
-        fixed = None if self._kp is not None else np.zeros((1, self.config.num_kp, 2), np.float32)
+        fixed = None if self._kp is not None else \
+            np.random.default_rng(0).uniform(-0.6, 0.6, (1, self.config.num_kp, 2)).astype(np.float32)
         kp, state = self.encode_source(grey, fixed)
         kp = kp.reshape(-1, self.kp_width)
         for _ in range(2):
