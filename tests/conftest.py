@@ -19,6 +19,25 @@ DATA = SHARED / "data"
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture(autouse=True)
+def _sigint_handler_restored(request):
+    """Every test leaves the SIGINT handler as it found it: one that does not is named by a warning in the
+    run's summary and the handler is put back, so the tests after it are not affected
+    (test_live_pipeline.py::test_ctrl_c_ends_cleanly once found another handler installed in a full-suite
+    run; a full run with a check around every test (2026-12-01) found no test changing it, so the
+    leak is intermittent and this names it when it happens)."""
+    import signal
+    import warnings
+
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    after = signal.getsignal(signal.SIGINT)
+    if after is not before and before is not None:
+        signal.signal(signal.SIGINT, before)
+        warnings.warn(f"{request.node.nodeid} left the SIGINT handler {after!r} (was {before!r}); restored",
+                      stacklevel=1)
+
+
 def _need(path: Path) -> Path:
     if not path.exists():
         pytest.fail(f"{path} is missing: the tests need ../shared beside the repository "

@@ -1,0 +1,174 @@
+"""Where the dark pixels of an animation come from: carried from the avatar's own dark pixels, or new.
+
+``black_regions.py`` applies the issue's rule (#12): a frame is flagged when its largest near-black region is
+larger than the avatar's own by more than 0.1 % of the frame. The rule cannot tell a hole (sampling outside
+the source, an empty warp, a refinement that paints black) from the avatar's own dark hair or clothing
+growing as the head moves toward the camera or turns: both enlarge the largest dark region. This tool
+tells them apart with the model's own motion field. It animates ``--source`` with ``--driving`` as
+``splinecam animate`` does (relative keypoints, face crop, the same backend choice, at the model's size
+before animate's resize and encoding), and for every
+output pixel of the largest dark region looks up where the dense motion samples the source from: a pixel
+whose sample lands on a dark source pixel (max channel < ``SOURCE_DARK``) is *carried*; any other is *new*
+(a hole in the issue's sense). Per frame it reports the rule's excess and the largest 8-connected region of
+new dark pixels.
+
+    python -m splinecam.benchmarks.dark_provenance --source ../shared/data/avatars/lp-s4.jpg \\
+        --driving ../shared/data/samples/driving.mp4 [--json out.json]
+
+Needs torch (the motion field is the torch model's). Figures are at the model's size (256²), where the
+rule's 0.1 % is 66 pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from splinecam.benchmarks.black_regions import DARK, MARGIN, REFERENCE_SLACK, largest_dark_region
+
+#: a source pixel counts as dark below this: above the output's DARK, since bilinear sampling and the
+#: refinement blend move a dark pixel's value by a few levels
+SOURCE_DARK = 24
+
+
+@dataclass
+class FrameProvenance:
+    """One frame: the rule's ``excess`` (fraction of the frame over the avatar's own largest dark region),
+    the largest dark region's ``dark_px``, how many of its pixels are ``carried`` from dark source pixels,
+    and ``largest_new`` (pixels in the largest 8-connected region of new dark pixels)."""
+
+    index: int
+    excess: float
+    dark_px: int
+    carried: int
+    largest_new: int
+
+
+@dataclass
+class ProvenanceReport:
+    source: str
+    driving: str
+    size: int
+    reference_fraction: float
+    frames: list[FrameProvenance] = field(default_factory=list)
+    backend: str = ""
+
+    @property
+    def flagged(self) -> list[FrameProvenance]:
+        return [f for f in self.frames if f.excess > MARGIN]
+
+    @property
+    def worst_new_fraction(self) -> float:
+        return max((f.largest_new for f in self.frames), default=0) / self.size ** 2
+
+    @property
+    def carried_share(self) -> float | None:
+        """Of all frames' largest-dark-region pixels, the share sampled from dark avatar pixels (None: no
+        frame has a dark pixel)."""
+        dark = sum(f.dark_px for f in self.frames)
+        return sum(f.carried for f in self.frames) / dark if dark else None
+
+    def summary(self) -> str:
+        return (f"{Path(self.source).name} × {Path(self.driving).name} ({self.backend}): {len(self.flagged)} of "
+                f"{len(self.frames)} frames over the rule's margin (before encoding); "
+                + ("no dark pixel in any frame; " if self.carried_share is None else
+                   f"of every frame's largest dark region {100 * self.carried_share:.2f} % of the pixels sample dark "
+                   f"avatar pixels; ")
+                + f"the largest new dark region in any frame is {max((f.largest_new for f in self.frames), default=0)} px "
+                f"({100 * self.worst_new_fraction:.3f} % of the frame; the rule's margin: {100 * MARGIN:.1f} %)")
+
+
+def new_dark_mask(output: np.ndarray, source: np.ndarray, deformation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(dark, carried) boolean masks (S,S) of an output frame (S,S,3 uint8): dark = its largest dark region;
+    carried = those of its pixels whose sampling position ``deformation`` (S,S,2; grid coordinates in [-1,1],
+    align_corners, x then y) lands on a source pixel (S,S,3 uint8) darker than SOURCE_DARK."""
+    size = output.shape[0]
+    mask = (output.max(axis=2) < DARK).astype(np.uint8)
+    dark = np.zeros(mask.shape, bool)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n > 1:
+        dark = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    src_dark = (source.max(axis=2) < SOURCE_DARK).astype(np.float32)
+    pos = (np.clip(deformation, -1, 1) + 1) / 2 * (size - 1)
+    sampled = cv2.remap(src_dark, pos[..., 0].astype(np.float32), pos[..., 1].astype(np.float32),
+                        cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+    return dark, dark & (sampled > 0.5)
+
+
+def trace(source_path: str, driving_path: str, checkpoint: str | None = None, max_frames: int | None = None,
+          backend_name: str = "auto", say=print) -> ProvenanceReport:
+    """Animate as ``splinecam animate`` does (relative mode, face crop, ``backend_name`` as ``--backend``:
+    the output is the backend's, the motion field the torch model's for the same keypoints) and trace each
+    frame's dark pixels."""
+    import torch
+
+    from splinecam.engines.backends import create_backend
+    from splinecam.engines.model_options import load_model
+    from splinecam.live.animate import AnimateOptions, prepare_inputs
+    from splinecam.live.normalise import KeypointNormaliser
+
+    loaded = load_model(checkpoint)
+    if loaded.model is None:
+        raise SystemExit("dark_provenance needs torch (the motion field is the torch model's): pip install torch")
+    size = loaded.config.image_size
+    opts = AnimateOptions(Path(source_path), Path(driving_path), Path("unused.mp4"), max_frames=max_frames)
+    inputs = prepare_inputs(opts, size)
+    backend = create_backend(loaded, backend_name)
+    state = backend.prepare_source(inputs.source)
+    normaliser = KeypointNormaliser(state.kp, "relative", None, True)
+    src_u8 = np.asarray(inputs.source if inputs.source.dtype == np.uint8 else (inputs.source * 255).round(), np.uint8)
+    ref = largest_dark_region(src_u8, DARK + REFERENCE_SLACK) / size ** 2
+    report = ProvenanceReport(str(source_path), str(driving_path), size, ref)
+    model = loaded.model
+    src_t = torch.from_numpy(src_u8).permute(2, 0, 1)[None].float() / 255
+    kp_s = torch.from_numpy(np.asarray(state.kp, np.float32))[None]
+    for i, frame in enumerate(inputs.frames):
+        if i == 0:  # animate's reference frame 0: calibrated on it, then driven by it (the same calls)
+            normaliser.calibrate(backend.keypoints(frame))
+        kp = normaliser(backend.keypoints(frame))
+        out = backend.generate(state, kp)
+        with torch.inference_mode():
+            motion = model.dense_motion_network(src_t, torch.from_numpy(np.asarray(kp, np.float32))[None], kp_s, None)
+            deformation = torch.nn.functional.interpolate(motion.deformation.permute(0, 3, 1, 2), size=(size, size),
+                                                          mode="bilinear", align_corners=True)
+        dark, carried = new_dark_mask(out, src_u8, deformation[0].permute(1, 2, 0).numpy())
+        new = (dark & ~carried).astype(np.uint8)
+        n, _, stats, _ = cv2.connectedComponentsWithStats(new, connectivity=8)
+        largest_new = int(stats[1:, cv2.CC_STAT_AREA].max()) if n > 1 else 0
+        report.frames.append(FrameProvenance(i, round(float(dark.sum() / size ** 2 - ref), 5), int(dark.sum()),
+                                             int(carried.sum()), largest_new))
+    report.backend = backend.describe()
+    say(report.summary())
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m splinecam.benchmarks.dark_provenance",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--source", required=True, action="append", help="avatar image (repeatable)")
+    ap.add_argument("--driving", required=True, action="append", help="driving clip (repeatable)")
+    ap.add_argument("--checkpoint", help="weights (default: the bundled ones)")
+    ap.add_argument("--max-frames", type=int)
+    ap.add_argument("--backend", default="auto", help="the backend whose output is traced, as animate's --backend")
+    ap.add_argument("--json", help="write the per-frame reports here")
+    args = ap.parse_args(argv)
+    for p in [*args.source, *args.driving]:
+        if not Path(p).is_file():
+            print(f"dark_provenance: error: {p} is not a file", file=sys.stderr)
+            return 2
+    reports = [trace(s, d, args.checkpoint, args.max_frames, args.backend) for d in args.driving for s in args.source]
+    if args.json:
+        Path(args.json).write_text(json.dumps([{**asdict(r), "carried_share": r.carried_share,
+                                                 "worst_new_fraction": r.worst_new_fraction, "summary": r.summary()}
+                                                for r in reports], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

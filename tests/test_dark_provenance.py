@@ -1,0 +1,39 @@
+"""benchmarks/dark_provenance.py: a dark output pixel is 'carried' when the motion field samples a dark
+avatar pixel, 'new' (a hole) otherwise."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _identity_grid(size: int) -> np.ndarray:
+    lin = np.linspace(-1, 1, size, dtype=np.float32)
+    gx, gy = np.meshgrid(lin, lin)
+    return np.stack([gx, gy], -1)
+
+
+def test_dark_region_sampled_from_dark_source_is_carried():
+    from splinecam.benchmarks.dark_provenance import new_dark_mask
+
+    size = 64
+    source = np.full((size, size, 3), 200, np.uint8)
+    source[10:30, 10:30] = 5  # the avatar's own dark hair
+    grid = _identity_grid(size)
+    grid[..., 0] -= 10 / (size - 1) * 2  # every output pixel samples 10 px to its left: the hair moved right
+    output = np.full((size, size, 3), 200, np.uint8)
+    output[10:30, 20:40] = 5
+    dark, carried = new_dark_mask(output, source, grid)
+    assert dark.sum() == 400 and carried.sum() == 400
+
+
+def test_dark_region_sampled_from_bright_source_is_new():
+    from splinecam.benchmarks.dark_provenance import new_dark_mask
+
+    size = 64
+    source = np.full((size, size, 3), 200, np.uint8)
+    source[10:30, 10:30] = 5
+    output = source.copy()
+    output[40:60, 40:60] = 0  # a hole where the avatar is bright, the warp the identity
+    output[10:30, 10:30] = 200  # (the hair gone, so the hole is the largest dark region)
+    dark, carried = new_dark_mask(output, source, _identity_grid(size))
+    assert dark.sum() == 400 and carried.sum() == 0
