@@ -108,8 +108,8 @@ def trace(source_path: str, driving_path: str, checkpoint: str | None = None, ma
     frame's dark pixels."""
     import torch
 
-    from splinecam.engines.backends import create_backend
-    from splinecam.engines.model_options import load_model
+    from splinecam.engines.backends.options import BackendOptions
+    from splinecam.engines.model_options import build_backend, load_model
     from splinecam.live.animate import AnimateOptions, prepare_inputs
     from splinecam.live.normalise import KeypointNormaliser
 
@@ -119,10 +119,11 @@ def trace(source_path: str, driving_path: str, checkpoint: str | None = None, ma
     size = loaded.config.image_size
     opts = AnimateOptions(Path(source_path), Path(driving_path), Path("unused.mp4"), max_frames=max_frames)
     inputs = prepare_inputs(opts, size)
-    backend = create_backend(loaded, backend_name)
+    src_u8 = np.asarray(inputs.source if inputs.source.dtype == np.uint8 else (inputs.source * 255).round(), np.uint8)
+    # as animate's flags --backend NAME --precision auto: auto is the measured choice on this avatar crop
+    backend = build_backend(loaded, backend_name, "auto", "auto", BackendOptions(), src_u8, say=lambda m: None)
     state = backend.prepare_source(inputs.source)
     normaliser = KeypointNormaliser(state.kp, "relative", None, True)
-    src_u8 = np.asarray(inputs.source if inputs.source.dtype == np.uint8 else (inputs.source * 255).round(), np.uint8)
     ref = largest_dark_region(src_u8, DARK + REFERENCE_SLACK) / size ** 2
     report = ProvenanceReport(str(source_path), str(driving_path), size, ref)
     model = loaded.model
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps([{**asdict(r), "carried_share": r.carried_share,
                                                  "worst_new_fraction": r.worst_new_fraction, "summary": r.summary()}
-                                                for r in reports], indent=1))
+                                                for r in reports], separators=(",", ":")))
     return 0
 
 
