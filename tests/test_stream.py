@@ -367,15 +367,13 @@ def test_slow_stuck_vanishing_and_second_viewers_never_stall_the_sender():
     assert np.median(gaps) >= 5, slow_seqs                                      # the slow one skips frames …
     # … and gets a recent one, not a backlog: behind the fast viewer by about what it missed while it slept
     # (the frame it gets was the newest when it last finished reading; socket buffers hold a part or so),
-    # and that lag does not grow — a queue would add 15 frames at every read. A single read may slip by one
-    # (a part still in the socket buffers: lags 15, 15, 29, 15 seen in a full-suite run), so growth is judged
-    # on the medians of the two halves, which a queue moves by 15 × reads/2
+    # and that lag does not grow — a queue would add 15 frames at every read, so over the ~10 reads it would
+    # pass 2 reads' worth by the third. One part left in the socket buffers shifts the lag by one read, for a
+    # read or for the rest of the run (seen in full-suite runs: 15, 29, 15 …; 15, 15, 28, 28, 28): allowed, once
     lag = [max(s for s, _, t in fast_parts if t <= ts) - seq for seq, _, ts in slow_parts
            if any(t <= ts for _, _, t in fast_parts)]
     per_read = fps * 0.5
-    half = max(2, len(lag) // 2)
-    assert max(lag[1:]) <= 2 * per_read + 6, lag
-    assert np.median(lag[half:]) <= np.median(lag[1:half]) + 6, lag
+    assert max(lag[1:]) <= 2 * per_read + 6 and lag[-1] - min(lag[1:]) <= per_read + 6, lag
     assert report["viewers_total"] == 5 and report["viewers_peak"] >= 3
     assert report["viewers_dropped"] >= 1 and report["frames_skipped"] > 0
     assert report["viewers_now"] == 0 and report["frames_served"] >= len(fast_parts) + len(slow_parts)
