@@ -35,13 +35,22 @@ REFERENCE_SLACK = 2
 MARGIN = 0.001       # flagged when the largest dark region exceeds the avatar's by 0.1 % of the frame
 
 
+def largest_region(mask: np.ndarray) -> np.ndarray:
+    """(H,W) bool: the largest 8-connected region of ``mask`` (H,W bool; all False when it has none)."""
+    if not mask.any():
+        return np.zeros(mask.shape, bool)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+
+
+def largest_dark_mask(frame_rgb: np.ndarray, dark: int = DARK) -> np.ndarray:
+    """(H,W) bool: the largest 8-connected region of ``frame_rgb`` (H,W,3 uint8) whose max channel < ``dark``."""
+    return largest_region(frame_rgb.max(axis=2) < dark)
+
+
 def largest_dark_region(frame_rgb: np.ndarray, dark: int = DARK) -> int:
     """Pixels in the largest 8-connected region of ``frame_rgb`` (H,W,3 uint8) whose max channel < ``dark``."""
-    mask = (frame_rgb.max(axis=2) < dark).astype(np.uint8)
-    if not mask.any():
-        return 0
-    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    return int(stats[1:, cv2.CC_STAT_AREA].max()) if n > 1 else 0
+    return int(largest_dark_mask(frame_rgb, dark).sum())
 
 
 @dataclass

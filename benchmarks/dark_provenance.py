@@ -30,7 +30,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from splinecam.benchmarks.black_regions import DARK, MARGIN, REFERENCE_SLACK, largest_dark_region
+from splinecam.benchmarks.black_regions import (DARK, MARGIN, REFERENCE_SLACK, largest_dark_mask, largest_dark_region,
+                                                largest_region)
 
 #: a source pixel counts as dark below this: above the output's DARK, since bilinear sampling and the
 #: refinement blend move a dark pixel's value by a few levels
@@ -89,11 +90,7 @@ def new_dark_mask(output: np.ndarray, source: np.ndarray, deformation: np.ndarra
     carried = those of its pixels whose sampling position ``deformation`` (S,S,2; grid coordinates in [-1,1],
     align_corners, x then y) lands on a source pixel (S,S,3 uint8) darker than SOURCE_DARK."""
     size = output.shape[0]
-    mask = (output.max(axis=2) < DARK).astype(np.uint8)
-    dark = np.zeros(mask.shape, bool)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    if n > 1:
-        dark = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    dark = largest_dark_mask(output)
     src_dark = (source.max(axis=2) < SOURCE_DARK).astype(np.float32)
     pos = (np.clip(deformation, -1, 1) + 1) / 2 * (size - 1)
     sampled = cv2.remap(src_dark, pos[..., 0].astype(np.float32), pos[..., 1].astype(np.float32),
@@ -125,7 +122,7 @@ def trace(source_path: str, driving_path: str, checkpoint: str | None = None, ma
     state = backend.prepare_source(inputs.source)
     normaliser = KeypointNormaliser(state.kp, "relative", None, True)
     ref = largest_dark_region(src_u8, DARK + REFERENCE_SLACK) / size ** 2
-    report = ProvenanceReport(str(source_path), str(driving_path), size, ref)
+    report = ProvenanceReport(str(source_path), str(driving_path), size, ref, backend=backend.describe())
     model = loaded.model
     src_t = torch.from_numpy(src_u8).permute(2, 0, 1)[None].float() / 255
     kp_s = torch.from_numpy(np.asarray(state.kp, np.float32))[None]
@@ -139,12 +136,9 @@ def trace(source_path: str, driving_path: str, checkpoint: str | None = None, ma
             deformation = torch.nn.functional.interpolate(motion.deformation.permute(0, 3, 1, 2), size=(size, size),
                                                           mode="bilinear", align_corners=True)
         dark, carried = new_dark_mask(out, src_u8, deformation[0].permute(1, 2, 0).numpy())
-        new = (dark & ~carried).astype(np.uint8)
-        n, _, stats, _ = cv2.connectedComponentsWithStats(new, connectivity=8)
-        largest_new = int(stats[1:, cv2.CC_STAT_AREA].max()) if n > 1 else 0
+        largest_new = int(largest_region(dark & ~carried).sum())
         report.frames.append(FrameProvenance(i, round(float(dark.sum() / size ** 2 - ref), 5), int(dark.sum()),
                                              int(carried.sum()), largest_new))
-    report.backend = backend.describe()
     say(report.summary())
     return report
 
