@@ -148,3 +148,14 @@ def test_compiled_torch_path_warms_up_on_the_landmark_model(bundled, monkeypatch
     monkeypatch.setattr(tc, "_compile", lambda module: module)
     runner = tc.CompiledTorchGraphs(bundled, "cpu", "fp32", BackendOptions())
     assert runner.describe() == "torch/cpu/fp32+compiled"
+
+
+def test_error_regions_bad_data_is_one_line(tmp_path):
+    """A --data that is not there: one line on stderr naming it, exit 2, no traceback."""
+    missing = tmp_path / "nowhere"
+    done = subprocess.run([sys.executable, "-m", "splinecam.training.error_regions", "--data", str(missing)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, (done.returncode, done.stderr[-1500:])
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error_regions: error:")]
+    assert len(lines) == 1 and str(missing) in lines[0] and "Traceback" not in done.stderr, done.stderr[-1500:]
+    assert done.stdout == ""

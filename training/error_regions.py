@@ -16,6 +16,7 @@ This is what training/BUNDLED.md's "Where the error is" quotes.
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,7 +115,7 @@ def _main() -> int:
     try:
         return main()
     except SplinecamError as err:  # a missing or faceless --data, an unreadable --checkpoint: one line
-        print(f"error_regions: error: {err}")
+        print(f"error_regions: error: {err}", file=sys.stderr)
         return 2
 
 
