@@ -157,7 +157,13 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(p).is_file():
             print(f"dark_provenance: error: {p} is not a file", file=sys.stderr)
             return 2
-    reports = [trace(s, d, args.checkpoint, args.max_frames, args.backend) for d in args.driving for s in args.source]
+    from splinecam.engines.errors import SplinecamError
+
+    try:
+        reports = [trace(s, d, args.checkpoint, args.max_frames, args.backend) for d in args.driving for s in args.source]
+    except SplinecamError as err:  # no face in a source, an unreadable clip or checkpoint: one line
+        print(f"dark_provenance: error: {err}", file=sys.stderr)
+        return 2
     if args.json:
         Path(args.json).write_text(json.dumps([{**asdict(r), "carried_share": r.carried_share,
                                                  "worst_new_fraction": r.worst_new_fraction, "summary": r.summary()}

@@ -37,3 +37,21 @@ def test_dark_region_sampled_from_bright_source_is_new():
     output[10:30, 10:30] = 200  # (the hair gone, so the hole is the largest dark region)
     dark, carried = new_dark_mask(output, source, _identity_grid(size))
     assert dark.sum() == 400 and carried.sum() == 0
+
+
+def test_a_source_without_a_face_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    import cv2
+
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((128, 128, 3), 90, np.uint8))
+    from tests.conftest import REPO
+
+    done = subprocess.run([sys.executable, "-m", "splinecam.benchmarks.dark_provenance", "--source", str(blank),
+                           "--driving", str(REPO / "live" / "assets" / "webcam.mp4"), "--max-frames", "3"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, (done.returncode, done.stderr[-1500:])
+    lines = [line for line in done.stderr.splitlines() if line.startswith("dark_provenance: error:")]
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr[-1500:]
