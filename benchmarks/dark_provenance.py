@@ -15,6 +15,10 @@ new dark pixels.
     python -m splinecam.benchmarks.dark_provenance --source ../shared/data/avatars/lp-s4.jpg \\
         --driving ../shared/data/samples/driving.mp4 [--json out.json]
 
+``--encodings yuv420p,yuv420p-lossless,yuv444p`` also counts the rule's flags after each encoding of the
+generated frames, and the avatar's still crop's largest dark region after each: the rule measured on an
+encoded video counts what 4:2:0 chroma subsampling does to dark saturated pixels too.
+
 Needs torch (the motion field is the torch model's). Figures are at the model's size (256²), where the
 rule's 0.1 % is 66 pixels.
 """
@@ -59,6 +63,9 @@ class ProvenanceReport:
     reference_fraction: float
     frames: list[FrameProvenance] = field(default_factory=list)
     backend: str = ""
+    flagged_after_encoding: dict[str, int] = field(default_factory=dict)  # --encodings: name → frames flagged
+    #: --encodings: name → the largest dark region (fraction of the frame) of a still video of the avatar's crop
+    still_dark_after_encoding: dict[str, float] = field(default_factory=dict)
 
     @property
     def flagged(self) -> list[FrameProvenance]:
@@ -98,25 +105,65 @@ def new_dark_mask(output: np.ndarray, source: np.ndarray, deformation: np.ndarra
     return dark, dark & (sampled > 0.5)
 
 
+#: ``--encodings``: FFmpeg's pixel format and extra libx264 flags per name (CRF 18 as every output)
+ENCODINGS = {"yuv420p": ("yuv420p", ()), "yuv420p-lossless": ("yuv420p", ("-qp", "0")), "yuv444p": ("yuv444p", ())}
+
+
+def encode_decode(frames: list[np.ndarray], encoding: str) -> list[np.ndarray]:
+    """Frames (S,S,3 uint8 RGB) through libx264 with ``encoding`` (:data:`ENCODINGS`) and back."""
+    import subprocess
+    import tempfile
+
+    from splinecam.engines.media import VideoReader, ffmpeg_exe
+
+    pix_fmt, extra = ENCODINGS[encoding]
+    h, w = frames[0].shape[:2]
+    with tempfile.TemporaryDirectory(prefix="splinecam-enc-") as tmp:
+        out = Path(tmp) / "encoded.mp4"
+        cmd = [ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
+               "-r", "25", "-i", "-", "-c:v", "libx264", "-preset", "medium", "-crf", "18", *extra,
+               "-pix_fmt", pix_fmt, str(out)]
+        subprocess.run(cmd, input=np.stack(frames).tobytes(), check=True)
+        return list(VideoReader(out))
+
+
+def _uint8(image: np.ndarray) -> np.ndarray:
+    """An avatar crop as animate holds it (uint8, or float32 in [0,1]) → uint8 RGB."""
+    return np.asarray(image if image.dtype == np.uint8 else (image * 255).round(), np.uint8)
+
+
+def _inputs(source_path: str, driving_path: str, size: int, max_frames: int | None = None):
+    """animate's inputs: the avatar's face crop and the driving clip's face-cropped frames."""
+    from splinecam.live.animate import AnimateOptions, prepare_inputs
+
+    return prepare_inputs(AnimateOptions(Path(source_path), Path(driving_path), Path("unused.mp4"),
+                                         max_frames=max_frames), size)
+
+
+def flagged_after(frames: list[np.ndarray], reference_fraction: float, encoding: str | None) -> int:
+    """Frames the area rule flags (largest dark region over ``reference_fraction`` + MARGIN) after
+    ``encoding`` (None: as generated)."""
+    coded = frames if encoding is None else encode_decode(frames, encoding)
+    return sum(largest_dark_region(f) / f[..., 0].size - reference_fraction > MARGIN for f in coded)
+
+
 def trace(source_path: str, driving_path: str, checkpoint: str | None = None, max_frames: int | None = None,
-          backend_name: str = "auto", say=print) -> ProvenanceReport:
+          backend_name: str = "auto", say=print, outputs: list[np.ndarray] | None = None) -> ProvenanceReport:
     """Animate as ``splinecam animate`` does (relative mode, face crop, ``backend_name`` as ``--backend``:
     the output is the backend's, the motion field the torch model's for the same keypoints) and trace each
-    frame's dark pixels."""
+    frame's dark pixels. ``outputs``: a list that receives the generated frames (S,S,3 uint8)."""
     import torch
 
     from splinecam.engines.backends.options import BackendOptions
     from splinecam.engines.model_options import build_backend, load_model
-    from splinecam.live.animate import AnimateOptions, prepare_inputs
     from splinecam.live.normalise import KeypointNormaliser
 
     loaded = load_model(checkpoint)
     if loaded.model is None:
         raise SystemExit("dark_provenance needs torch (the motion field is the torch model's): pip install torch")
     size = loaded.config.image_size
-    opts = AnimateOptions(Path(source_path), Path(driving_path), Path("unused.mp4"), max_frames=max_frames)
-    inputs = prepare_inputs(opts, size)
-    src_u8 = np.asarray(inputs.source if inputs.source.dtype == np.uint8 else (inputs.source * 255).round(), np.uint8)
+    inputs = _inputs(source_path, driving_path, size, max_frames)
+    src_u8 = _uint8(inputs.source)
     # as animate's flags --backend NAME --precision auto: auto is the measured choice on this avatar crop
     backend = build_backend(loaded, backend_name, "auto", "auto", BackendOptions(), src_u8, say=lambda m: None)
     state = backend.prepare_source(inputs.source)
@@ -131,6 +178,8 @@ def trace(source_path: str, driving_path: str, checkpoint: str | None = None, ma
             normaliser.calibrate(backend.keypoints(frame))
         kp = normaliser(backend.keypoints(frame))
         out = backend.generate(state, kp)
+        if outputs is not None:
+            outputs.append(out)
         with torch.inference_mode():
             motion = model.dense_motion_network(src_t, torch.from_numpy(np.asarray(kp, np.float32))[None], kp_s, None)
             deformation = torch.nn.functional.interpolate(motion.deformation.permute(0, 3, 1, 2), size=(size, size),
@@ -151,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", help="weights (default: the bundled ones)")
     ap.add_argument("--max-frames", type=int)
     ap.add_argument("--backend", default="auto", help="the backend whose output is traced, as animate's --backend")
+    ap.add_argument("--encodings", metavar="LIST",
+                    help=f"also count the rule's flags after encoding the frames, comma-separated from {', '.join(ENCODINGS)}")
     ap.add_argument("--json", help="write the per-frame reports here")
     args = ap.parse_args(argv)
     for p in [*args.source, *args.driving]:
@@ -159,8 +210,28 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     from splinecam.engines.errors import SplinecamError
 
+    encodings = [e for e in (args.encodings or "").split(",") if e]
+    unknown = [e for e in encodings if e not in ENCODINGS]
+    if unknown:
+        print(f"dark_provenance: error: --encodings {','.join(unknown)}: choose from {', '.join(ENCODINGS)}",
+              file=sys.stderr)
+        return 2
+    reports = []
     try:
-        reports = [trace(s, d, args.checkpoint, args.max_frames, args.backend) for d in args.driving for s in args.source]
+        for d in args.driving:
+            for s in args.source:
+                outputs: list[np.ndarray] | None = [] if encodings else None
+                report = trace(s, d, args.checkpoint, args.max_frames, args.backend, outputs=outputs)
+                if encodings:
+                    still = [_uint8(_inputs(s, d, report.size).source)] * 3  # the avatar's crop, not moving
+                    for e in encodings:
+                        report.flagged_after_encoding[e] = flagged_after(outputs, report.reference_fraction, e)
+                        report.still_dark_after_encoding[e] = largest_dark_region(encode_decode(still, e)[-1]) / report.size ** 2
+                    print(f"  flagged by the rule: {len(report.flagged)} unencoded, "
+                          + ", ".join(f"{n} as {e}" for e, n in report.flagged_after_encoding.items())
+                          + f"; the still crop's largest dark region {100 * largest_dark_region(still[0]) / report.size ** 2:.1f} %"
+                          + "".join(f", {100 * v:.1f} % as {e}" for e, v in report.still_dark_after_encoding.items()))
+                reports.append(report)
     except SplinecamError as err:  # no face in a source, an unreadable clip or checkpoint: one line
         print(f"dark_provenance: error: {err}", file=sys.stderr)
         return 2

@@ -55,3 +55,18 @@ def test_a_source_without_a_face_is_one_line(tmp_path):
     assert done.returncode == 2, (done.returncode, done.stderr[-1500:])
     lines = [line for line in done.stderr.splitlines() if line.startswith("dark_provenance: error:")]
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr[-1500:]
+
+
+def test_encodings_are_counted_by_the_same_rule():
+    """--encodings: the rule's count on frames as generated and after a round trip through libx264; a flat
+    grey frame with a black square keeps its square through every encoding."""
+    from splinecam.benchmarks.dark_provenance import ENCODINGS, encode_decode, flagged_after
+
+    frame = np.full((64, 64, 3), 128, np.uint8)
+    frame[8:40, 8:40] = 0  # 1024 px = 25 % of the frame
+    frames = [frame] * 3
+    assert flagged_after(frames, 0.20, None) == 3 and flagged_after(frames, 0.30, None) == 0
+    for name in ENCODINGS:
+        back = encode_decode(frames, name)
+        assert len(back) == 3 and back[0].shape == frame.shape
+        assert flagged_after(frames, 0.20, name) == 3 and flagged_after(frames, 0.30, name) == 0
