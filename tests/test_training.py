@@ -549,3 +549,57 @@ def test_pair_affine_config_is_checked():
         Augmentation.from_dataset_params(params)
     aug = Augmentation.from_dataset_params({"augmentation_params": {"affine_param": {"scale": [0.9, 1.3], "rotation": 5}}})
     assert aug.scale == (0.9, 1.3) and aug.rotation == 5 and aug.shift == 0
+
+
+def test_fold_loss_is_zero_without_a_fold_and_counts_a_reversed_band():
+    """losses.fold_loss: an identity, a rotation+zoom and a smooth TPS-like bend do not fold (0); a band of
+    columns sampled in reverse order folds over exactly that band; a step of gradient descent unfolds it."""
+    import math
+
+    from splinecam.engines.tpsmm.geometry import make_coordinate_grid
+    from splinecam.training.losses import fold_fraction_and_depth, fold_loss
+
+    grid = make_coordinate_grid(32, 32).unsqueeze(0)                           # (1,32,32,2)
+    a = math.radians(20)
+    rot = torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]) * 1.3
+    bent = grid + 0.1 * torch.sin(3 * grid[..., :1]) * torch.tensor([0.0, 1.0])
+    for g in (grid, grid @ rot.T, bent):
+        frac, depth = fold_fraction_and_depth(g)
+        assert frac.item() == 0 and depth.item() == 0 and fold_loss(g).item() == 0
+    folded = grid.clone()
+    folded[:, :, 8:16, 0] = folded[:, :, 8:16, 0].flip(-1)                      # columns 8–15 reversed
+    frac, depth = fold_fraction_and_depth(folded)
+    assert frac.item() == pytest.approx(7 / 31, abs=1e-6) and depth.item() > 0.1
+    x = folded.clone().requires_grad_(True)
+    before = fold_loss(x)
+    before.backward()
+    with torch.no_grad():
+        after = fold_loss(x - 0.01 * x.grad / x.grad.abs().max())
+    assert after.item() < before.item()
+
+
+def test_fold_weight_adds_a_fold_term_to_the_step():
+    """train_params.loss_weights.fold > 0 puts a "fold" term in a cpu-256 step's losses (none at 0, the
+    default), and it carries gradient to the dense motion network."""
+    from splinecam.engines.tpsmm.config import load_config
+    from splinecam.engines.tpsmm.networks import TPSMM
+    from splinecam.training.options import TrainOptions, TrainSchedule
+    from splinecam.training.step import FullModel
+    from splinecam.training.vgg import build_perceptual_net
+
+    torch.manual_seed(0)
+    cfg = load_config("cpu-256")
+    schedule = TrainSchedule.from_config(cfg, TrainOptions(data="", out=""))
+    assert schedule.loss_weights["fold"] == 0
+    full = FullModel(TPSMM(cfg), schedule, build_perceptual_net(None, 0.125), False, None)
+    g = torch.Generator().manual_seed(0)
+    lms = torch.rand(2, 468, 2, generator=g) * 1.2 - 0.6
+    batch = {"source": torch.rand(2, 3, 256, 256, generator=g), "driving": torch.rand(2, 3, 256, 256, generator=g),
+             "source_landmarks": lms, "driving_landmarks": lms + 0.05 * torch.randn(2, 468, 2, generator=g)}
+    assert "fold" not in full(batch, 0, None)[0]
+    schedule.loss_weights["fold"] = 2.0
+    losses, _ = full(batch, 0, None)
+    assert torch.isfinite(losses["fold"]) and losses["fold"].item() > 0    # random landmarks fold the mix
+    losses["fold"].backward()
+    grads = [p.grad for p in full.dense_motion_network.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)

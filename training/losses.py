@@ -75,6 +75,30 @@ def background_loss(bg_param: torch.Tensor, bg_param_reverse: torch.Tensor) -> t
     return (eye - value).abs().mean()
 
 
+def fold_fraction_and_depth(deformation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where a sampling grid folds over itself: deformation (N,h,w,2), grid coordinates in [-1, 1] →
+    (the share of its (h−1)(w−1) cells whose Jacobian determinant is ≤ 0, per sample (N,);
+    mean over cells of relu(−det / det(identity)), per sample (N,)).
+
+    A fold is where the dense motion's softmax mix of warps switches between two whose displacements
+    differ, so that neighbouring output pixels sample the source in the reverse order: a lock of hair or
+    a patch of background doubling back over itself. Each TPS alone hardly ever folds; their mixture does.
+    """
+    d = deformation.float()
+    h, w = d.shape[1:3]
+    dx = d[:, :-1, 1:, :] - d[:, :-1, :-1, :]       # (N,h-1,w-1,2): along x
+    dy = d[:, 1:, :-1, :] - d[:, :-1, :-1, :]       # along y
+    det = (dx[..., 0] * dy[..., 1] - dx[..., 1] * dy[..., 0]) / ((2.0 / (w - 1)) * (2.0 / (h - 1)))
+    return (det <= 0).float().mean(dim=(1, 2)), F.relu(-det).mean(dim=(1, 2))
+
+
+def fold_loss(deformation: torch.Tensor) -> torch.Tensor:
+    """mean over samples and cells of relu(−det J / det J_identity): zero for any grid that does not fold
+    (the identity, every affine map that keeps orientation, a smooth TPS), growing with how far a fold
+    turns the grid inside out. ``train_params.loss_weights.fold`` (0 by default: the official recipe)."""
+    return fold_fraction_and_depth(deformation)[1].mean()
+
+
 def random_scale(kp: torch.Tensor, scale: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Official AVD ``random_scale``: multiply x and y by independent factors in [1−s, 1+s]. (N,K,2)."""
     theta = torch.rand(kp.shape[0], 2, generator=generator) * (2 * scale) + (1 - scale)

@@ -139,7 +139,7 @@ class FullModel(nn.Module):
 
     def _motion_losses(self, batch, kp_source, kp_driving, transform, motion, gen, bg_param,
                        aug_rng) -> dict[str, torch.Tensor]:
-        """Equivariance, warp, background (``bg_param`` None: not in use yet) and landmark losses."""
+        """Equivariance, warp, background (``bg_param`` None: not in use yet), fold and landmark losses."""
         lw = self.schedule.loss_weights
         source, driving = batch["source"], batch["driving"]
         trains_keypoints = not self.freeze_keypoints and self.kp_detector
@@ -159,6 +159,8 @@ class FullModel(nn.Module):
             with self.amp():
                 reverse = self.bg_predictor(driving, source).float()
             out["bg"] = lw["bg"] * L.background_loss(bg_param, reverse)
+        if lw.get("fold") and getattr(motion, "deformation", None) is not None:
+            out["fold"] = lw["fold"] * L.fold_loss(motion.deformation)
         if lw["landmark"] and self.landmark_indices.numel() and trains_keypoints:
             out["landmark"] = lw["landmark"] * self._landmark_loss(batch, kp_source, kp_driving, aug_rng)
         return out
