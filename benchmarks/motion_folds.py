@@ -8,7 +8,7 @@ size): the share of its cells whose Jacobian determinant is ≤ 0 — where neig
 the source in the reverse order, seen as a lock of hair or a patch of background folding over itself — for
 the mixed grid the generator uses and for each TPS alone. A single TPS hardly ever folds; where the softmax
 mix switches between two warps whose displacements differ, the mix does. training/BUNDLED.md quotes it;
-``train_params.loss_weights.fold`` (training/losses.py) is the loss that penalises it.
+``train_params.loss_weights.fold`` (training/losses.py) is the loss that penalises it; the measure is engines/tpsmm/geometry.py fold_fraction_and_depth.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def measure(source_path: str, driving_path: str, checkpoint: str | None = None,
     from splinecam.engines.backends.options import BackendOptions
     from splinecam.engines.model_options import build_backend, load_model
     from splinecam.live.normalise import KeypointNormaliser
-    from splinecam.training.losses import fold_fraction_and_depth
+    from splinecam.engines.tpsmm.geometry import fold_fraction_and_depth
 
     loaded = load_model(checkpoint)
     if loaded.model is None:

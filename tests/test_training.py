@@ -557,7 +557,8 @@ def test_fold_loss_is_zero_without_a_fold_and_counts_a_reversed_band():
     import math
 
     from splinecam.engines.tpsmm.geometry import make_coordinate_grid
-    from splinecam.training.losses import fold_fraction_and_depth, fold_loss
+    from splinecam.engines.tpsmm.geometry import fold_fraction_and_depth
+    from splinecam.training.losses import fold_loss
 
     grid = make_coordinate_grid(32, 32).unsqueeze(0)                           # (1,32,32,2)
     a = math.radians(20)

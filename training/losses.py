@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from splinecam.engines.tpsmm.geometry import RandomTPS
+from splinecam.engines.tpsmm.geometry import RandomTPS, fold_fraction_and_depth
 from splinecam.engines.tpsmm.layers import SeparableAntiAlias
 
 
@@ -73,23 +73,6 @@ def background_loss(bg_param: torch.Tensor, bg_param_reverse: torch.Tensor) -> t
     value = torch.matmul(bg_param.float(), bg_param_reverse.float())
     eye = torch.eye(3, dtype=value.dtype, device=value.device).view(1, 3, 3)
     return (eye - value).abs().mean()
-
-
-def fold_fraction_and_depth(deformation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where a sampling grid folds over itself: deformation (N,h,w,2), grid coordinates in [-1, 1] →
-    (the share of its (h−1)(w−1) cells whose Jacobian determinant is ≤ 0, per sample (N,);
-    mean over cells of relu(−det / det(identity)), per sample (N,)).
-
-    A fold is where the dense motion's softmax mix of warps switches between two whose displacements
-    differ, so that neighbouring output pixels sample the source in the reverse order: a lock of hair or
-    a patch of background doubling back over itself. Each TPS alone hardly ever folds; their mixture does.
-    """
-    d = deformation.float()
-    h, w = d.shape[1:3]
-    dx = d[:, :-1, 1:, :] - d[:, :-1, :-1, :]       # (N,h-1,w-1,2): along x
-    dy = d[:, 1:, :-1, :] - d[:, :-1, :-1, :]       # along y
-    det = (dx[..., 0] * dy[..., 1] - dx[..., 1] * dy[..., 0]) / ((2.0 / (w - 1)) * (2.0 / (h - 1)))
-    return (det <= 0).float().mean(dim=(1, 2)), F.relu(-det).mean(dim=(1, 2))
 
 
 def fold_loss(deformation: torch.Tensor) -> torch.Tensor:

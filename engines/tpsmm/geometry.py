@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from splinecam.engines.relative_motion import convex_hull_area, relative_keypoints, relative_scale  # noqa: F401
 
@@ -163,6 +164,23 @@ def apply_affine_to_grid(grid: torch.Tensor, bg_param: torch.Tensor) -> torch.Te
     homo = torch.cat([grid, ones], dim=-1)
     out = torch.matmul(bg_param.view(n, 1, 1, 1, 3, 3), homo.unsqueeze(-1)).squeeze(-1)
     return out[..., :2] / out[..., 2:3]
+
+
+def fold_fraction_and_depth(deformation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where a sampling grid folds over itself: deformation (N,h,w,2), grid coordinates in [-1, 1] →
+    (the share of its (h−1)(w−1) cells whose Jacobian determinant is ≤ 0, per sample (N,);
+    mean over cells of relu(−det / det(identity)), per sample (N,)).
+
+    A fold is where the dense motion's softmax mix of warps switches between two whose displacements
+    differ, so that neighbouring output pixels sample the source in the reverse order: a lock of hair or
+    a patch of background doubling back over itself. Each TPS alone hardly ever folds; their mixture does.
+    """
+    d = deformation.float()
+    h, w = d.shape[1:3]
+    dx = d[:, :-1, 1:, :] - d[:, :-1, :-1, :]       # (N,h-1,w-1,2): along x
+    dy = d[:, 1:, :-1, :] - d[:, :-1, :-1, :]       # along y
+    det = (dx[..., 0] * dy[..., 1] - dx[..., 1] * dy[..., 0]) / ((2.0 / (w - 1)) * (2.0 / (h - 1)))
+    return (det <= 0).float().mean(dim=(1, 2)), F.relu(-det).mean(dim=(1, 2))
 
 
 # ---------------------------------------------------------------- keypoint normalisation (host)
