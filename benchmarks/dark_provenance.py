@@ -127,19 +127,6 @@ def encode_decode(frames: list[np.ndarray], encoding: str) -> list[np.ndarray]:
         return list(VideoReader(out))
 
 
-def _uint8(image: np.ndarray) -> np.ndarray:
-    """An avatar crop as animate holds it (uint8, or float32 in [0,1]) → uint8 RGB."""
-    return np.asarray(image if image.dtype == np.uint8 else (image * 255).round(), np.uint8)
-
-
-def _inputs(source_path: str, driving_path: str, size: int, max_frames: int | None = None):
-    """animate's inputs: the avatar's face crop and the driving clip's face-cropped frames."""
-    from splinecam.live.animate import AnimateOptions, prepare_inputs
-
-    return prepare_inputs(AnimateOptions(Path(source_path), Path(driving_path), Path("unused.mp4"),
-                                         max_frames=max_frames), size)
-
-
 def flagged_after(frames: list[np.ndarray], reference_fraction: float, encoding: str | None) -> int:
     """Frames the area rule flags (largest dark region over ``reference_fraction`` + MARGIN) after
     ``encoding`` (None: as generated)."""
@@ -154,36 +141,19 @@ def trace(source_path: str, driving_path: str, checkpoint: str | None = None, ma
     frame's dark pixels. ``outputs``: a list that receives the generated frames (S,S,3 uint8)."""
     import torch
 
-    from splinecam.engines.backends.options import BackendOptions
-    from splinecam.engines.model_options import build_backend, load_model
-    from splinecam.live.normalise import KeypointNormaliser
+    from splinecam.benchmarks.animated_motion import AnimatedMotion
 
-    loaded = load_model(checkpoint)
-    if loaded.model is None:
-        raise SystemExit("dark_provenance needs torch (the motion field is the torch model's): pip install torch")
-    size = loaded.config.image_size
-    inputs = _inputs(source_path, driving_path, size, max_frames)
-    src_u8 = _uint8(inputs.source)
     # as animate's flags --backend NAME --precision auto: auto is the measured choice on this avatar crop
-    backend = build_backend(loaded, backend_name, "auto", "auto", BackendOptions(), src_u8, say=lambda m: None)
-    state = backend.prepare_source(inputs.source)
-    normaliser = KeypointNormaliser(state.kp, "relative", None, True)
+    anim = AnimatedMotion.open(source_path, driving_path, checkpoint, max_frames, backend_name, tool="dark_provenance")
+    size, src_u8 = anim.size, anim.source
     ref = largest_dark_region(src_u8, DARK + REFERENCE_SLACK) / size ** 2
-    report = ProvenanceReport(str(source_path), str(driving_path), size, ref, backend=backend.describe())
-    model = loaded.model
-    src_t = torch.from_numpy(src_u8).permute(2, 0, 1)[None].float() / 255
-    kp_s = torch.from_numpy(np.asarray(state.kp, np.float32))[None]
-    for i, frame in enumerate(inputs.frames):
-        if i == 0:  # animate's reference frame 0: calibrated on it, then driven by it (the same calls)
-            normaliser.calibrate(backend.keypoints(frame))
-        kp = normaliser(backend.keypoints(frame))
-        out = backend.generate(state, kp)
+    report = ProvenanceReport(str(source_path), str(driving_path), size, ref, backend=anim.backend.describe())
+    for i, (kp, motion) in enumerate(anim):
+        out = anim.backend.generate(anim.state, kp)
         if outputs is not None:
             outputs.append(out)
-        with torch.inference_mode():
-            motion = model.dense_motion_network(src_t, torch.from_numpy(np.asarray(kp, np.float32))[None], kp_s, None)
-            deformation = torch.nn.functional.interpolate(motion.deformation.permute(0, 3, 1, 2), size=(size, size),
-                                                          mode="bilinear", align_corners=True)
+        deformation = torch.nn.functional.interpolate(motion.deformation.permute(0, 3, 1, 2), size=(size, size),
+                                                      mode="bilinear", align_corners=True)
         dark, carried = new_dark_mask(out, src_u8, deformation[0].permute(1, 2, 0).numpy())
         largest_new = int(largest_region(dark & ~carried).sum())
         report.frames.append(FrameProvenance(i, round(float(dark.sum() / size ** 2 - ref), 5), int(dark.sum()),
@@ -208,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(p).is_file():
             print(f"dark_provenance: error: {p} is not a file", file=sys.stderr)
             return 2
+    from splinecam.benchmarks.animated_motion import animation_inputs, animation_uint8
     from splinecam.engines.errors import SplinecamError
 
     encodings = [e for e in (args.encodings or "").split(",") if e]
@@ -223,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                 outputs: list[np.ndarray] | None = [] if encodings else None
                 report = trace(s, d, args.checkpoint, args.max_frames, args.backend, outputs=outputs)
                 if encodings:
-                    still = [_uint8(_inputs(s, d, report.size).source)] * 3  # the avatar's crop, not moving
+                    still = [animation_uint8(animation_inputs(s, d, report.size).source)] * 3  # the avatar's crop, not moving
                     for e in encodings:
                         report.flagged_after_encoding[e] = flagged_after(outputs, report.reference_fraction, e)
                         report.still_dark_after_encoding[e] = largest_dark_region(encode_decode(still, e)[-1]) / report.size ** 2

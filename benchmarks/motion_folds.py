@@ -49,33 +49,14 @@ class FoldReport:
 def measure(source_path: str, driving_path: str, checkpoint: str | None = None,
             max_frames: int | None = None) -> FoldReport:
     """The fold report of one animation (the torch model's motion, the keypoints animate feeds it)."""
-    import torch
-
-    from splinecam.benchmarks.dark_provenance import _inputs, _uint8
-    from splinecam.engines.backends.options import BackendOptions
-    from splinecam.engines.model_options import build_backend, load_model
-    from splinecam.live.normalise import KeypointNormaliser
+    from splinecam.benchmarks.animated_motion import AnimatedMotion
     from splinecam.engines.tpsmm.geometry import fold_fraction_and_depth
 
-    loaded = load_model(checkpoint)
-    if loaded.model is None:
-        raise SystemExit("motion_folds needs torch (the motion field is the torch model's): pip install torch")
-    size = loaded.config.image_size
-    inputs = _inputs(source_path, driving_path, size, max_frames)
-    src_u8 = _uint8(inputs.source)
-    backend = build_backend(loaded, "torch", "cpu", "fp32", BackendOptions(), src_u8, say=lambda m: None)
-    state = backend.prepare_source(inputs.source)
-    normaliser = KeypointNormaliser(state.kp, "relative", None, True)
-    src_t = torch.from_numpy(src_u8).permute(2, 0, 1)[None].float() / 255
-    kp_s = torch.from_numpy(np.asarray(state.kp, np.float32))[None]
+    anim = AnimatedMotion.open(source_path, driving_path, checkpoint, max_frames, "torch", "cpu", "fp32",
+                               tool="motion_folds")
     report = FoldReport(str(source_path), str(driving_path), checkpoint or "bundled")
     singles = []
-    for i, frame in enumerate(inputs.frames):
-        if i == 0:
-            normaliser.calibrate(backend.keypoints(frame))
-        kp = torch.from_numpy(np.asarray(normaliser(backend.keypoints(frame)), np.float32))[None]
-        with torch.inference_mode():
-            motion = loaded.model.dense_motion_network(src_t, kp, kp_s, None)
+    for _, motion in anim:
         report.mixed.append(round(float(fold_fraction_and_depth(motion.deformation)[0][0]), 6))
         if motion.transformations is not None:
             singles.append((fold_fraction_and_depth(motion.transformations[0])[0] > 0).numpy())

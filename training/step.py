@@ -159,7 +159,7 @@ class FullModel(nn.Module):
             with self.amp():
                 reverse = self.bg_predictor(driving, source).float()
             out["bg"] = lw["bg"] * L.background_loss(bg_param, reverse)
-        if lw.get("fold") and getattr(motion, "deformation", None) is not None:
+        if lw["fold"] and getattr(motion, "deformation", None) is not None:
             out["fold"] = lw["fold"] * L.fold_loss(motion.deformation)
         if lw["landmark"] and self.landmark_indices.numel() and trains_keypoints:
             out["landmark"] = lw["landmark"] * self._landmark_loss(batch, kp_source, kp_driving, aug_rng)
