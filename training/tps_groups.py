@@ -96,27 +96,26 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m splinecam.training.tps_groups", description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True, type=Path, help="prepare-data output folder (with landmarks)")
     ap.add_argument("--config", default="cpu-256", help="landmark config (name or YAML; default cpu-256)")
-    ap.add_argument("--groups", help="JSON list of 5-index groups to measure instead of the config's")
+    ap.add_argument("--groups", help="JSON list of 5-index groups to measure instead of the config's (with its TPS system)")
     ap.add_argument("--max-frames", type=int, default=120)
     ap.add_argument("--stride", type=int, default=3)
     args = ap.parse_args(argv)
     from splinecam.engines.tpsmm.config import load_config
 
+    from splinecam.engines.errors import SplinecamError
+
     try:
-        if args.groups:
-            groups = [tuple(g) for g in json.loads(args.groups)]
-            regularise = "kernel"
-        else:
-            cfg = load_config(args.config)
-            if not cfg.landmark_keypoints:
-                raise ValueError(f"{cfg.name} has no landmark keypoints")
-            lm = list(cfg.keypoint.landmarks)
-            per = len(lm) // cfg.num_tps
-            groups = [tuple(lm[i:i + per]) for i in range(0, len(lm), per)]
-            regularise = cfg.dense_motion.tps_regularise
+        cfg = load_config(args.config)
+        if not cfg.landmark_keypoints:
+            raise ValueError(f"{cfg.name} has no landmark keypoints")
+        lm = list(cfg.keypoint.landmarks)
+        per = len(lm) // cfg.num_tps
+        groups = ([tuple(g) for g in json.loads(args.groups)] if args.groups
+                  else [tuple(lm[i:i + per]) for i in range(0, len(lm), per)])
+        regularise = cfg.dense_motion.tps_regularise     # --groups: measured with the config's TPS system too
         source, driving, size = load_pairs(args.data, args.max_frames, args.stride)
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"tps_groups: {exc}", file=sys.stderr)
+    except (OSError, ValueError, KeyError, SplinecamError) as exc:
+        print(f"tps_groups: error: {exc}", file=sys.stderr)
         return 2
     print(f"{len(source)} driving frames; no motion: {no_motion_px(source, driving, size):.2f} px median mesh error")
     for g in groups:
