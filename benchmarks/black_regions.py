@@ -14,12 +14,18 @@ pad`` (what ``splinecam demo`` / ``live`` write) the avatar is face-cropped and 
 frame size exactly as the live loop composes it; with ``--compose none`` (``animate`` output: the face
 crop itself, upscaled) the avatar's face crop is resized to the frame size. Areas are compared as
 fractions of the frame. Exit code 1 when any frame is flagged (so scripts and CI can use it).
+
+``--backend auto`` (animate's default) picks by a timing round at start-up, so two sweeps can run different
+backends and precisions, and the rule's count moves with them (the same weights flagged 0 and 4 frames of one
+animation under two picks). Each report records the backend its animate ran; to compare weights, pin it
+(``-- --backend openvino --precision bf16``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import asdict, dataclass, field
 
@@ -63,6 +69,7 @@ class BlackRegionReport:
     flagged: list[int] = field(default_factory=list)
     excess: list[float] = field(default_factory=list)
     worst_pixels: int = 0
+    backend: str = ""    # what the animate run used (``--sweep``), as its last line names it; "" when not known
 
     @property
     def ok(self) -> bool:
@@ -113,6 +120,12 @@ def check_video(path: str, avatar_rgb: np.ndarray, compose: str = "pad") -> Blac
     return check_frames(all_frames(), fraction, str(path))
 
 
+def animate_backend(animate_stdout: str) -> str:
+    """The backend ``splinecam animate`` names on its last line ("… backend openvino/cpu/bf16)"), or ""."""
+    m = re.search(r"backend ([\w.-]+/[\w.-]+/[\w.-]+)\)", animate_stdout)
+    return m.group(1) if m else ""
+
+
 def sweep(avatars_dir: str, clips: list[str], animate_flags: list[str], say=print) -> list[BlackRegionReport]:
     """``splinecam animate`` of every portrait in ``avatars_dir`` × every clip, each output checked."""
     import subprocess
@@ -139,7 +152,9 @@ def sweep(avatars_dir: str, clips: list[str], animate_flags: list[str], say=prin
                     raise SystemExit(f"animate {avatar.name} × {clip} failed: {(done.stderr or done.stdout).strip()[-300:]}")
                 report = check_video(str(out), read_image(avatar), "none")
                 report.video = f"{avatar.name} × {Path(clip).name}"
-                say(f"{report.video}: {len(report.flagged)} of {report.frames} frames flagged")
+                report.backend = animate_backend(done.stdout)
+                say(f"{report.video} ({report.backend or 'backend not named'}): "
+                    f"{len(report.flagged)} of {report.frames} frames flagged")
                 reports.append(report)
     return reports
 
@@ -169,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         avatar = read_image(args.avatar)
         reports = [check_video(v, avatar, args.compose) for v in args.videos]
     for r in reports:
-        print(f"{r.video}: {len(r.flagged)} of {r.frames} frames with a black region "
+        print(f"{r.video}{f' ({r.backend})' if r.backend else ''}: {len(r.flagged)} of {r.frames} frames with a black region "
               f"(avatar's own: {100 * r.reference_fraction:.3f} % of the frame)"
               + (f"; frames {r.flagged[:20]}{' …' if len(r.flagged) > 20 else ''}, worst {r.worst_pixels} px" if r.flagged else ""))
     if args.json:
