@@ -26,7 +26,7 @@ class DeviceInfo:
     cpu_cores_physical: int | None
     cpu_flags: list[str] = field(default_factory=list)
     cpu_isa: str | None = None          # engines.cpu ISA class (avx2 / avx512 / avx512_bf16 / amx)
-    cpu_isa_cap: str | None = None      # the env variable that capped it (an AVX2 stand-in), or None
+    cpu_isa_cap: str | None = None      # the env variables that capped it (an AVX2 stand-in), or None
     threads: int | None = None
     memory_gb: float | None = None
     gpu_name: str | None = None

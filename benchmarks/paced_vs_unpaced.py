@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{mode.fps[-1]:.2f} fps, p95 {mode.p95_ms[-1]:.0f} ms, {mode.dropped[-1]} dropped", flush=True)
     u, p = modes["unpaced"], modes["paced"]
     result = {
-        "cpu": cpu_info().model, "isa": cpu_info().isa, "when": time.strftime("%Y-%m-%dT%H:%M"),
+        "cpu": cpu_info().model, "isa": cpu_info().isa, "isa_cap": cpu_info().cap, "when": time.strftime("%Y-%m-%dT%H:%M"),
         "command": command,
         "demo_flags": demo_flags, "runs": args.runs, "backend": p.backend,
         "medians": {name: {k: m.median(k) for k in ("generate_ms", "fps", "p95_ms", "dropped")}

@@ -2,12 +2,15 @@
 # The CPU figures quoted in README.md ("Measured speed") and training/BUNDLED.md, in one run:
 #   benchmarks/quiet_cpu_figures.sh cpu-epyc-zen4-2c [--loop]
 # (--loop: the loop's figures only — start-up, demo, pipelines — without the ~15 min of network rows)
+# An AVX2 stand-in on an AVX-512 / AMX machine (engines/cpu.py; ONNX Runtime has no cap, OpenVINO and torch do):
+#   ONEDNN_MAX_CPU_ISA=AVX2 OV_CPU_MAX_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MEASURE_DIR=runs/measure-avx2 \
+#     benchmarks/quiet_cpu_figures.sh cpu-xeon-amx-2c-as-avx2 --loop
 # Run it on a quiet machine (pause any training first; tools/pause_training.py can wrap it). Writes
-# logs under runs/measure/ and the benchmark JSONs under benchmarks/results/<CPU>-*.json.
+# logs under runs/measure/ (or $MEASURE_DIR) and the benchmark JSONs under benchmarks/results/<CPU>-*.json.
 set -u
 cd "$(dirname "$0")/.."
 CPU=${1:?give a CPU name for the result files, e.g. cpu-epyc-zen4-2c}
-OUT=runs/measure
+OUT=${MEASURE_DIR:-runs/measure}  # where the logs go (MEASURE_DIR=… to keep an earlier run's)
 R=benchmarks/results
 mkdir -p $OUT
 lscpu > $OUT/lscpu.txt

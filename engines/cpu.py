@@ -2,10 +2,15 @@
 
 One place reads ``/proc/cpuinfo`` (the backends' ``auto`` policy, the tests' skips and the benchmarks'
 device labels all ask :func:`cpu_info`). The features are the *usable* ones: when the user caps the
-instruction set of the libraries we run on — ``ONEDNN_MAX_CPU_ISA`` (oneDNN, torch's CPU convolutions)
-or ``ATEN_CPU_CAPABILITY`` (torch's own kernels) — features above the cap are reported absent, so a
-run with ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` on an AVX-512/AMX machine behaves, and
-is labelled, as an AVX2 stand-in. The ISA classes, lowest first:
+instruction set of the libraries we run on — ``ONEDNN_MAX_CPU_ISA`` (oneDNN: torch's CPU convolutions and
+OpenVINO's), ``OV_CPU_MAX_ISA`` (OpenVINO's own kernels) or ``ATEN_CPU_CAPABILITY`` (torch's own kernels) —
+features above the cap are reported absent, so a run with
+``ONEDNN_MAX_CPU_ISA=AVX2 OV_CPU_MAX_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` on an AVX-512/AMX machine behaves,
+and is labelled, as an AVX2 stand-in. (Seen with OpenVINO 2026.4 on an AMX Xeon: its profiling counters
+name ``jit_avx2_f32`` / ``brgconv_avx2_f32`` kernels under both caps, and a bf16 hint falls back to f32;
+with ``ONEDNN_MAX_CPU_ISA`` alone 13 of OpenVINO's own nodes stay AVX-512.) ONNX Runtime's MLAS picks its
+kernels from CPUID and has no such cap: its rows in a stand-in run are the real CPU's. The ISA classes,
+lowest first:
 
     avx2         AVX2 + FMA: most laptops and desktops (Zen 1-3, Intel before Ice Lake / client parts)
     avx512       AVX-512 (F, BW, VL …) without bf16
@@ -29,7 +34,8 @@ INTERESTING_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni"
 
 ISA_CLASSES = ("baseline", "avx2", "avx512", "avx512_bf16", "amx")
 
-# ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY values → the highest ISA class they allow
+# ONEDNN_MAX_CPU_ISA (and OV_CPU_MAX_ISA, which takes the same names) / ATEN_CPU_CAPABILITY values → the
+# highest ISA class they allow
 _ONEDNN_CAPS = {"sse41": "baseline", "avx": "baseline", "avx2": "avx2", "avx2_vnni": "avx2",
                 "avx2_vnni_2": "avx2", "avx512_core": "avx512", "avx512_core_vnni": "avx512",
                 "avx512_core_bf16": "avx512_bf16", "avx10_1_512": "avx512_bf16",
@@ -106,16 +112,18 @@ def _read_cpuinfo() -> tuple[str, int | None, set[str]]:
 
 
 def isa_cap(environ=os.environ) -> tuple[str | None, str | None]:
-    """(the lowest ISA class allowed by ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY, the variable) or (None, None)."""
+    """(the lowest ISA class allowed by ONEDNN_MAX_CPU_ISA / OV_CPU_MAX_ISA / ATEN_CPU_CAPABILITY, the variables
+    that set it, space-separated) or (None, None)."""
     caps = []
-    for var, table in (("ONEDNN_MAX_CPU_ISA", _ONEDNN_CAPS), ("ATEN_CPU_CAPABILITY", _ATEN_CAPS)):
+    for var, table in (("ONEDNN_MAX_CPU_ISA", _ONEDNN_CAPS), ("OV_CPU_MAX_ISA", _ONEDNN_CAPS),
+                       ("ATEN_CPU_CAPABILITY", _ATEN_CAPS)):
         value = environ.get(var, "").strip().lower()
         if value and value in table:
             caps.append((ISA_CLASSES.index(table[value]), var))
     if not caps:
         return None, None
-    level, var = min(caps)
-    return ISA_CLASSES[level], var
+    level = min(c[0] for c in caps)
+    return ISA_CLASSES[level], " ".join(var for lvl, var in caps if lvl == level)
 
 
 def make_cpu_info(model: str, logical: int, physical: int | None, hardware: set[str],
