@@ -1,7 +1,7 @@
 """Black holes in an output video: frames with a solid dark region the avatar does not have.
 
     python -m splinecam.benchmarks.black_regions OUT.mp4 --avatar IMG [--compose pad|none] [--json R.json]
-    python -m splinecam.benchmarks.black_regions --sweep AVATARS_DIR --driving CLIP [CLIP …] [--json R.json]
+    python -m splinecam.benchmarks.black_regions --sweep AVATARS_DIR --driving CLIP [CLIP …] [--keep DIR] [--json R.json]
                                                  [-- ANIMATE_FLAGS …]
 
 The second form runs ``splinecam animate`` (the real command, bundled weights unless the flags after
@@ -126,8 +126,10 @@ def animate_backend(animate_stdout: str) -> str:
     return m.group(1) if m else ""
 
 
-def sweep(avatars_dir: str, clips: list[str], animate_flags: list[str], say=print) -> list[BlackRegionReport]:
-    """``splinecam animate`` of every portrait in ``avatars_dir`` × every clip, each output checked."""
+def sweep(avatars_dir: str, clips: list[str], animate_flags: list[str], say=print,
+          keep: str | None = None) -> list[BlackRegionReport]:
+    """``splinecam animate`` of every portrait in ``avatars_dir`` × every clip, each output checked; the
+    animations are written to ``keep`` (kept, to look at) or to a temporary folder (deleted)."""
     import subprocess
     import tempfile
     from pathlib import Path
@@ -142,6 +144,9 @@ def sweep(avatars_dir: str, clips: list[str], animate_flags: list[str], say=prin
         raise SystemExit(f"no portraits in {avatars_dir}")
     reports = []
     with tempfile.TemporaryDirectory(prefix="splinecam-black-") as tmp:
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            tmp = keep
         for clip in clips:
             for avatar in avatars:
                 out = Path(tmp) / f"{avatar.stem}-{Path(clip).stem}.mp4"
@@ -172,12 +177,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="pad: live/demo output (default); none: animate output (the face crop)")
     ap.add_argument("--sweep", metavar="AVATARS_DIR", help="animate every portrait in this folder and check each")
     ap.add_argument("--driving", nargs="+", default=[], metavar="CLIP", help="with --sweep: the driving clips")
+    ap.add_argument("--keep", metavar="DIR", help="with --sweep: keep the animations in this folder (to look at them)")
     ap.add_argument("--json", help="write the reports as JSON")
     args = ap.parse_args(argv)
     if args.sweep:
         if not args.driving:
             ap.error("--sweep needs --driving CLIP [CLIP …]")
-        reports = sweep(args.sweep, args.driving, animate_flags)
+        reports = sweep(args.sweep, args.driving, animate_flags, keep=args.keep)
     else:
         if not args.videos or not args.avatar:
             ap.error("give the videos and --avatar, or --sweep AVATARS_DIR --driving CLIP …")

@@ -22,6 +22,9 @@ from splinecam.training.loader import TrainData
 from splinecam.training.runfiles import Eta, StepImages, save_visualisation
 from splinecam.training.step import optimise
 
+# the progress line's loss names (the CSVs keep the full ones)
+_SHORT = {"equivariance_value": "equivariance", "warp_loss": "warp"}
+
 
 @dataclass
 class StepOutcome:
@@ -79,7 +82,7 @@ def _report_step(run: TrainRun, out: StepOutcome, total_steps: int, eta: Eta) ->
     opts, p = run.opts, run.progress
     run.files.step_row(p.step, p.epoch, run.optim.lr, out.total, out.losses, out.seconds)
     if p.step % opts.log_every == 0 or p.step == 1:
-        parts = " ".join(f"{k.split('_')[0]} {v:.3f}" for k, v in out.losses.items())
+        parts = " ".join(f"{_SHORT.get(k, k)} {v:.3f}" for k, v in out.losses.items())
         run.log(f"step {p.step}/{total_steps} ep {p.epoch} | loss {out.total:.3f} ({parts}) | "
                 f"{out.seconds:.2f} s/step | ETA {eta.minutes(p.step, total_steps, p.wall):.0f} min")
     if opts.vis_every and (p.step % opts.vis_every == 0 or p.step == 1):

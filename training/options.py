@@ -21,9 +21,9 @@ TRAIN_PARAMS = {
     "bg_start": Range(int, 0, 10**6),
 }
 LOSS_WEIGHT = Range(float, 0, 1e6)
-LOSS_KEYS = ("perceptual", "pixel", "equivariance_value", "warp_loss", "bg", "landmark", "fold")
+LOSS_KEYS = ("perceptual", "pixel", "equivariance_value", "warp_loss", "bg", "landmark", "fold", "fold_cross")
 DEFAULT_LOSS_WEIGHTS = {"perceptual": [10, 10, 10, 10, 10], "equivariance_value": 10, "warp_loss": 10, "bg": 10,
-                        "pixel": 0, "landmark": 0, "fold": 0}
+                        "pixel": 0, "landmark": 0, "fold": 0, "fold_cross": 0}
 DEFAULT_TRANSFORM = {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5}
 
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from splinecam.engines.relative_motion import relative_keypoints, relative_scale
 from splinecam.engines.tpsmm.geometry import RandomTPS, kp2gaussian, solve_tps
 from splinecam.engines.tpsmm.networks import TPSMM
 from splinecam.training import losses as L
@@ -100,12 +101,35 @@ class FullModel(nn.Module):
         out = self._image_losses(prediction, driving)
         out.update(self._motion_losses(batch, kp_source, kp_driving, transform, motion, gen, bg_param if use_bg else None,
                                        aug_rng))
+        if self.schedule.loss_weights["fold_cross"] and kp_source.shape[0] > 1 and getattr(motion, "deformation", None) is not None:
+            deformation = self._cross_person_deformation(small, heat_source, kp_source, kp_driving, epoch)
+            out["fold_cross"] = self.schedule.loss_weights["fold_cross"] * L.fold_loss(deformation)
         generated = {"prediction": prediction.detach(), "kp_source": kp_source.detach(),
                      "kp_driving": kp_driving.detach(),
                      # the occlusion map; the keypoint-mask model occludes nothing: its driving masks
                      "occlusion": (motion.occlusion_maps[-1] if motion.occlusion_maps
                                    else motion.preview).detach().float()}
         return out, generated
+
+    def _cross_person_deformation(self, small, heat_source, kp_source, kp_driving, epoch: int) -> torch.Tensor:
+        """The sampling grid (N,h,w,2) of each source driven by *another* sample's motion, as a call drives an
+        avatar: relative keypoints kp_src[i] + (kp_drv[j] − kp_src[j]) · s (j = i − 1 in the batch, the
+        official relative scale s from the hull areas; ``live/normalise.py`` does the same per frame).
+        The training pairs are one person's two frames, so their grid is near the identity and their fold
+        term is ~0 within a few dozen steps; the folds a user sees come from someone else's face driving the
+        avatar. No target image is needed — only the dense motion network runs (no generator)."""
+        ref, drv = kp_source.roll(1, 0).detach(), kp_driving.roll(1, 0).detach()
+        src_np, ref_np = kp_source.detach().cpu().numpy(), ref.cpu().numpy()
+        scale = torch.tensor([relative_scale(a, b)[0] for a, b in zip(src_np, ref_np)], dtype=kp_source.dtype,
+                             device=kp_source.device).view(-1, 1, 1)
+        kp_cross = relative_keypoints(kp_source, drv, ref, scale)
+        dm = self.dense_motion_network
+        h, w = small.shape[2:]
+        tps = solve_tps(kp_cross, kp_source, self.num_tps, getattr(dm, "tps_regularise", "all"))
+        trans = dm.transformations(tps, h, w, None)
+        with self.amp():
+            motion = dm.motion(small, heat_source, kp_cross, trans, self.schedule.dropout_p(epoch))
+        return motion.deformation
 
     def _warmstart_losses(self, batch, aug_rng) -> dict[str, torch.Tensor]:
         images, lms = batch["images"], batch["landmarks"]
