@@ -189,10 +189,14 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("give the videos and --avatar, or --sweep AVATARS_DIR --driving CLIP …")
         avatar = read_image(args.avatar)
         reports = [check_video(v, avatar, args.compose) for v in args.videos]
-    for r in reports:
+    for r in ([] if args.sweep else reports):   # the sweep printed each animation as it went
         print(f"{r.video}{f' ({r.backend})' if r.backend else ''}: {len(r.flagged)} of {r.frames} frames with a black region "
               f"(avatar's own: {100 * r.reference_fraction:.3f} % of the frame)"
               + (f"; frames {r.flagged[:20]}{' …' if len(r.flagged) > 20 else ''}, worst {r.worst_pixels} px" if r.flagged else ""))
+    if args.sweep:
+        flagged = [r for r in reports if not r.ok]
+        print(f"sweep: {sum(len(r.flagged) for r in reports)} of {sum(r.frames for r in reports)} frames flagged in "
+              f"{len(flagged)} of {len(reports)} animations" + (f" ({', '.join(r.video for r in flagged)})" if flagged else ""))
     if args.json:
         with open(args.json, "w") as f:
             json.dump([{**asdict(r), "ok": r.ok} for r in reports], f, indent=1)
