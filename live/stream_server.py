@@ -156,7 +156,10 @@ class StreamServer:
 
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._closed or (self._ticks != self._encoded_tick and self.viewers > 0))
+                # a viewer that joins before the first frame sets _encoded_tick = -1 with nothing to encode yet:
+                # wait for a frame (encoding None killed this thread, and the stream with it)
+                self._cond.wait_for(lambda: self._closed or (self._ticks != self._encoded_tick and self.viewers > 0
+                                                             and self._newest is not None))
                 if self._closed:
                     return
                 frame, tick = self._newest, self._ticks

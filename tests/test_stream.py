@@ -404,6 +404,25 @@ def test_no_viewer_means_no_encoding_and_a_late_viewer_gets_a_fresh_frame():
         stream.close()
 
 
+def test_a_viewer_that_joins_before_the_first_frame_gets_it():
+    """The page's viewer can connect before the loop sends anything (a slow start-up, a loaded machine): the
+    encoder must wait for a frame — it used to try to encode None, and its thread died with the stream (seen once
+    in CI, as a timed-out read in the pass-through test)."""
+    stream = StreamServer("127.0.0.1", 0)
+    try:
+        r = MjpegReader(stream.port)
+        deadline = time.monotonic() + 5
+        while stream.viewers == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert stream.viewers == 1
+        time.sleep(0.3)                                               # the encoder has looked, found no frame
+        stream.send(OutputFrame(np.full((36, 64, 3), 120, np.uint8), time.perf_counter(), "avatar"))
+        assert abs(int(decode(r.part()[1]).mean()) - 120) <= 2
+        r.close()
+    finally:
+        stream.close()
+
+
 # ----------------------------------------------------------------------------- who may ask
 
 
