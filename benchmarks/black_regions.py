@@ -130,6 +130,7 @@ def sweep(avatars_dir: str, clips: list[str], animate_flags: list[str], say=prin
           keep: str | None = None) -> list[BlackRegionReport]:
     """``splinecam animate`` of every portrait in ``avatars_dir`` × every clip, each output checked; the
     animations are written to ``keep`` (kept, to look at) or to a temporary folder (deleted)."""
+    import contextlib
     import subprocess
     import tempfile
     from pathlib import Path
@@ -143,10 +144,9 @@ def sweep(avatars_dir: str, clips: list[str], animate_flags: list[str], say=prin
     if not avatars:
         raise SystemExit(f"no portraits in {avatars_dir}")
     reports = []
-    with tempfile.TemporaryDirectory(prefix="splinecam-black-") as tmp:
-        if keep:
-            Path(keep).mkdir(parents=True, exist_ok=True)
-            tmp = keep
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+    with (contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory(prefix="splinecam-black-")) as tmp:
         for clip in clips:
             for avatar in avatars:
                 out = Path(tmp) / f"{avatar.stem}-{Path(clip).stem}.mp4"
@@ -189,11 +189,12 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("give the videos and --avatar, or --sweep AVATARS_DIR --driving CLIP …")
         avatar = read_image(args.avatar)
         reports = [check_video(v, avatar, args.compose) for v in args.videos]
-    for r in ([] if args.sweep else reports):   # the sweep printed each animation as it went
-        print(f"{r.video}{f' ({r.backend})' if r.backend else ''}: {len(r.flagged)} of {r.frames} frames with a black region "
-              f"(avatar's own: {100 * r.reference_fraction:.3f} % of the frame)"
-              + (f"; frames {r.flagged[:20]}{' …' if len(r.flagged) > 20 else ''}, worst {r.worst_pixels} px" if r.flagged else ""))
-    if args.sweep:
+    if not args.sweep:   # (the sweep printed each animation as it went)
+        for r in reports:
+            print(f"{r.video}{f' ({r.backend})' if r.backend else ''}: {len(r.flagged)} of {r.frames} frames with a black region "
+                  f"(avatar's own: {100 * r.reference_fraction:.3f} % of the frame)"
+                  + (f"; frames {r.flagged[:20]}{' …' if len(r.flagged) > 20 else ''}, worst {r.worst_pixels} px" if r.flagged else ""))
+    else:
         flagged = [r for r in reports if not r.ok]
         print(f"sweep: {sum(len(r.flagged) for r in reports)} of {sum(r.frames for r in reports)} frames flagged in "
               f"{len(flagged)} of {len(reports)} animations" + (f" ({', '.join(r.video for r in flagged)})" if flagged else ""))

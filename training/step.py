@@ -90,20 +90,19 @@ class FullModel(nn.Module):
                 bg_param = self.bg_predictor(source, driving).float()
         dm = self.dense_motion_network
         small = dm.downsample(source)
-        h, w = small.shape[2:]
-        heat_source = kp2gaussian(kp_source, h, w, dm.kp_variance)
-        tps = solve_tps(kp_driving, kp_source, self.num_tps, getattr(dm, "tps_regularise", "all"))  # float32, outside autocast
-        trans = dm.transformations(tps, h, w, bg_param)
+        heat_source = kp2gaussian(kp_source, *small.shape[2:], dm.kp_variance)
+        motion = self._motion(small, heat_source, kp_source, kp_driving, bg_param, epoch)
         with self.amp():
-            motion = dm.motion(small, heat_source, kp_driving, trans, self.schedule.dropout_p(epoch))
             gen = self.inpainting_network(source, motion, keep_warped=True)
         prediction = gen.prediction.float()
         out = self._image_losses(prediction, driving)
         out.update(self._motion_losses(batch, kp_source, kp_driving, transform, motion, gen, bg_param if use_bg else None,
                                        aug_rng))
-        if self.schedule.loss_weights["fold_cross"] and kp_source.shape[0] > 1 and getattr(motion, "deformation", None) is not None:
-            deformation = self._cross_person_deformation(small, heat_source, kp_source, kp_driving, epoch)
-            out["fold_cross"] = self.schedule.loss_weights["fold_cross"] * L.fold_loss(deformation)
+        lw = self.schedule.loss_weights
+        if lw["fold_cross"] and kp_source.shape[0] > 1 and getattr(motion, "deformation", None) is not None:
+            cross = self._motion(small, heat_source, kp_source, self._cross_person_keypoints(kp_source, kp_driving),
+                                 None, epoch)
+            out["fold_cross"] = lw["fold_cross"] * L.fold_loss(cross.deformation)
         generated = {"prediction": prediction.detach(), "kp_source": kp_source.detach(),
                      "kp_driving": kp_driving.detach(),
                      # the occlusion map; the keypoint-mask model occludes nothing: its driving masks
@@ -111,25 +110,28 @@ class FullModel(nn.Module):
                                    else motion.preview).detach().float()}
         return out, generated
 
-    def _cross_person_deformation(self, small, heat_source, kp_source, kp_driving, epoch: int) -> torch.Tensor:
-        """The sampling grid (N,h,w,2) of each source driven by *another* sample's motion, as a call drives an
-        avatar: relative keypoints kp_src[i] + (kp_drv[j] − kp_src[j]) · s (j = i − 1 in the batch, the
-        official relative scale s from the hull areas; ``live/normalise.py`` does the same per frame).
-        The training pairs are one person's two frames, so their grid is near the identity and their fold
-        term is ~0 within a few dozen steps; the folds a user sees come from someone else's face driving the
-        avatar. No target image is needed — only the dense motion network runs (no generator)."""
-        ref, drv = kp_source.roll(1, 0).detach(), kp_driving.roll(1, 0).detach()
-        src_np, ref_np = kp_source.detach().cpu().numpy(), ref.cpu().numpy()
-        scale = torch.tensor([relative_scale(a, b)[0] for a, b in zip(src_np, ref_np)], dtype=kp_source.dtype,
-                             device=kp_source.device).view(-1, 1, 1)
-        kp_cross = relative_keypoints(kp_source, drv, ref, scale)
+    def _motion(self, small, heat_source, kp_source, kp_driving, bg_param, epoch: int):
+        """The dense motion of the sources (downsampled ``small``, their keypoint heatmaps) driven by
+        ``kp_driving``; the TPS solve stays float32, outside autocast."""
         dm = self.dense_motion_network
         h, w = small.shape[2:]
-        tps = solve_tps(kp_cross, kp_source, self.num_tps, getattr(dm, "tps_regularise", "all"))
-        trans = dm.transformations(tps, h, w, None)
+        tps = solve_tps(kp_driving, kp_source, self.num_tps, getattr(dm, "tps_regularise", "all"))
+        trans = dm.transformations(tps, h, w, bg_param)
         with self.amp():
-            motion = dm.motion(small, heat_source, kp_cross, trans, self.schedule.dropout_p(epoch))
-        return motion.deformation
+            return dm.motion(small, heat_source, kp_driving, trans, self.schedule.dropout_p(epoch))
+
+    @staticmethod
+    def _cross_person_keypoints(kp_source: torch.Tensor, kp_driving: torch.Tensor) -> torch.Tensor:
+        """(N,K,2): each source driven by *another* sample's motion, as a call drives an avatar — relative
+        keypoints kp_src[i] + (kp_drv[j] − kp_src[j]) · s (j = i − 1 in the batch, the official relative scale
+        s from the hull areas; ``live/normalise.py`` does the same per frame). The training pairs are one
+        person's two frames, so their grid is near the identity and their fold term is ~0 within a few dozen
+        steps; the folds a user sees come from someone else's face driving the avatar. No target image is
+        needed: ``fold_cross`` runs only the dense motion on these (no generator)."""
+        ref, drv = kp_source.roll(1, 0).detach(), kp_driving.roll(1, 0).detach()
+        scale = torch.tensor([relative_scale(a, b)[0] for a, b in zip(kp_source.detach().cpu().numpy(), ref.cpu().numpy())],
+                             dtype=kp_source.dtype, device=kp_source.device).view(-1, 1, 1)
+        return relative_keypoints(kp_source, drv, ref, scale)
 
     def _warmstart_losses(self, batch, aug_rng) -> dict[str, torch.Tensor]:
         images, lms = batch["images"], batch["landmarks"]
