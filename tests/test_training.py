@@ -639,3 +639,27 @@ def test_cross_person_fold_term_drives_each_source_by_another_samples_motion():
     losses["fold_cross"].backward()
     grads = [p.grad for p in full.dense_motion_network.parameters() if p.grad is not None]
     assert grads and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_resume_rewrites_a_csv_written_before_a_loss_was_added(tmp_path):
+    """A run begun under an older header (no ``fold_cross`` column) is resumed: the CSV is rewritten
+    under the current header, old values kept by column name, rows after the checkpoint dropped, and
+    the next row appended lines up with the header."""
+    from splinecam.training.runfiles import STEP_HEADER, RunFiles
+
+    old_header = [h for h in STEP_HEADER if h != "fold_cross"]
+    path = tmp_path / "losses.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(old_header)
+        for step in (1, 2, 3):
+            w.writerow([step if h == "step" else f"{step}.{i}" for i, h in enumerate(old_header)])
+    files = RunFiles(tmp_path)
+    files.truncate_after(step=2, epoch=1, warm_step=0)
+    files.step_row(3, 0, 1e-4, 9.0, {"pixel": 8.0, "fold_cross": 0.25}, 0.5)
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == STEP_HEADER
+    assert [r["step"] for r in rows] == ["1", "2", "3"]
+    assert rows[1]["pixel"] == f"2.{old_header.index('pixel')}" and rows[1]["fold_cross"] == ""
+    assert rows[2]["fold_cross"] == "0.25000" and rows[2]["pixel"] == "8.00000"

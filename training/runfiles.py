@@ -38,16 +38,26 @@ class RunLog:
             f.write(line + "\n")
 
 
-def truncate_csv(path: Path, max_step: int) -> None:
-    """Drop rows logged after the checkpoint we resume from (their steps are redone)."""
+def truncate_csv(path: Path, max_step: int, header: list[str] | None = None) -> None:
+    """Drop rows logged after the checkpoint we resume from (their steps are redone).
+
+    With ``header`` (the columns this version writes), a file written under another header — a run
+    started before a loss was added, say — is rewritten under ``header``, each old value kept in its
+    column by name and a new column left empty, so the rows appended next line up with it."""
     if not path.is_file():
         return
-    rows = path.read_text().splitlines()
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
     if not rows:
         return
-    keep = [rows[0]] + [r for r in rows[1:] if r and int(float(r.split(",")[0])) <= max_step]
+    old_header, body = rows[0], [r for r in rows[1:] if r and int(float(r[0])) <= max_step]
+    if header is not None and old_header != header:
+        index = {name: i for i, name in enumerate(old_header)}
+        body = [[r[index[name]] if name in index and index[name] < len(r) else "" for name in header] for r in body]
+        old_header = header
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(keep) + "\n")
+    with tmp.open("w", newline="") as f:
+        csv.writer(f).writerows([old_header, *body])
     tmp.replace(path)
 
 
@@ -73,9 +83,9 @@ class RunFiles:
 
     def truncate_after(self, step: int, epoch: int, warm_step: int) -> None:
         """On resume: forget rows written after the checkpoint (their steps are redone)."""
-        truncate_csv(self.run_dir / "losses.csv", step)
-        truncate_csv(self.run_dir / "warmstart.csv", warm_step)
-        truncate_csv(self.run_dir / "epochs.csv", epoch - 1)
+        truncate_csv(self.run_dir / "losses.csv", step, STEP_HEADER)
+        truncate_csv(self.run_dir / "warmstart.csv", warm_step, WARMSTART_HEADER)
+        truncate_csv(self.run_dir / "epochs.csv", epoch - 1, EPOCH_HEADER)
 
     def step_row(self, step: int, epoch: int, lr: float, total: float, vals: dict[str, float], seconds: float) -> None:
         append_csv(self.run_dir / "losses.csv", STEP_HEADER,
