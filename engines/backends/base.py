@@ -151,6 +151,36 @@ class GraphRunner(abc.ABC):
         """Release sessions / device memory."""
 
 
+class ManifestGraphs(GraphRunner):
+    """A runner of the exported ONNX graphs by their manifest names (``source_encoder``, ``keypoints``,
+    ``generator``, optional ``background``): subclasses implement :meth:`run` and :meth:`has_graph`;
+    the four calls are the same for every such engine (ONNX Runtime, OpenVINO)."""
+
+    @abc.abstractmethod
+    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one graph: feeds and results by tensor name (feeds the graph does not take are ignored)."""
+
+    @abc.abstractmethod
+    def has_graph(self, graph: str) -> bool:
+        """Whether this export holds ``graph`` (the background graph is optional)."""
+
+    def encode_source(self, source: np.ndarray, kp_source: np.ndarray | None = None):
+        feeds = {"source": source} if kp_source is None else {"source": source, "kp_source_in": kp_source}
+        out = self.run("source_encoder", feeds)
+        return out.pop("kp_source"), out
+
+    def keypoints(self, image: np.ndarray) -> np.ndarray:
+        return self.run("keypoints", {"image": image})["kp"]
+
+    def generate(self, source: dict[str, np.ndarray], feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self.run("generator", {**source, **feeds})["prediction"]
+
+    def background(self, source: np.ndarray, driving: np.ndarray) -> np.ndarray | None:
+        if not self.has_graph("background"):
+            return None
+        return self.run("background", {"source": source, "driving": driving})["bg_param"]
+
+
 # ----------------------------------------------------------------------------- AVD on the host
 
 AvdMapping = Callable[[np.ndarray, np.ndarray], np.ndarray]

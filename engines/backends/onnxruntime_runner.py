@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from splinecam.engines.backends.base import GraphRunner
+from splinecam.engines.backends.base import ManifestGraphs
 from splinecam.engines.backends.options import BackendOptions
 from splinecam.engines.errors import CheckpointError, EngineCacheError
 from splinecam.engines.loaded_model import LoadedModel
@@ -195,7 +195,7 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class OnnxRuntimeGraphs(GraphRunner):
+class OnnxRuntimeGraphs(ManifestGraphs):
     engine = "onnxruntime"
 
     def __init__(self, loaded: LoadedModel, device: str, precision: str, options: BackendOptions):
@@ -235,21 +235,8 @@ class OnnxRuntimeGraphs(GraphRunner):
         names = [o.name for o in self.manifest.graphs[graph].outputs]
         return dict(zip(names, self.sessions[graph].run(names, feeds)))
 
-    def encode_source(self, source: np.ndarray, kp_source: np.ndarray | None = None):
-        feeds = {"source": source} if kp_source is None else {"source": source, "kp_source_in": kp_source}
-        out = self.run("source_encoder", feeds)
-        return out.pop("kp_source"), out
-
-    def keypoints(self, image: np.ndarray) -> np.ndarray:
-        return self.run("keypoints", {"image": image})["kp"]
-
-    def generate(self, source: dict[str, np.ndarray], feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return self.run("generator", {**source, **feeds})["prediction"]
-
-    def background(self, source: np.ndarray, driving: np.ndarray) -> np.ndarray | None:
-        if "background" not in self.sessions:
-            return None
-        return self.run("background", {"source": source, "driving": driving})["bg_param"]
+    def has_graph(self, graph: str) -> bool:
+        return graph in self.sessions
 
     def close(self) -> None:
         self.sessions.clear()

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from splinecam.engines.backends.base import GraphRunner
+from splinecam.engines.backends.base import ManifestGraphs
 from splinecam.engines.backends.options import BackendOptions
 from splinecam.engines.cache_store import CacheDir
 from splinecam.engines.loaded_model import LoadedModel
@@ -57,7 +57,7 @@ def compiled_cache_dir(model_hash: str, device: str, precision: str, root: Path 
     return (root or cache_root()) / "openvino" / f"{model_hash[:16]}-{device}-{precision}-ov{version}"
 
 
-class OpenVinoGraphs(GraphRunner):
+class OpenVinoGraphs(ManifestGraphs):
     engine = "openvino"
 
     def __init__(self, loaded: LoadedModel, device: str, precision: str, options: BackendOptions):
@@ -121,21 +121,8 @@ class OpenVinoGraphs(GraphRunner):
         request.infer({k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items() if k in wanted})
         return {name: np.array(request.get_tensor(port).data) for port, name in self._outputs[graph]}
 
-    def encode_source(self, source: np.ndarray, kp_source: np.ndarray | None = None):
-        feeds = {"source": source} if kp_source is None else {"source": source, "kp_source_in": kp_source}
-        out = self.run("source_encoder", feeds)
-        return out.pop("kp_source"), out
-
-    def keypoints(self, image: np.ndarray) -> np.ndarray:
-        return self.run("keypoints", {"image": image})["kp"]
-
-    def generate(self, source: dict[str, np.ndarray], feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return self.run("generator", {**source, **feeds})["prediction"]
-
-    def background(self, source: np.ndarray, driving: np.ndarray) -> np.ndarray | None:
-        if "background" not in self.requests:
-            return None
-        return self.run("background", {"source": source, "driving": driving})["bg_param"]
+    def has_graph(self, graph: str) -> bool:
+        return graph in self.requests
 
     def close(self) -> None:
         self.requests.clear()
