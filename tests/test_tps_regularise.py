@@ -70,3 +70,50 @@ def test_unknown_regularisation_is_refused():
     data = {"model_params": {"common_params": {"num_tps": 10}, "dense_motion_params": {"tps_regularise": "none"}}}
     with pytest.raises((ConfigError, ValueError), match="tps_regularise"):
         config_from_dict(data, "bad")
+
+
+def test_affine_groups_are_a_least_squares_affine_of_the_fit_groups_and_leave_the_rest_alone():
+    """``dense_motion_params.affine_tps`` / ``affine_fit``: the listed group becomes the least-squares affine
+    map of the fit groups' keypoints (exact when the motion is affine, no radial part), the other groups are
+    the splines they were, and the torch and host solvers agree."""
+    from splinecam.engines.tpsmm.geometry import AffineGroups
+
+    kp = landmark_groups(2).double()
+    a = torch.tensor([[1.08, 0.15], [-0.12, 0.93]], dtype=torch.float64)
+    shift = torch.tensor([0.03, -0.05], dtype=torch.float64)
+    noise = 0.01 * torch.randn(kp.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    driving = kp + noise
+    source = driving @ a.T + shift                    # exactly affine: driving → source
+    plain = solve_tps(driving, source, 10, "kernel")
+    rigid = solve_tps(driving, source, 10, "kernel", AffineGroups((9,), (2, 3, 4, 5, 9)))
+    expected = torch.cat([a, shift[:, None]], 1)
+    assert torch.allclose(rigid.theta[0, 9], expected, atol=1e-9)
+    assert float(rigid.control_params[0, 9].abs().max()) == 0.0
+    assert torch.equal(rigid.theta[:, :9], plain.theta[:, :9])
+    assert torch.equal(rigid.control_params[:, :9], plain.control_params[:, :9])
+    # a non-affine motion: the group is the fit over the 25 points, not its own five
+    bent = source + 0.05 * torch.sin(6 * driving)
+    rigid = solve_tps(driving, bent, 10, "kernel", AffineGroups((9,), (2, 3, 4, 5, 9)))
+    x = torch.cat([driving[0].reshape(10, 5, 2)[[2, 3, 4, 5, 9]].reshape(-1, 2), torch.ones(25, 1, dtype=torch.float64)], 1)
+    y = bent[0].reshape(10, 5, 2)[[2, 3, 4, 5, 9]].reshape(-1, 2)
+    lstsq = torch.linalg.lstsq(x, y).solution.T
+    assert torch.allclose(rigid.theta[0, 9], lstsq, atol=1e-9)
+    theta, params = solve_tps_host(driving[0].numpy(), bent[0].numpy(), 10, "kernel", (9,), (2, 3, 4, 5, 9))
+    np.testing.assert_allclose(theta, rigid.theta[0].numpy(), atol=1e-9)
+    np.testing.assert_allclose(params, rigid.control_params[0].numpy(), atol=1e-9)
+
+
+def test_affine_groups_in_a_config_round_trip_and_are_checked():
+    from splinecam.engines.tpsmm.config import ConfigError, config_from_dict
+
+    data = load_config("cpu-256").to_yaml_dict()
+    data["model_params"]["dense_motion_params"].update(affine_tps=[9], affine_fit=[2, 3, 4, 5, 9])
+    cfg = config_from_dict(data, "rigid")
+    assert cfg.dense_motion.affine_tps == (9,) and cfg.dense_motion.affine_fit == (2, 3, 4, 5, 9)
+    assert config_from_dict(cfg.to_yaml_dict(), "again") == cfg
+    feeds = generator_feeds(cfg, landmark_groups(4).numpy()[0], landmark_groups(5).numpy()[0])
+    assert float(np.abs(feeds["tps_params"][0, 9]).max()) == 0.0
+    assert "affine_tps" not in load_config("cpu-256").to_yaml_dict()["model_params"]["dense_motion_params"]
+    data["model_params"]["dense_motion_params"]["affine_tps"] = [10]
+    with pytest.raises(ConfigError, match="affine_tps"):
+        config_from_dict(data, "bad")

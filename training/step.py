@@ -115,7 +115,8 @@ class FullModel(nn.Module):
         ``kp_driving``; the TPS solve stays float32, outside autocast."""
         dm = self.dense_motion_network
         h, w = small.shape[2:]
-        tps = solve_tps(kp_driving, kp_source, self.num_tps, getattr(dm, "tps_regularise", "all"))
+        tps = solve_tps(kp_driving, kp_source, self.num_tps, getattr(dm, "tps_regularise", "all"),
+                        getattr(dm, "tps_affine", None))
         trans = dm.transformations(tps, h, w, bg_param)
         with self.amp():
             return dm.motion(small, heat_source, kp_driving, trans, self.schedule.dropout_p(epoch))

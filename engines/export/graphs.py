@@ -152,7 +152,8 @@ def graph_specs(model: TPSMM, precision: str = "fp32", with_background: bool = T
     kp_driving = (kp_source + 0.05 * torch.randn(kp_source.shape, generator=gen).to(dev)).clamp(-1, 1)
     from splinecam.engines.tpsmm.geometry import solve_tps
 
-    tps = solve_tps(kp_driving, kp_source, t, getattr(model.dense_motion_network, "tps_regularise", "all"))
+    dm = model.dense_motion_network
+    tps = solve_tps(kp_driving, kp_source, t, getattr(dm, "tps_regularise", "all"), getattr(dm, "tps_affine", None))
     bg = torch.eye(3, device=dev).view(1, 3, 3)
     src_names = source_tensor_names(cfg)
     specs = [] if landmarks else [GraphSpec("keypoints", KeypointsGraph(model, dtype).eval(), (image,), ["image"], ["kp"])]

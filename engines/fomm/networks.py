@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from splinecam.engines.fomm.config import FommConfig
-from splinecam.engines.tpsmm.geometry import kp2gaussian, make_coordinate_grid
+from splinecam.engines.tpsmm.geometry import deform, kp2gaussian, make_coordinate_grid
 from splinecam.engines.tpsmm.layers import (
     AntiAliasInterpolation2d,
     DownBlock2d,
@@ -257,12 +257,7 @@ class OcclusionAwareGenerator(nn.Module):
     @staticmethod
     def deform_input(inp: torch.Tensor, deformation: torch.Tensor) -> torch.Tensor:
         """Warp (N,C,H,W) by a grid (N,h,w,2), resizing the grid bilinearly to H×W when needed."""
-        _, h_old, w_old, _ = deformation.shape
-        h, w = inp.shape[2:]
-        if h_old != h or w_old != w:
-            deformation = F.interpolate(deformation.permute(0, 3, 1, 2), size=(h, w), mode="bilinear",
-                                        align_corners=ALIGN_CORNERS).permute(0, 2, 3, 1)
-        return F.grid_sample(inp, deformation.to(inp.dtype), align_corners=ALIGN_CORNERS)
+        return deform(inp, deformation, align_corners=ALIGN_CORNERS)
 
     def encode(self, source: torch.Tensor) -> torch.Tensor:
         """Source features (N, C', S', S'): first block + down blocks."""

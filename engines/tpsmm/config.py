@@ -68,8 +68,17 @@ class DenseMotionParams:
     #: where the TPS systems' 0.01 regulariser goes (engines/tpsmm/geometry.py TPS_REGULARISE): "all" is
     #: the official system; "kernel" reproduces affine maps exactly (a still face stays still)
     tps_regularise: str = "all"
+    #: TPS groups solved as one least-squares affine map of the ``affine_fit`` groups' keypoints (all when
+    #: empty) instead of a spline (engines/tpsmm/geometry.py AffineGroups); none officially
+    affine_tps: tuple[int, ...] = ()
+    affine_fit: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        for key in ("affine_tps", "affine_fit"):
+            value = getattr(self, key)
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and v >= 0 for v in value):
+                raise ValueError(f"dense_motion_params.{key} must be a list of TPS group indices, not {value!r:.40}")
+            object.__setattr__(self, key, tuple(value))
         if self.kind not in DENSE_MOTION_KINDS:
             raise ValueError(f"dense_motion_params.kind must be one of {', '.join(DENSE_MOTION_KINDS)}, "
                              f"not {self.kind!r}")
@@ -164,7 +173,8 @@ class ModelConfig:
                 "multi_mask": self.multi_mask,
             },
             "generator_params": _without_defaults(asdict(self.generator), {"kind": "inpainting"}),
-            "dense_motion_params": _without_defaults(asdict(self.dense_motion), {"kind": "hourglass"}),
+            "dense_motion_params": {k: list(v) if isinstance(v, tuple) else v for k, v in _without_defaults(
+                asdict(self.dense_motion), {"kind": "hourglass", "affine_tps": (), "affine_fit": ()}).items()},
             "avd_network_params": asdict(self.avd),
         }
         if self.keypoint != KeypointParams():
@@ -321,6 +331,10 @@ def config_from_dict(data: dict[str, Any], name: str) -> ModelConfig:
                           f"none (its masks, no motion field), and only with it (got {generator.kind} with "
                           f"{dense.kind})")
     num_tps = common.get("num_tps", 10)
+    for key in ("affine_tps", "affine_fit"):
+        if any(i >= num_tps for i in getattr(dense, key)):
+            raise ConfigError(f"config {name!r}: dense_motion_params.{key} {list(getattr(dense, key))} names a TPS group "
+                              f"beyond num_tps ({num_tps}; groups count from 0)")
     if keypoint.head == "landmarks" and len(keypoint.landmarks) != 5 * num_tps:
         raise ConfigError(f"config {name!r}: kp_detector_params.landmarks lists {len(keypoint.landmarks)} indices, "
                           f"num_tps × 5 = {5 * num_tps} are needed")

@@ -81,14 +81,28 @@ def tps_system(kp_1: torch.Tensor, regularise: str = "all") -> torch.Tensor:
     return system + TPS_REGULARISER * torch.diag(diag)
 
 
-def solve_tps(kp_driving: torch.Tensor, kp_source: torch.Tensor, num_tps: int, regularise: str = "all") -> TPSParams:
+@dataclass(frozen=True)
+class AffineGroups:
+    """TPS groups solved as one least-squares affine map instead of a spline (config
+    ``dense_motion_params.affine_tps`` / ``affine_fit``): each of ``tps`` (group indices) gets the affine map
+    that best carries the driving keypoints of the ``fit`` groups (all groups when empty) onto the source's,
+    and no radial part. Five landmarks a few pixels apart fix a spline's extrapolation poorly (the hair gets the
+    forehead group's); twenty-five spread over the rigid part of the face fix a rigid motion well."""
+
+    tps: tuple[int, ...] = ()
+    fit: tuple[int, ...] = ()
+
+
+def solve_tps(kp_driving: torch.Tensor, kp_source: torch.Tensor, num_tps: int, regularise: str = "all",
+              affine: AffineGroups | None = None) -> TPSParams:
     """Fit the T thin-plate splines that map driving keypoints onto source keypoints.
 
     kp_driving, kp_source: (N, K, 2) with K = num_tps × 5. The small (P+3)² systems are solved as
     the official code does (explicit inverse, then a product) in float32, or in float64 when the
     inputs are float64; half-precision inputs are promoted (the log in U(r) is NaN in fp16). This
     runs on the host side: never inside an exported graph (no ONNX/TensorRT op for an inverse).
-    ``regularise``: :data:`TPS_REGULARISE` ("all", the official system, by default).
+    ``regularise``: :data:`TPS_REGULARISE` ("all", the official system, by default); ``affine``: the groups
+    solved as an affine map instead (:class:`AffineGroups`; none by default, as officially).
     """
     dtype = kp_driving.dtype if kp_driving.dtype == torch.float64 else torch.float32
     n = kp_driving.shape[0]
@@ -98,7 +112,17 @@ def solve_tps(kp_driving: torch.Tensor, kp_source: torch.Tensor, num_tps: int, r
     system = tps_system(kp_1, regularise)
     rhs = torch.cat([kp_2, torch.zeros(n, num_tps, 3, 2, dtype=dtype, device=kp_1.device)], 2)
     param = torch.matmul(torch.linalg.inv(system), rhs)  # (N,T,P+3,2)
-    return TPSParams(theta=param[:, :, p:, :].transpose(2, 3), control_points=kp_1, control_params=param[:, :, :p, :])
+    theta, control_params = param[:, :, p:, :].transpose(2, 3), param[:, :, :p, :]
+    if affine is not None and affine.tps:
+        fit = list(affine.fit) or list(range(num_tps))
+        x = kp_1[:, fit].reshape(n, -1, 2)
+        x = torch.cat([x, torch.ones_like(x[..., :1])], -1)                    # (N,M,3)
+        a = torch.linalg.solve(x.transpose(1, 2) @ x, x.transpose(1, 2) @ kp_2[:, fit].reshape(n, -1, 2))
+        idx = list(affine.tps)
+        theta, control_params = theta.clone(), control_params.clone()
+        theta[:, idx] = a.transpose(1, 2).unsqueeze(1)                          # (N,1,2,3)
+        control_params[:, idx] = 0
+    return TPSParams(theta=theta, control_points=kp_1, control_params=control_params)
 
 
 def tps_warp_points(params: TPSParams, points: torch.Tensor) -> torch.Tensor:
@@ -155,6 +179,17 @@ class RandomTPS:
         h, w = frame.shape[2:]
         grid = make_coordinate_grid(h, w, dtype=frame.dtype, device=frame.device).view(1, h * w, 2)
         return self.warp_coordinates(grid).view(self.theta.shape[0], h, w, 2)
+
+
+def deform(inp: torch.Tensor, deformation: torch.Tensor, align_corners: bool = True) -> torch.Tensor:
+    """Warp ``inp`` (N,C,H,W) by a sampling grid (N,h,w,2) in [-1,1], the grid resized bilinearly to H×W
+    when it is smaller (TPSMM's generators use ``align_corners=True``, FOMM's ``False``)."""
+    _, h_old, w_old, _ = deformation.shape
+    h, w = inp.shape[2:]
+    if h_old != h or w_old != w:
+        deformation = F.interpolate(deformation.permute(0, 3, 1, 2), size=(h, w), mode="bilinear",
+                                    align_corners=align_corners).permute(0, 2, 3, 1)
+    return F.grid_sample(inp, deformation.to(inp.dtype), align_corners=align_corners)
 
 
 def apply_affine_to_grid(grid: torch.Tensor, bg_param: torch.Tensor) -> torch.Tensor:

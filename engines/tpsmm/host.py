@@ -20,12 +20,14 @@ TPS_REGULARISER = 0.01
 LOG_EPS = 1e-9
 
 
-def solve_tps_host(kp_driving: np.ndarray, kp_source: np.ndarray, num_tps: int,
-                   regularise: str = "all") -> tuple[np.ndarray, np.ndarray]:
+def solve_tps_host(kp_driving: np.ndarray, kp_source: np.ndarray, num_tps: int, regularise: str = "all",
+                   affine_tps: tuple[int, ...] = (), affine_fit: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
     """The T TPS mapping driving keypoints onto source keypoints: (K,2), (K,2) → theta (T,2,3), params (T,P,2).
 
     P = K / T control points per TPS. float64 throughout. ``regularise``: "all" (official: the whole
     diagonal) or "kernel" (the radial block only; :data:`splinecam.engines.tpsmm.geometry.TPS_REGULARISE`).
+    ``affine_tps`` / ``affine_fit``: the groups solved as one least-squares affine map of the ``affine_fit``
+    groups' keypoints instead (:class:`splinecam.engines.tpsmm.geometry.AffineGroups`).
     """
     d = np.asarray(kp_driving, np.float64).reshape(num_tps, -1, 2)
     s = np.asarray(kp_source, np.float64).reshape(num_tps, -1, 2)
@@ -43,7 +45,15 @@ def solve_tps_host(kp_driving: np.ndarray, kp_source: np.ndarray, num_tps: int,
         raise ValueError(f"TPS regularisation {regularise!r}: 'all' or 'kernel'")
     rhs = np.concatenate([s, np.zeros((t, 3, 2))], axis=1)                   # (T,P+3,2)
     param = np.linalg.solve(system, rhs)
-    return param[:, p:, :].transpose(0, 2, 1), param[:, :p, :]
+    theta, params = param[:, p:, :].transpose(0, 2, 1).copy(), param[:, :p, :].copy()
+    if affine_tps:
+        fit = list(affine_fit) or list(range(t))
+        x = d[fit].reshape(-1, 2)
+        x = np.concatenate([x, np.ones((len(x), 1))], axis=1)                   # (M,3)
+        a = np.linalg.solve(x.T @ x, x.T @ s[fit].reshape(-1, 2))                # (3,2)
+        theta[list(affine_tps)] = a.T
+        params[list(affine_tps)] = 0.0
+    return theta, params
 
 
 def generator_feeds(config: ModelConfig, kp_driving: np.ndarray, kp_source: np.ndarray,
@@ -54,7 +64,8 @@ def generator_feeds(config: ModelConfig, kp_driving: np.ndarray, kp_source: np.n
     contiguous; ``bg_param`` is the identity without a background motion (exactly no motion).
     """
     kp = np.ascontiguousarray(np.asarray(kp_driving, np.float32).reshape(1, -1, 2))
-    theta, params = solve_tps_host(kp[0], kp_source, config.num_tps, config.dense_motion.tps_regularise)
+    dm = config.dense_motion
+    theta, params = solve_tps_host(kp[0], kp_source, config.num_tps, dm.tps_regularise, dm.affine_tps, dm.affine_fit)
     bg = np.eye(3, dtype=np.float32) if bg_param is None else np.asarray(bg_param, np.float32)
     return {"kp_driving": kp, "tps_theta": np.ascontiguousarray(theta[None], np.float32),
             "tps_params": np.ascontiguousarray(params[None], np.float32),

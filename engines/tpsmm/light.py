@@ -123,6 +123,7 @@ class LightDenseMotion(nn.Module):
     """
 
     tps_regularise = "all"  # engines/tpsmm/geometry.py TPS_REGULARISE; set per config (cpu-256: "kernel")
+    tps_affine = None  # engines/tpsmm/geometry.py AffineGroups: groups solved as an affine map; set per config
 
     def __init__(self, num_tps: int, num_channels: int = 3, block_expansion: int = 24, max_features: int = 64,
                  num_blocks: int = 3, scale_factor: float = 0.25, kp_variance: float = 0.01):
@@ -172,7 +173,7 @@ class LightDenseMotion(nn.Module):
         small = self.downsample(source)
         h, w = small.shape[2:]
         heat_source = kp2gaussian(kp_source, h, w, self.kp_variance)
-        tps = solve_tps(kp_driving, kp_source, self.num_tps, self.tps_regularise)
+        tps = solve_tps(kp_driving, kp_source, self.num_tps, self.tps_regularise, self.tps_affine)
         return self.motion(small, heat_source, kp_driving, self.transformations(tps, h, w, None), dropout_p)
 
 

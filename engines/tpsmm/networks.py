@@ -19,8 +19,10 @@ from torch import nn
 from splinecam.engines.tpsmm.config import ModelConfig
 from splinecam.engines.tpsmm.motion import DenseMotion, Inpainting, dropout_softmax  # noqa: F401 (re-exported)
 from splinecam.engines.tpsmm.geometry import (
+    AffineGroups,
     TPSParams,
     apply_affine_to_grid,
+    deform,
     kp2gaussian,
     make_coordinate_grid,
     solve_tps,
@@ -114,6 +116,7 @@ class DenseMotionNetwork(nn.Module):
     """Combines K+1 transformations (background + T TPS) into dense motion and occlusion masks."""
 
     tps_regularise = "all"  # the official TPS system (engines/tpsmm/geometry.py TPS_REGULARISE); set per config
+    tps_affine = None  # engines/tpsmm/geometry.py AffineGroups: groups solved as an affine map; set per config
 
     def __init__(self, block_expansion: int, num_blocks: int, max_features: int, num_tps: int,
                  num_channels: int, scale_factor: float = 0.25, bg: bool = False, multi_mask: bool = True,
@@ -203,7 +206,7 @@ class DenseMotionNetwork(nn.Module):
         small = self.downsample(source)
         h, w = small.shape[2:]
         heat_source = kp2gaussian(kp_source, h, w, self.kp_variance)
-        tps = solve_tps(kp_driving, kp_source, self.num_tps, self.tps_regularise)
+        tps = solve_tps(kp_driving, kp_source, self.num_tps, self.tps_regularise, self.tps_affine)
         trans = self.transformations(tps, h, w, bg_param)
         return self.motion(small, heat_source, kp_driving, trans, dropout_p)
 
@@ -239,12 +242,7 @@ class InpaintingNetwork(nn.Module):
     @staticmethod
     def deform_input(inp: torch.Tensor, deformation: torch.Tensor) -> torch.Tensor:
         """Warp (N,C,H,W) by a grid (N,h,w,2), resizing the grid bilinearly to H×W when needed."""
-        _, h_old, w_old, _ = deformation.shape
-        h, w = inp.shape[2:]
-        if h_old != h or w_old != w:
-            deformation = F.interpolate(deformation.permute(0, 3, 1, 2), size=(h, w), mode="bilinear",
-                                        align_corners=True).permute(0, 2, 3, 1)
-        return F.grid_sample(inp, deformation.to(inp.dtype), align_corners=True)
+        return deform(inp, deformation, align_corners=True)
 
     def occlude_input(self, inp: torch.Tensor, occlusion: torch.Tensor) -> torch.Tensor:
         if not self.multi_mask and inp.shape[2:] != occlusion.shape[2:]:
@@ -358,6 +356,7 @@ class TPSMM(nn.Module):
             self.dense_motion_network = LightDenseMotion(config.num_tps, config.num_channels, dm.block_expansion,
                                                          dm.max_features, dm.num_blocks, dm.scale_factor)
             self.dense_motion_network.tps_regularise = dm.tps_regularise
+            self.dense_motion_network.tps_affine = AffineGroups(dm.affine_tps, dm.affine_fit)
         elif dm.kind == "none":  # keypoint masks, no motion field (engines/tpsmm/kpmask.py)
             from splinecam.engines.tpsmm.kpmask import KeypointMasks
 
@@ -367,6 +366,7 @@ class TPSMM(nn.Module):
                 dm.block_expansion, dm.num_blocks, dm.max_features, config.num_tps, config.num_channels,
                 dm.scale_factor, config.bg, config.multi_mask)
             self.dense_motion_network.tps_regularise = dm.tps_regularise
+            self.dense_motion_network.tps_affine = AffineGroups(dm.affine_tps, dm.affine_fit)
         if g.kind == "warp-refine":
             from splinecam.engines.tpsmm.light import WarpRefineGenerator
 
