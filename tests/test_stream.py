@@ -565,7 +565,7 @@ def test_cli_serve_with_a_real_model(shared, tmp_path):
         reader.close()
         shots = [screenshot(f"http://127.0.0.1:{port}/", tmp_path / "a.png")]
         moved = 0                             # the largest pixel change between any two screenshots so far
-        for i in range(3):                    # a second apart, until the picture moved (≤ 3 tries): each new one
+        for i in range(6):                    # a second apart, until the picture moved (≤ 6 tries): each new one
             time.sleep(1.0)                   # against every earlier one, so a still moment of the clip between
             shots.append(screenshot(f"http://127.0.0.1:{port}/", tmp_path / f"b{i}.png"))   # two shots is not a stall
             moved = max(moved, *(int(np.abs(shots[-1].astype(int) - s.astype(int)).max()) for s in shots[:-1]))
@@ -580,7 +580,7 @@ def test_cli_serve_with_a_real_model(shared, tmp_path):
     m = json.loads((tmp_path / "m.json").read_text())
     assert len(parts) >= 25 and len(distinct) >= 2, (len(parts), len(distinct), m["fps"])
     assert all(s.std() > 20 for s in shots)
-    assert moved > 40, f"screenshots 1–3 s apart differ (largest pixel change {moved})"
+    assert moved > 40, f"screenshots 1–6 s apart differ (largest pixel change {moved})"
     assert m["stream"]["viewers_total"] >= 3 and m["stream"]["frames_served"] >= len(parts)
 
 

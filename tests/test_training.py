@@ -663,3 +663,28 @@ def test_resume_rewrites_a_csv_written_before_a_loss_was_added(tmp_path):
     assert [r["step"] for r in rows] == ["1", "2", "3"]
     assert rows[1]["pixel"] == f"2.{old_header.index('pixel')}" and rows[1]["fold_cross"] == ""
     assert rows[2]["fold_cross"] == "0.25000" and rows[2]["pixel"] == "8.00000"
+
+
+def test_train_takes_the_clips_of_every_data_folder(tiny_config, prepared, tmp_path):
+    """``--data`` is repeatable (train + validation for a final run): the clips of all folders are used."""
+    import shutil
+
+    from splinecam.cli import main
+
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    assert len(manifest["clips"]) >= 2
+    halves = (manifest["clips"][:1], manifest["clips"][1:])
+    folders = []
+    for i, clips in enumerate(halves):
+        folder = tmp_path / f"part{i}"
+        folder.mkdir()
+        for c in clips:
+            for key in ("path", "landmarks_path"):
+                if c.get(key) and (prepared / c[key]).is_file():
+                    shutil.copy(prepared / c[key], folder / c[key])
+        (folder / "manifest.json").write_text(json.dumps({**manifest, "clips": clips}))
+        folders.append(folder)
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(tiny_config), "--data", str(folders[0]), "--data", str(folders[1]),
+                 "--out", str(run), "--max-steps", "1", "--warmstart-steps", "0", *COMMON]) == 0
+    assert f"{len(manifest['clips'])} clips" in (run / "log.txt").read_text()

@@ -26,7 +26,7 @@ def _prepare(args) -> int:
 def _train(args) -> int:
     from splinecam.training.trainer import run
 
-    _out(args.out, "--out", "dir", [args.data, args.init])
+    _out(args.out, "--out", "dir", [*args.data, args.init])
     return run(args)
 
 
@@ -67,7 +67,8 @@ def register(subparsers) -> None:
                               description="Train the keypoint detector, dense motion and inpainting networks "
                                           "with the TPSMM recipe. Run under torchrun for multi-process DDP.")
     p.add_argument("--config", required=True, help="config name (vox-256, lite-256, …) or YAML path")
-    p.add_argument("--data", required=True, help="prepare-data output folder")
+    p.add_argument("--data", required=True, action="append",
+                   help="prepare-data output folder (repeatable: the clips of all of them, e.g. train + validation)")
     p.add_argument("--out", required=True, help="run directory (checkpoint, logs, visualisations)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--init", help="initial weights: a training checkpoint, .safetensors or official .pth.tar")

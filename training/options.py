@@ -31,7 +31,7 @@ DEFAULT_TRANSFORM = {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5}
 class TrainOptions:
     """Everything a run depends on besides the model config (stored in the checkpoint)."""
 
-    data: str
+    data: list[str]      # prepare-data folders (``--data``, repeatable): the clips of all of them
     out: str
     resume: bool = False
     init: str | None = None

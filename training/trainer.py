@@ -137,7 +137,7 @@ def _prepare(cfg: ModelConfig, opts: TrainOptions) -> tuple[TrainRun, TrainingCh
     schedule = TrainSchedule.from_config(cfg, opts)
     image_size = check_image_size(cfg, opts.image_size or cfg.image_size, "--image-size")
     _seed(opts.seed)
-    clips = load_clips(opts.data)
+    clips = [clip for folder in opts.data for clip in load_clips(folder)]
     if cfg.landmark_keypoints and (opts.warmstart_steps or opts.freeze_keypoints or opts.landmark_augment):
         raise SplinecamError(f"{cfg.name} takes face-mesh landmarks as keypoints (no keypoint network): "
                              f"--warmstart-steps, --freeze-keypoints and --landmark-augment do not apply")
