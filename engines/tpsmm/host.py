@@ -45,7 +45,7 @@ def solve_tps_host(kp_driving: np.ndarray, kp_source: np.ndarray, num_tps: int, 
         raise ValueError(f"TPS regularisation {regularise!r}: 'all' or 'kernel'")
     rhs = np.concatenate([s, np.zeros((t, 3, 2))], axis=1)                   # (T,P+3,2)
     param = np.linalg.solve(system, rhs)
-    theta, params = param[:, p:, :].transpose(0, 2, 1).copy(), param[:, :p, :].copy()
+    theta, params = param[:, p:, :].transpose(0, 2, 1), param[:, :p, :]      # views of this call's own array
     if affine_tps:
         fit = list(affine_fit) or list(range(t))
         x = d[fit].reshape(-1, 2)
