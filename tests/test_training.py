@@ -688,3 +688,24 @@ def test_train_takes_the_clips_of_every_data_folder(tiny_config, prepared, tmp_p
     assert main(["train", "--config", str(tiny_config), "--data", str(folders[0]), "--data", str(folders[1]),
                  "--out", str(run), "--max-steps", "1", "--warmstart-steps", "0", *COMMON]) == 0
     assert f"{len(manifest['clips'])} clips" in (run / "log.txt").read_text()
+
+
+def test_prepare_crop_stays_inside_a_tight_clip():
+    """A clip already cropped tight round the face (VoxCeleb / HDTF style): the framing crop (1.85 face sizes)
+    would reach past its edges. The default crop is moved / shrunk inside the frame, so every pixel of the
+    prepared clip is the video's; ``pad`` keeps the old crop, past the edge with the edge rows replicated."""
+    from splinecam.engines.media import VideoReader
+    from splinecam.training.prepare import crop_frames
+
+    frames = VideoReader(DATA / "samples" / "driving.mp4").read_all(12)
+    h, w = frames[0].shape[:2]
+    tight = [np.ascontiguousarray(f[h // 5: h - h // 10, w // 6: w - w // 6]) for f in frames]   # face fills it
+    th, tw = tight[0].shape[:2]
+    inside, (cx, cy, side) = crop_frames(tight, 64, "tight clip")
+    assert side <= min(th, tw) + 1e-6
+    assert cx - side / 2 >= -0.5 and cy - side / 2 >= -0.5 and cx + side / 2 <= tw + 0.5 and cy + side / 2 <= th + 0.5
+    padded, (pcx, pcy, pside) = crop_frames(tight, 64, "tight clip", mode="pad")
+    assert pside > min(th, tw) or pcy - pside / 2 < 0   # the old crop reaches past the frame
+    assert inside.shape == padded.shape == (12, 64, 64, 3)
+    with pytest.raises(ValueError, match="crop mode"):
+        crop_frames(tight, 64, "tight clip", mode="mirror")

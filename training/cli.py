@@ -61,6 +61,10 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder (clips + manifest.json)")
     p.add_argument("--size", type=number_arg(int, 32, 4096), default=256, help="crop size in pixels (default 256)")
     p.add_argument("--no-landmarks", action="store_true", help="skip face-mesh landmarks (no keypoint warm start)")
+    p.add_argument("--crop", choices=("inside", "pad"), default="inside",
+                   help="inside (default): each shot's face crop lies inside the video frame (moved, or shrunk to the "
+                        "frame's short side), so no pixel is made up; pad: the crop as before 2026-12-07, reaching "
+                        "past the frame with its edge pixels replicated (to reproduce older data)")
     p.set_defaults(func=_prepare)
 
     p = subparsers.add_parser("train", help="train a TPSMM model (resumable; DDP under torchrun)",
@@ -145,6 +149,9 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=number_arg(THREADS))
     p.add_argument("--batch-size", type=number_arg(int, 1, 4096), default=8)
     p.add_argument("--image-size", type=number_arg(int, 32, 4096), help="evaluate at this resolution (default: the model's)")
+    p.add_argument("--crop", choices=("inside", "pad"), default="inside",
+                   help="how raw videos are face-cropped, as prepare-data --crop (default inside; pad reproduces "
+                        "figures measured before 2026-12-07)")
     p.set_defaults(func=_evaluate)
 
     p = subparsers.add_parser("export-weights", help="export a trained run, or convert an official checkpoint, to "

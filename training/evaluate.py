@@ -91,8 +91,9 @@ def load_model(path: str | Path | None, config: str | None = None):
     return model.eval(), str(p)
 
 
-def load_items(data: str | Path, size: int) -> list[tuple[str, np.ndarray]]:
-    """(name, frames (T,size,size,3) uint8) for a video, a folder of videos, or prepare-data output."""
+def load_items(data: str | Path, size: int, crop_mode: str = "inside") -> list[tuple[str, np.ndarray]]:
+    """(name, frames (T,size,size,3) uint8) for a video, a folder of videos, or prepare-data output
+    (raw videos cropped as ``prepare-data --crop crop_mode`` would; prepare-data output is used as is)."""
     from splinecam.training.prepare import MIN_SHOT_FRAMES, crop_frames, list_videos, read_video, split_shots
 
     data = Path(data)
@@ -110,7 +111,7 @@ def load_items(data: str | Path, size: int) -> list[tuple[str, np.ndarray]]:
         frames, _ = read_video(video)
         shots = [(a, b) for a, b in split_shots(frames) if b - a >= MIN_SHOT_FRAMES]
         for k, (a, b) in enumerate(shots):
-            clip, _ = crop_frames(frames[a:b], size, f"{video.name} frames {a}-{b}")
+            clip, _ = crop_frames(frames[a:b], size, f"{video.name} frames {a}-{b}", crop_mode)
             items.append((video.stem if len(shots) == 1 else f"{video.stem}--{k:03d}", clip))
     if not items:
         raise SplinecamError(f"nothing to evaluate in {data}: no shot of {MIN_SHOT_FRAMES}+ frames with a face")
@@ -240,7 +241,7 @@ def still_faces(model, folder: str | Path, size: int, mesh, progress=print) -> l
 
 def evaluate(checkpoint: str | None, data: list[str], max_frames: int | None = None, config: str | None = None,
              batch_size: int = 8, image_size: int | None = None, progress=print,
-             still_faces_dir: str | Path | None = None) -> EvaluationResult:
+             still_faces_dir: str | Path | None = None, crop_mode: str = "inside") -> EvaluationResult:
     """Evaluate a model on every video of ``data`` (see the module docstring)."""
     from splinecam.engines.faces.mesh import FaceMesh
 
@@ -257,7 +258,7 @@ def evaluate(checkpoint: str | None, data: list[str], max_frames: int | None = N
     videos = []
     with FaceMesh(static=True) as mesh:
         for d in data:
-            for name, frames in load_items(d, size):
+            for name, frames in load_items(d, size, crop_mode):
                 if max_frames:
                     frames = frames[:max_frames]
                 if len(frames) < 2:
@@ -285,7 +286,8 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     res = evaluate(args.checkpoint, args.data, args.max_frames, args.config, args.batch_size,
-                   getattr(args, "image_size", None), still_faces_dir=getattr(args, "still_faces", None))
+                   getattr(args, "image_size", None), still_faces_dir=getattr(args, "still_faces", None),
+                   crop_mode=getattr(args, "crop", "inside"))
     m = res.mean
     gain = 100 * (1 - m["l1"] / m["l1_no_motion"]) if m["l1_no_motion"] else float("nan")
     print(f"mean over {len(res.videos)} video(s): L1 {m['l1']:.4f} vs no motion {m['l1_no_motion']:.4f} "

@@ -82,12 +82,30 @@ def split_shots(frames: list[np.ndarray], threshold: float = 40.0) -> list[tuple
     return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
 
-def crop_frames(frames: list[np.ndarray], size: int, what: str) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """One stable crop for ``frames`` (H×W×3 uint8) → (T, size, size, 3) uint8 and (cx, cy, side)."""
+CROP_MODES = ("inside", "pad")
+
+
+def crop_frames(frames: list[np.ndarray], size: int, what: str,
+                mode: str = "inside") -> tuple[np.ndarray, tuple[float, float, float]]:
+    """One stable crop for ``frames`` (H×W×3 uint8) → (T, size, size, 3) uint8 and (cx, cy, side).
+
+    ``mode="inside"`` (the default): the crop is moved — and, where it is larger than the frame's short side,
+    shrunk — to lie inside the frame (:meth:`CropBox.clamped`), so every pixel of a clip is a pixel of the
+    video. Most talking-head clips are already tight face crops (VoxCeleb 224², HDTF 512², MEAD 256²): the
+    framing crop (1.85 face sizes) reaches past their edges by 10–48 % of its area, and the replicated edge
+    rows there — streaks that change from frame to frame with whatever touches the edge — would be trained on
+    and scored as if they were video. ``mode="pad"``: the crop as it was before 2026-12-07 (it may extend past
+    the frame, whose edge pixels are replicated; kept to reproduce older data and figures).
+    """
     from splinecam.engines.faces.detection import stable_crop_for_frames
     from splinecam.engines.faces.geometry import crop_image
 
+    if mode not in CROP_MODES:
+        raise ValueError(f"crop mode must be one of {CROP_MODES}, got {mode!r}")
     box = stable_crop_for_frames(frames, sample_every=max(1, min(5, len(frames) // 4)), what=what)
+    if mode == "inside":
+        h, w = frames[0].shape[:2]
+        box = box.clamped(w, h)
     out = np.stack([crop_image(f, box, size) for f in frames])
     return out, (float(box.cx), float(box.cy), float(box.size))
 
@@ -114,7 +132,7 @@ def read_video(path: Path) -> tuple[list[np.ndarray], float]:
 
 
 def prepare_videos(videos_dir: Path, out_dir: Path, size: int = 256, landmarks: bool = True,
-                   progress=print) -> PrepareReport:
+                   progress=print, crop_mode: str = "inside") -> PrepareReport:
     """Crop every video of ``videos_dir`` into clips in ``out_dir`` (see the module docstring)."""
     videos = list_videos(Path(videos_dir))
     out_dir = Path(out_dir)
@@ -135,7 +153,7 @@ def prepare_videos(videos_dir: Path, out_dir: Path, size: int = 256, landmarks: 
                 continue
             name = f"{video.stem}--{k:03d}"
             try:
-                clip, crop = crop_frames(frames[a:b], size, f"{video.name} frames {a}-{b}")
+                clip, crop = crop_frames(frames[a:b], size, f"{video.name} frames {a}-{b}", crop_mode)
             except FaceNotFoundError:
                 report.skipped.append((f"{video.name}[{a}:{b}]", "no face found"))
                 continue
@@ -180,7 +198,8 @@ def run(args) -> int:
     """CLI entry of ``prepare-data``."""
     if args.size < 32:
         raise SplinecamError(f"--size {args.size} is too small: use 64 or more (256 for the bundled configs)")
-    report = prepare_videos(Path(args.videos), Path(args.out), args.size, landmarks=not args.no_landmarks)
+    report = prepare_videos(Path(args.videos), Path(args.out), args.size, landmarks=not args.no_landmarks,
+                            crop_mode=getattr(args, "crop", "inside"))
     total = sum(c.num_frames for c in report.clips)
     print(f"prepared {len(report.clips)} clips ({total} frames) in {args.out}; skipped {len(report.skipped)}")
     for what, why in report.skipped:
