@@ -54,6 +54,8 @@ def _export(args) -> int:
 
 def register(subparsers) -> None:
     """Add the training subcommands to an argparse ``subparsers`` object."""
+    from splinecam.training.prepare import CROP_MODES  # cv2 / numpy: already loaded by the dispatcher
+
     p = subparsers.add_parser("prepare-data", help="face-crop raw videos into training clips",
                               description="Split videos into shots, crop each shot around the face "
                                           "(one stable crop per shot) and write .npy clips + landmarks.")
@@ -61,7 +63,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder (clips + manifest.json)")
     p.add_argument("--size", type=number_arg(int, 32, 4096), default=256, help="crop size in pixels (default 256)")
     p.add_argument("--no-landmarks", action="store_true", help="skip face-mesh landmarks (no keypoint warm start)")
-    p.add_argument("--crop", choices=("inside", "pad"), default="inside",
+    p.add_argument("--crop", choices=CROP_MODES, default=CROP_MODES[0],
                    help="inside (default): each shot's face crop lies inside the video frame (moved, or shrunk to the "
                         "frame's short side), so no pixel is made up; pad: the crop as before 2026-12-07, reaching "
                         "past the frame with its edge pixels replicated (to reproduce older data)")
@@ -149,7 +151,7 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=number_arg(THREADS))
     p.add_argument("--batch-size", type=number_arg(int, 1, 4096), default=8)
     p.add_argument("--image-size", type=number_arg(int, 32, 4096), help="evaluate at this resolution (default: the model's)")
-    p.add_argument("--crop", choices=("inside", "pad"), default="inside",
+    p.add_argument("--crop", choices=CROP_MODES, default=CROP_MODES[0],
                    help="how raw videos are face-cropped, as prepare-data --crop (default inside; pad reproduces "
                         "figures measured before 2026-12-07)")
     p.set_defaults(func=_evaluate)

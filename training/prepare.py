@@ -83,7 +83,7 @@ def split_shots(frames: list[np.ndarray], threshold: float = 40.0) -> list[tuple
     return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
 
-CROP_MODES = ("inside", "pad")
+CROP_MODES = ("inside", "pad")  # the first is the default (prepare-data / evaluate --crop)
 
 
 def crop_frames(frames: list[np.ndarray], size: int, what: str,
@@ -94,8 +94,8 @@ def crop_frames(frames: list[np.ndarray], size: int, what: str,
     shrunk — to lie inside the frame (:meth:`CropBox.clamped`), so every pixel of a clip is a pixel of the
     video. Most talking-head clips are already tight face crops (VoxCeleb 224², HDTF 512², MEAD 256²): the
     framing crop (1.85 face sizes) reached past the edges of 28 of the 36 training clips by 3–48 % of its
-    area, and the replicated edge rows there — streaks that change from frame to frame with whatever touches the edge — would be trained on
-    and scored as if they were video. ``mode="pad"``: the crop as it was before 2026-12-07 (it may extend past
+    area, and the replicated edge rows there — streaks that change from frame to frame with whatever touches
+    the edge — would be trained on and scored as if they were video. ``mode="pad"``: the crop as it was before 2026-12-07 (it may extend past
     the frame, whose edge pixels are replicated; kept to reproduce older data and figures).
     """
     from splinecam.engines.faces.detection import stable_crop_for_frames
