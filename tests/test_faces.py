@@ -127,6 +127,25 @@ def test_crop_box_clamped():
     assert CropBox(320, 240, 1000).clamped(640, 480) == CropBox(320, 240, 480)
 
 
+@pytest.mark.parametrize("border", ["replicate", "constant"])
+def test_box_patch_is_the_clipped_index_fill(border):
+    """box_patch's OpenCV border fill gives exactly what indexing with clipped coordinates gives (the fill
+    crop_image used before), for boxes inside, straddling every side, larger than the picture and outside."""
+    from splinecam.engines.faces.geometry import box_patch
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    h, w = img.shape[:2]
+    for _ in range(200):
+        box = CropBox(*rng.uniform(-40, 95, 2), rng.uniform(1, 90))
+        x0, y0, x1, y1 = box.as_int()
+        rows, cols = np.arange(y0, y1), np.arange(x0, x1)
+        ref = img[np.clip(rows, 0, h - 1)[:, None], np.clip(cols, 0, w - 1)[None, :]]
+        if border == "constant":
+            ref[((rows < 0) | (rows >= h))[:, None] | ((cols < 0) | (cols >= w))[None, :]] = 0
+        np.testing.assert_array_equal(box_patch(img, box, border), ref)
+
+
 def test_crop_image_inside_and_padding():
     img = np.zeros((100, 120, 3), np.uint8)
     img[..., 0] = np.arange(120, dtype=np.uint8)[None, :]  # red = x

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from splinecam.live.metrics import LiveMetrics
-from splinecam.live.sinks import OutputFrame, RecorderSink, SinkFanout, SteadySender, open_virtual_camera
+from splinecam.live.sinks import (SEND_FRESH, SEND_REPEAT, OutputFrame, RecorderSink, SendSlots, SinkFanout, SteadySender,
+                                  open_virtual_camera)
 
 
 class ListSink:
@@ -47,7 +48,63 @@ def test_steady_sender_repeats_the_last_frame_when_inference_is_late():
     assert np.median(np.diff(sink.times)) == pytest.approx(0.02, abs=0.008)
     s = metrics.summary()
     assert s.latency_ms.count == 3                        # only fresh, stamped frames count
-    assert s.latency_ms.max < 1000 * 0.1                  # sent at the next tick, not a publish later
+    assert s.latency_ms.max < 1000 * 0.1                  # sent at once, not a publish later
+
+
+def simulate_slots(period: float, publishes: list[float], until: float, start: float = 0.0):
+    """Runs :class:`SendSlots` as the sender thread does, on simulated time: it is asked at every publish and
+    whenever it said to come back (its ``end``). Returns (sends as (time, kind), waits of the fresh frames
+    that were sent: send time - publish time)."""
+    slots = SendSlots(period, start)
+    pending: float | None = None            # publish time of the newest unsent fresh frame
+    sends, waits = [], []
+    queue = sorted(publishes)
+    now = start
+    while now < until:
+        while queue and queue[0] <= now:
+            pending = queue.pop(0)
+        while True:
+            action = slots.step(now, pending is not None)
+            if action is None:
+                break
+            sends.append((now, action))
+            if action == SEND_FRESH:
+                waits.append(now - pending)
+                pending = None
+        now = min([slots.end] + queue[:1])
+    return sends, waits
+
+
+def test_send_slots_send_a_cameras_frames_without_waiting_whatever_the_phase():
+    period = 0.04
+    rng = np.random.default_rng(0)
+    for phase in np.linspace(0.0, period, 9, endpoint=False):   # a fixed tick made these wait 0-40 ms
+        publishes = [phase + 0.5 + i * period + rng.uniform(-0.006, 0.006) for i in range(250)]
+        sends, waits = simulate_slots(period, publishes, until=publishes[-1] + 0.001)
+        settled = waits[10:]                                  # after the grid has locked on
+        assert max(settled) < 1e-9, (phase, max(settled))     # every frame out the moment it is published
+        assert [k for t, k in sends if t > publishes[10]].count(SEND_REPEAT) == 0
+
+
+def test_send_slots_keep_the_rate_when_inference_is_slow_or_bursty():
+    period = 0.04
+    rng = np.random.default_rng(1)
+    for gaps in (rng.uniform(0.05, 0.12, 200), rng.uniform(0.0, 0.08, 400)):  # slow; faster than fps in bursts
+        publishes = list(np.cumsum(gaps))
+        until = publishes[-1]
+        sends, waits = simulate_slots(period, publishes, until=until)
+        times = np.array([t for t, _ in sends])
+        assert abs(len(sends) - until / period) <= 2                 # one frame per slot: the recording's clock
+        per_window = [np.sum((times >= t) & (times < t + 10 * period)) for t in times]
+        assert max(per_window) <= 12  # never a burst: 10 periods touch 11 slots, the phase shifts them <= 1 period
+        assert max(waits) <= period + 1e-9                           # a fresh frame waits at most one slot
+
+
+def test_send_slots_skip_ahead_when_the_sender_was_late():
+    slots = SendSlots(0.04, 0.0)
+    assert slots.step(0.0, True) == SEND_FRESH
+    assert slots.step(0.5, False) is None and slots.end == pytest.approx(0.51)  # the slot that holds 0.5
+    assert slots.step(0.51, False) == SEND_REPEAT                    # one repeat at its end, not twelve at once
 
 
 def test_steady_sender_max_frames():
