@@ -300,6 +300,31 @@ def test_openvino_fp32_matches_torch(ov_backend, torch_refs, golden_io, pred_key
         assert np.abs(got - torch_refs[pred_key][i]).max() <= ORT_TOL, f"{pred_key}[{i}] vs torch"
 
 
+def test_openvino_binds_inputs_anew_only_when_their_arrays_change(ov_backend, golden_io):
+    """The OpenVINO runner binds each input as a view and keeps the cached source arrays bound between frames:
+    alternating two avatars, and a feed array changed in place, give what a first call on each gives."""
+    src = nchw(golden_io["source"])
+    a = ov_backend.encode_source(src)
+    b = ov_backend.encode_source(np.ascontiguousarray(src[:, :, :, ::-1]))   # another avatar: the mirror image
+    kp0, kp1 = golden_io["kp_relative"][0], golden_io["kp_relative"][-1]
+    first = {"a0": ov_backend.predict(a, kp0).copy()}
+    first["b1"] = ov_backend.predict(b, kp1).copy()
+    first["a1"] = ov_backend.predict(a, kp1).copy()
+    first["b0"] = ov_backend.predict(b, kp0).copy()
+    assert np.abs(first["a0"] - first["b0"]).max() > 0.05                     # the avatars do differ
+    for key in ("a0", "b1", "b0", "a1", "a0"):
+        state = a if key[0] == "a" else b
+        got = ov_backend.predict(state, kp0 if key[1] == "0" else kp1)
+        np.testing.assert_array_equal(got, first[key])
+    graphs = ov_backend.graphs
+    feeds = {**a.tensors, **ov_backend.frame_feeds(a, kp1, None)}
+    before = graphs.run("generator", feeds)["prediction"].copy()
+    for name, value in ov_backend.frame_feeds(a, kp0, None).items():
+        feeds[name][...] = value                                              # the same arrays, new contents
+    np.testing.assert_array_equal(graphs.run("generator", feeds)["prediction"], first["a0"])
+    assert np.abs(before - first["a0"]).max() > 0.01
+
+
 def test_openvino_caches_compiled_models_by_device_precision_and_model(tmp_path):
     pytest.importorskip("openvino", reason="OpenVINO is not installed")
     from splinecam.engines.backends.openvino_runner import compiled_cache_dir
