@@ -317,7 +317,8 @@ def test_openvino_binds_inputs_anew_only_when_their_arrays_change(ov_backend, go
         got = ov_backend.predict(state, kp0 if key[1] == "0" else kp1)
         np.testing.assert_array_equal(got, first[key])
     graphs = ov_backend.graphs
-    feeds = {**a.tensors, **ov_backend.frame_feeds(a, kp1, None)}
+    feeds = {**a.tensors, **{k: np.array(v) for k, v in ov_backend.frame_feeds(a, kp1, None).items()}}  # own copies:
+    # the feeds may be views of golden_io's arrays, which the later tests read
     before = graphs.run("generator", feeds)["prediction"].copy()
     for name, value in ov_backend.frame_feeds(a, kp0, None).items():
         feeds[name][...] = value                                              # the same arrays, new contents
