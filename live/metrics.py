@@ -14,6 +14,7 @@ processing and sender threads.
                 "recorder_dropped", "reconnects", "bad_output"},   # bad_output: generator output refused
      "fps": {"processed", "output"},            # per second of wall time since the first frame
      "latency_ms": {"p50", "p95", "max", "mean", "count"},
+     "queued_ms": {"p50", "p95", "max", "mean", "count"},   # of that: capture → the processing thread takes it
      "stages_ms": {"capture", "track", "keypoints", "normalise", "generate", "compose", "sinks", …},
      "loop_ms": mean per-frame time of the loop's own stages (everything but the networks),
      "backend", "device", "precision", "source", "output_size", "duration_s",
@@ -50,7 +51,9 @@ class Rates:
 
 @dataclass
 class Latency:
-    """Capture → sinks, ms (None without a measured frame)."""
+    """A per-frame time's distribution, ms (None without a measured frame): capture → sinks (``latency_ms``), or
+    capture → the processing thread taking the frame (``queued_ms``: the part of the latency spent waiting for the
+    loop, not in it)."""
 
     p50: float | None
     p95: float | None
@@ -75,6 +78,7 @@ class RunSummary:
     info: dict[str, Any] = field(default_factory=dict)
     duration_s: float = 0.0
     sections: dict[str, dict] = field(default_factory=dict)
+    queued_ms: Latency = field(default_factory=lambda: Latency(None, None, None, None, 0))
 
     @property
     def stopped_by(self) -> str | None:
@@ -91,7 +95,7 @@ class RunSummary:
     def to_json(self) -> dict:
         """The ``--metrics`` JSON (the layout in the module docstring, unchanged)."""
         return {"frames": dict(self.frames), "fps": asdict(self.fps), "latency_ms": asdict(self.latency_ms),
-                "stages_ms": dict(self.stages_ms), "loop_ms": self.loop_ms, **self.info,
+                "queued_ms": asdict(self.queued_ms), "stages_ms": dict(self.stages_ms), "loop_ms": self.loop_ms, **self.info,
                 "duration_s": self.duration_s, **self.sections}
 
 
@@ -111,6 +115,7 @@ class LiveMetrics:
         self._latency = deque(maxlen=100_000)  # seconds; bounded so a day-long run stays flat
         self._latency_max = 0.0
         self._latency_n = 0
+        self._queued = deque(maxlen=100_000)  # seconds, capture → processing start
         self._recent_processed = deque(maxlen=self.window)
         self._recent_latency = deque(maxlen=self.window)
         self._t_first: float | None = None
@@ -153,6 +158,11 @@ class LiveMetrics:
                 self._latency_max = max(self._latency_max, lat)
                 self._latency_n += 1
 
+    def queued(self, wait_s: float) -> None:
+        """The processing thread took a frame ``wait_s`` after it was captured."""
+        with self._lock:
+            self._queued.append(max(0.0, float(wait_s)))
+
     # --- reading
     def recent_fps(self) -> float:
         with self._lock:
@@ -171,6 +181,7 @@ class LiveMetrics:
             counts = dict(self.counts)
             lat = np.asarray(self._latency, dtype=np.float64) * 1000.0
             lat_max, lat_n = self._latency_max * 1000.0, self._latency_n
+            queued = np.asarray(self._queued, dtype=np.float64) * 1000.0
             t0, t1 = self._t_first, self._t_last
         duration = (t1 - t0) if (t0 is not None and t1 is not None) else 0.0
         stages = {k: round(v, 3) for k, v in self.stages.mean_ms().items()}
@@ -182,10 +193,13 @@ class LiveMetrics:
         latency = (Latency(round(float(np.percentile(lat, 50)), 2), round(float(np.percentile(lat, 95)), 2),
                            round(lat_max, 2), round(float(lat.mean()), 2), lat_n)
                    if lat.size else Latency(None, None, None, None, 0))
+        waited = (Latency(round(float(np.percentile(queued, 50)), 2), round(float(np.percentile(queued, 95)), 2),
+                          round(float(queued.max()), 2), round(float(queued.mean()), 2), int(queued.size))
+                  if queued.size else Latency(None, None, None, None, 0))
         return RunSummary(frames=counts, fps=Rates(rate(counts["processed"]), rate(counts["output"])),
                           latency_ms=latency, stages_ms=stages, loop_ms=round(loop, 3), info=dict(self.info),
                           duration_s=round(duration, 3),
-                          sections={name: report() for name, report in self.sections.items()})
+                          sections={name: report() for name, report in self.sections.items()}, queued_ms=waited)
 
     def write(self, path: str | Path) -> RunSummary:
         """Write :meth:`summary` as JSON (atomically); returns it."""
@@ -205,6 +219,8 @@ def format_summary(summary: RunSummary) -> str:
     stages = " ".join(f"{k} {v:.1f}" for k, v in summary.stages_ms.items())
     lat_txt = (f"latency p50 {lat.p50:.0f} ms, p95 {lat.p95:.0f} ms, max {lat.max:.0f} ms"
                if lat.count else "latency n/a")
+    if lat.count and summary.queued_ms.count:
+        lat_txt += f" (of it waiting for the loop: p95 {summary.queued_ms.p95:.0f} ms)"
     return (f"frames: {f['captured']} captured, {f['processed']} processed, {f['dropped']} dropped, "
             f"{f['output']} sent ({f['repeated']} repeats), {f['no_face']} without a face"
             f"{_bad(f)}\n"

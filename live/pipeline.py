@@ -681,6 +681,7 @@ class LivePipeline:
                             self._publish(latest, status)
                     continue
                 last_frame_t, away_shown, last_t, status = time.perf_counter(), False, frame.media_time, ""
+                metrics.queued(last_frame_t - frame.timestamp)
                 p = self._deliver(proc.process(frame))  # None: the overlapped GPU path's first frame
                 latest = p if p is not None else latest
                 self._publish(latest, status)

@@ -403,7 +403,7 @@ def test_no_display_means_no_preview_and_one_line(monkeypatch):
 
 def test_run_summary_is_typed_and_its_json_layout_unchanged(tmp_path):
     """pipe.run() returns a RunSummary; --metrics holds its to_json(), in the layout it always had (same
-    keys, same order, plain strings for the mode: benchmarks and users read it by key)."""
+    keys, same order, plain strings for the mode: benchmarks and users read it by key) plus queued_ms (2026-12-08)."""
     from splinecam.live.metrics import RunSummary
 
     metrics = tmp_path / "m.json"
@@ -413,10 +413,12 @@ def test_run_summary_is_typed_and_its_json_layout_unchanged(tmp_path):
     text = metrics.read_text()
     data = json.loads(text)
     assert data == json.loads(json.dumps(summary.to_json()))
-    assert list(data) == ["frames", "fps", "latency_ms", "stages_ms", "loop_ms", "backend", "device", "precision",
-                          "source", "output_size", "paced", "fps_target", "stopped_by", "mode", "duration_s"]
+    assert list(data) == ["frames", "fps", "latency_ms", "queued_ms", "stages_ms", "loop_ms", "backend", "device",
+                          "precision", "source", "output_size", "paced", "fps_target", "stopped_by", "mode",
+                          "duration_s"]
     assert list(data["fps"]) == ["processed", "output"]
-    assert list(data["latency_ms"]) == ["p50", "p95", "max", "mean", "count"]
+    assert list(data["latency_ms"]) == list(data["queued_ms"]) == ["p50", "p95", "max", "mean", "count"]
+    assert summary.queued_ms.count == 6 and 0 <= summary.queued_ms.p95 <= summary.latency_ms.max
     assert data["mode"] == "relative" and '"mode": "relative"' in text
     assert summary.frames["processed"] == 6 and summary.fps.processed == data["fps"]["processed"]
     assert summary.latency_ms.count == data["latency_ms"]["count"] == 6

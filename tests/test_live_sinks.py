@@ -195,3 +195,17 @@ def test_fanout_switches_off_a_failing_sink_and_keeps_the_others():
     for i in range(3):
         fanout.deliver(out(i))
     assert len(good.frames) == 3 and bad.closed and fanout.sinks == [good]
+
+
+def test_metrics_report_the_wait_for_the_loop_beside_the_latency():
+    from splinecam.live.metrics import format_summary
+
+    metrics = LiveMetrics()
+    for i, (wait, total) in enumerate([(0.001, 0.020), (0.002, 0.025), (0.030, 0.060)]):
+        metrics.queued(wait)
+        metrics.output(100.0 + i, repeated=False, now=100.0 + i + total)
+    s = metrics.summary()
+    assert s.queued_ms.count == 3 and s.queued_ms.max == pytest.approx(30.0) and s.queued_ms.p50 == pytest.approx(2.0)
+    assert s.to_json()["queued_ms"]["max"] == pytest.approx(30.0)
+    assert "waiting for the loop: p95 27 ms" in format_summary(s)
+    assert LiveMetrics().summary().queued_ms.count == 0 and "waiting" not in format_summary(LiveMetrics().summary())
