@@ -61,6 +61,16 @@ class Latency:
     mean: float | None
     count: int
 
+    @classmethod
+    def of(cls, ms: np.ndarray, max_ms: float | None = None, count: int | None = None) -> "Latency":
+        """The distribution of ``ms`` (1-D, ms), rounded to 0.01 ms; ``max_ms`` / ``count`` when they were kept
+        beyond the samples (a bounded history); all None and 0 without a sample."""
+        if not ms.size:
+            return cls(None, None, None, None, 0)
+        return cls(round(float(np.percentile(ms, 50)), 2), round(float(np.percentile(ms, 95)), 2),
+                   round(float(ms.max() if max_ms is None else max_ms), 2), round(float(ms.mean()), 2),
+                   int(ms.size if count is None else count))
+
 
 @dataclass
 class RunSummary:
@@ -190,12 +200,8 @@ class LiveMetrics:
         def rate(n: int) -> float:
             return round((n - 1) / duration, 3) if duration > 0 and n > 1 else 0.0
 
-        latency = (Latency(round(float(np.percentile(lat, 50)), 2), round(float(np.percentile(lat, 95)), 2),
-                           round(lat_max, 2), round(float(lat.mean()), 2), lat_n)
-                   if lat.size else Latency(None, None, None, None, 0))
-        waited = (Latency(round(float(np.percentile(queued, 50)), 2), round(float(np.percentile(queued, 95)), 2),
-                          round(float(queued.max()), 2), round(float(queued.mean()), 2), int(queued.size))
-                  if queued.size else Latency(None, None, None, None, 0))
+        latency = Latency.of(lat, lat_max, lat_n)
+        waited = Latency.of(queued)
         return RunSummary(frames=counts, fps=Rates(rate(counts["processed"]), rate(counts["output"])),
                           latency_ms=latency, stages_ms=stages, loop_ms=round(loop, 3), info=dict(self.info),
                           duration_s=round(duration, 3),

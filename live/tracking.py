@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from splinecam.engines.faces.geometry import CropBox, FaceBox, box_patch
+from splinecam.engines.faces.geometry import CropBox, FaceBox, box_patch, crop_image
 from splinecam.engines.faces.tracker import FaceTracker
 from splinecam.live.capture import CapturedFrame
 from splinecam.live.kinds import StrEnum
@@ -44,10 +44,9 @@ def fast_crop(image: np.ndarray, box: CropBox, size: int) -> np.ndarray:
         box = CropBox(x0 + side / 2.0, y0 + side / 2.0, side)
         small = cv2.resize(box_patch(image, box), (side // k, side // k), interpolation=cv2.INTER_AREA)
         return cv2.resize(small, (size, size), interpolation=cv2.INTER_LINEAR)
-    patch = box_patch(image, box)
-    if side == size:
-        return np.ascontiguousarray(patch).copy()
-    return cv2.resize(patch, (size, size), interpolation=cv2.INTER_LINEAR if side > size else cv2.INTER_CUBIC)
+    if side <= size:
+        return crop_image(image, box, size)
+    return cv2.resize(box_patch(image, box), (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 @dataclass(frozen=True)

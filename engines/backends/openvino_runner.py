@@ -83,6 +83,7 @@ class OpenVinoGraphs(ManifestGraphs):
             config["ENABLE_CPU_PINNING"] = False  # the capture / tracking / encoding threads need the cores too
         self.compiled, self.requests, self._outputs = {}, {}, {}
         self._bound: dict[str, dict[str, np.ndarray]] = {}  # graph → input name → the array bound to it
+        self._tensor = ov.Tensor
 
         def compile_all(cache: Path) -> None:
             for name in self.manifest.graphs:
@@ -121,8 +122,6 @@ class OpenVinoGraphs(ManifestGraphs):
         Inputs are bound to the request as views of the callers' arrays (no copy). The generator's source
         inputs — the avatar and its cached features, ~2.5 MB at 256² — are the same arrays on every frame: an
         input whose array is the one already bound is not bound again (a view sees its contents as they are)."""
-        import openvino as ov
-
         wanted = self._inputs[graph]
         request = self.requests[graph]
         bound = self._bound.setdefault(graph, {})
@@ -130,7 +129,7 @@ class OpenVinoGraphs(ManifestGraphs):
             if k not in wanted or bound.get(k) is v:
                 continue
             a = np.ascontiguousarray(v, np.float32)
-            request.set_tensor(k, ov.Tensor(a, shared_memory=True))
+            request.set_tensor(k, self._tensor(a, shared_memory=True))
             bound[k] = v if a is v else a  # a copy is bound anew each call: it can never be ``v`` again
         request.infer()
         return {name: np.array(request.get_tensor(port).data) for port, name in self._outputs[graph]}
